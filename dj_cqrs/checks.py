@@ -1,0 +1,222 @@
+"""System checks (``manage.py check``): settings, transport, and model configuration.
+
+Ids: E001-E011 settings and transport, E020-E022 registries, E030-E035 master models,
+E040-E043 replica models, W001 unknown keys. Every message carries a hint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from dj_cqrs.constants import ALL_BASIC_FIELDS
+from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.registry import master_registry, replica_registry
+
+_MISSING = object()
+
+
+def _message(problem: Any, obj: Any = None) -> checks.CheckMessage:
+    cls = checks.Warning if getattr(problem, "warning", False) else checks.Error
+    return cls(problem.msg, hint=problem.hint, id=problem.id, obj=obj)
+
+
+@checks.register("dj_cqrs")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from django.conf import settings
+
+    from dj_cqrs.conf import validate
+
+    raw = getattr(settings, "CQRS", _MISSING)
+    has_masters = len(master_registry) > 0
+    has_replicas = len(replica_registry) > 0
+    if raw is _MISSING and not (has_masters or has_replicas):
+        return []
+    result = [_message(p) for p in validate(None if raw is _MISSING else raw, has_masters=has_masters, has_replicas=has_replicas)]
+    if isinstance(raw, dict) and raw.get("transport"):
+        result.extend(_check_transport(raw))
+    return result
+
+
+def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    from dj_cqrs.transport import resolve_transport_class
+
+    try:
+        cls = resolve_transport_class(raw["transport"])
+    except ConfigurationError as exc:
+        text = str(exc)
+        check_id, _, msg = text.partition(": ")
+        return [
+            checks.Error(
+                msg,
+                hint="Use 'dj_cqrs.transport.RabbitMQTransport', 'dj_cqrs.transport.KombuTransport',"
+                " an alias ('rabbitmq', 'kombu', 'memory') or your BaseTransport subclass.",
+                id=check_id,
+            )
+        ]
+    url = raw.get("url")
+    if isinstance(url, str) and url and cls.__name__ == "RabbitMQTransport":
+        import pika
+
+        try:
+            pika.URLParameters(url)
+        except Exception as exc:  # noqa: BLE001 - pika raises ValueError/TypeError for bad URLs
+            return [
+                checks.Error(
+                    f"CQRS['url'] is not a valid RabbitMQ URL: {exc}",
+                    hint="Use amqp://user:password@host:5672/vhost or amqps://... (TLS).",
+                    id="dj_cqrs.E011",
+                )
+            ]
+    return []
+
+
+@checks.register("dj_cqrs")
+def check_registries(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    result: list[checks.CheckMessage] = []
+    for registry, check_id in ((master_registry, "dj_cqrs.E020"), (replica_registry, "dj_cqrs.E021")):
+        for cqrs_id, first, second in registry.duplicates:
+            if not cqrs_id:
+                result.append(
+                    checks.Error(
+                        f"{first.__name__} has no CQRS_ID.",
+                        hint="Set CQRS_ID = '<unique name>' on the model.",
+                        obj=first,
+                        id="dj_cqrs.E022",
+                    )
+                )
+                continue
+            result.append(
+                checks.Error(
+                    f"CQRS_ID {cqrs_id!r} is used by both {first.__module__}.{first.__qualname__} and"
+                    f" {second.__module__}.{second.__qualname__} ({registry.kind} models).",
+                    hint="Each CQRS_ID must be unique among the master (and among the replica)"
+                    " models of a service.",
+                    obj=second,
+                    id=check_id,
+                )
+            )
+    for model in master_registry:
+        result.extend(_check_master(model))
+    for model in replica_registry:
+        result.extend(_check_replica(model))
+    return result
+
+
+def _check_master(model: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    opts = model._meta
+    concrete = {f.name for f in opts.concrete_fields}
+    fields = getattr(model, "CQRS_FIELDS", ALL_BASIC_FIELDS)
+    serializer = getattr(model, "CQRS_SERIALIZER", None)
+    if fields != ALL_BASIC_FIELDS:
+        if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
+            errors.append(
+                checks.Error(
+                    "CQRS_FIELDS must be '__all__' or a list of field names.",
+                    hint="e.g. CQRS_FIELDS = ['id', 'name'].",
+                    obj=model,
+                    id="dj_cqrs.E030",
+                )
+            )
+        else:
+            unknown = [f for f in fields if f not in concrete]
+            if unknown:
+                errors.append(
+                    checks.Error(
+                        f"CQRS_FIELDS names unknown fields: {', '.join(unknown)}.",
+                        hint=f"Known fields: {', '.join(sorted(concrete))}.",
+                        obj=model,
+                        id="dj_cqrs.E030",
+                    )
+                )
+            if len(set(fields)) != len(fields):
+                errors.append(
+                    checks.Error("CQRS_FIELDS has duplicates.", hint="List each field once.", obj=model, id="dj_cqrs.E030")
+                )
+            if opts.pk.name not in fields:
+                errors.append(
+                    checks.Error(
+                        f"CQRS_FIELDS must include the primary key {opts.pk.name!r}.",
+                        hint="Add the primary key to CQRS_FIELDS.",
+                        obj=model,
+                        id="dj_cqrs.E030",
+                    )
+                )
+        if serializer:
+            errors.append(
+                checks.Error(
+                    "CQRS_FIELDS and CQRS_SERIALIZER cannot be combined.",
+                    hint="Choose the fields in the serializer, and drop CQRS_FIELDS.",
+                    obj=model,
+                    id="dj_cqrs.E031",
+                )
+            )
+    if serializer:
+        from dj_cqrs.master.serializers import serializer_class
+
+        try:
+            serializer_class(model)
+        except ConfigurationError as exc:
+            errors.append(
+                checks.Error(str(exc).split(": ", 1)[-1], hint="Give the dotted path of a serializer class.", obj=model, id="dj_cqrs.E033")
+            )
+    tracked = getattr(model, "CQRS_TRACKED_FIELDS", None)
+    if tracked is not None and tracked != ALL_BASIC_FIELDS:
+        if not isinstance(tracked, (list, tuple)):
+            errors.append(
+                checks.Error(
+                    "CQRS_TRACKED_FIELDS must be None, '__all__' or a list of field names.",
+                    hint="e.g. CQRS_TRACKED_FIELDS = ['status'].",
+                    obj=model,
+                    id="dj_cqrs.E034",
+                )
+            )
+        else:
+            unknown = [f for f in tracked if f not in concrete]
+            if unknown:
+                errors.append(
+                    checks.Error(
+                        f"CQRS_TRACKED_FIELDS names unknown fields: {', '.join(map(str, unknown))}.",
+                        hint=f"Known fields: {', '.join(sorted(concrete))}.",
+                        obj=model,
+                        id="dj_cqrs.E034",
+                    )
+                )
+    return errors
+
+
+def _check_replica(model: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    meta = getattr(model, "_meta", None)
+    mapping = getattr(model, "CQRS_MAPPING", None)
+    if meta is None:
+        return errors
+    if mapping is not None:
+        if not isinstance(mapping, dict):
+            errors.append(
+                checks.Error("CQRS_MAPPING must be a dict {master_key: replica_field}.", hint="e.g. {'id': 'id', 'name': 'title'}.", obj=model, id="dj_cqrs.E040")
+            )
+            return errors
+        names = {f.name for f in meta.concrete_fields} | {f.attname for f in meta.concrete_fields}
+        unknown = [v for v in mapping.values() if v not in names]
+        if unknown:
+            errors.append(
+                checks.Error(
+                    f"CQRS_MAPPING targets unknown fields: {', '.join(map(str, unknown))}.",
+                    hint=f"Known fields: {', '.join(sorted(f.name for f in meta.concrete_fields))}.",
+                    obj=model,
+                    id="dj_cqrs.E041",
+                )
+            )
+        if meta.pk.name not in mapping.values() and meta.pk.attname not in mapping.values():
+            errors.append(
+                checks.Error(
+                    f"CQRS_MAPPING must map a master key to the primary key {meta.pk.name!r}.",
+                    hint="Add e.g. 'id': '%s'." % meta.pk.name,
+                    obj=model,
+                    id="dj_cqrs.E042",
+                )
+            )
+    return errors

@@ -1,0 +1,358 @@
+"""The one settings object: ``cqrs_settings`` reads ``settings.CQRS`` lazily and never mutates it.
+
+Every key has a default here and a section in ``docs/settings.md``. Invalid values are reported by
+the system checks in :mod:`dj_cqrs.checks` (ids ``dj_cqrs.E0xx``); reading an invalid value at run
+time raises :class:`~dj_cqrs.exceptions.ConfigurationError` carrying the same id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from dj_cqrs import constants
+from dj_cqrs.exceptions import ConfigurationError
+
+_MISSING: Any = object()
+
+TRANSPORT_ALIASES: dict[str, str] = {
+    "rabbitmq": "dj_cqrs.transport.rabbit_mq.RabbitMQTransport",
+    "kombu": "dj_cqrs.transport.kombu.KombuTransport",
+    "memory": "dj_cqrs.transport.memory.MemoryTransport",
+    "mock": "dj_cqrs.transport.mock.TransportMock",
+    # django-cqrs exports these from dj_cqrs.transport
+    "dj_cqrs.transport.RabbitMQTransport": "dj_cqrs.transport.rabbit_mq.RabbitMQTransport",
+    "dj_cqrs.transport.KombuTransport": "dj_cqrs.transport.kombu.KombuTransport",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One configuration problem, as reported by a system check."""
+
+    id: str
+    msg: str
+    hint: str
+    warning: bool = False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A documented option with its default and validator."""
+
+    default: Any
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""
+    check_id: str = "dj_cqrs.E010"
+
+
+def _non_negative_int_or_none(v: Any) -> bool:
+    return v is None or (_is_int(v) and v >= 0)
+
+
+def _positive_int_or_none(v: Any) -> bool:
+    return v is None or (_is_int(v) and v > 0)
+
+
+def _non_negative_number(v: Any) -> bool:
+    return _is_number(v) and v >= 0
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _str_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and bool(v))
+
+
+def _callable_or_path_or_none(v: Any) -> bool:
+    return v is None or callable(v) or (isinstance(v, str) and "." in v)
+
+
+MASTER_OPTIONS: dict[str, Option] = {
+    "CQRS_AUTO_UPDATE_FIELDS": Option(constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, _bool, "a bool"),
+    "CQRS_MESSAGE_TTL": Option(
+        constants.DEFAULT_MASTER_MESSAGE_TTL, _positive_int_or_none, "an int >= 1 (seconds) or None"
+    ),
+    "correlation_function": Option(None, _callable_or_path_or_none, "a callable or dotted path"),
+    "meta_function": Option(None, _callable_or_path_or_none, "a callable or dotted path"),
+    # dj_cqrs additions
+    "publish_retries": Option(3, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "publish_retry_delay": Option(0.2, _non_negative_number, "a number >= 0 (seconds)"),
+    "confirm_timeout": Option(10, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
+}
+
+REPLICA_OPTIONS: dict[str, Option] = {
+    "CQRS_MAX_RETRIES": Option(
+        constants.DEFAULT_REPLICA_MAX_RETRIES, _non_negative_int_or_none, "an int >= 0 or None"
+    ),
+    "CQRS_RETRY_DELAY": Option(
+        constants.DEFAULT_REPLICA_RETRY_DELAY, _non_negative_number, "a number >= 0 (seconds)"
+    ),
+    "delay_queue_max_size": Option(
+        constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, _positive_int_or_none, "an int > 0 or None"
+    ),
+    "dead_letter_queue": Option(None, _str_or_none, "a non-empty string"),
+    "dead_message_ttl": Option(
+        constants.DEFAULT_DEAD_MESSAGE_TTL, _positive_int_or_none, "an int > 0 (seconds) or None"
+    ),
+    "CQRS_QUERY_TIMEOUT": Option(0, lambda v: _is_int(v) and v >= 0, "an int >= 0 (milliseconds)"),
+    "CQRS_LOG_TIMED_OUT_QUERIES": Option(False, _bool, "a bool"),
+    "CQRS_QUERY_LOGGER": Option("", lambda v: isinstance(v, str), "a logger name"),
+    # dj_cqrs additions
+    "CQRS_BATCH_SIZE": Option(100, _positive_int, "an int > 0"),
+    "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
+}
+
+ROOT_OPTIONS: dict[str, Option] = {
+    "transport": Option(None),
+    "url": Option(None, lambda v: v is None or isinstance(v, str), "a URL string"),
+    "host": Option(None, lambda v: v is None or isinstance(v, str), "a host name"),
+    "port": Option(None, lambda v: v is None or _is_int(v), "an int"),
+    "user": Option(None, lambda v: v is None or isinstance(v, str), "a string"),
+    "password": Option(None, lambda v: v is None or isinstance(v, str), "a string"),
+    "exchange": Option("cqrs", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "queue": Option(None, _str_or_none, "a non-empty string"),
+    "consumer_prefetch_count": Option(10, _positive_int, "an int > 0"),
+}
+
+# Keys documented by mistake in django-cqrs's docs; they are reported, not silently ignored.
+MISNAMED_KEYS: dict[str, str] = {
+    "CQRS_DELAY_QUEUE_MAX_SIZE": "delay_queue_max_size",
+}
+
+
+class Section:
+    """Read-only view of ``settings.CQRS[<name>]`` with defaults."""
+
+    def __init__(self, name: str, raw: Any, options: dict[str, Option]) -> None:
+        self._name = name
+        self._raw = raw if isinstance(raw, dict) else {}
+        self._options = options
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self.get(key)
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        option = self._options.get(key)
+        if key in self._raw:
+            value = self._raw[key]
+            if option is not None and option.check is not None and not option.check(value):
+                raise ConfigurationError(
+                    f"{option.check_id}: CQRS[{self._name!r}][{key!r}] must be {option.expect},"
+                    f" got {value!r}"
+                )
+            return value
+        if option is not None:
+            return option.default
+        if default is not _MISSING:
+            return default
+        raise AttributeError(f"Unknown CQRS {self._name} setting {key!r}")
+
+    def raw(self) -> dict[str, Any]:
+        return dict(self._raw)
+
+
+class CqrsSettings:
+    """Lazy accessor for ``settings.CQRS``.
+
+    Attributes: ``transport``, ``url``, ``exchange``, ``queue`` ... and the sections ``master`` and
+    ``replica``. The cache is dropped when Django's ``setting_changed`` fires for ``CQRS``.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        value = getattr(settings, "CQRS", None)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def configured(self) -> bool:
+        from django.conf import settings
+
+        return isinstance(getattr(settings, "CQRS", None), dict)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key in ("master", "replica"):
+            cached = self._cache.get(key)
+            if cached is None:
+                options = MASTER_OPTIONS if key == "master" else REPLICA_OPTIONS
+                cached = Section(key, self.raw.get(key), options)
+                self._cache[key] = cached
+            return cached
+        option = ROOT_OPTIONS.get(key)
+        if option is None:
+            raise AttributeError(f"Unknown CQRS setting {key!r}")
+        raw = self.raw
+        if key not in raw:
+            return option.default
+        value = raw[key]
+        if option.check is not None and not option.check(value):
+            raise ConfigurationError(
+                f"{option.check_id}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
+            )
+        return value
+
+    @property
+    def dead_letter_queue(self) -> str:
+        name = self.replica.dead_letter_queue
+        return name or f"dead_letter_{self.queue}"
+
+    def reload(self) -> None:
+        self._cache.clear()
+        from dj_cqrs.transport import reset_transport
+
+        reset_transport()
+
+
+cqrs_settings = CqrsSettings()
+
+
+@receiver(setting_changed)
+def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CQRS":
+        cqrs_settings.reload()
+
+
+def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem]:
+    """Return every problem with ``settings.CQRS``; used by the system checks."""
+    problems: list[Problem] = []
+    if raw is _MISSING or raw is None:
+        if has_masters or has_replicas:
+            problems.append(
+                Problem(
+                    "dj_cqrs.E001",
+                    "settings.CQRS is not defined, but CQRS models are registered.",
+                    "Add CQRS = {'transport': 'dj_cqrs.transport.RabbitMQTransport', ...} to"
+                    " your settings.",
+                )
+            )
+        return problems
+    if not isinstance(raw, dict):
+        problems.append(Problem("dj_cqrs.E001", "settings.CQRS must be a dict.", "See docs/settings.md."))
+        return problems
+
+    if not raw.get("transport"):
+        problems.append(
+            Problem(
+                "dj_cqrs.E002",
+                "CQRS['transport'] is not set.",
+                "Use a dotted path such as 'dj_cqrs.transport.RabbitMQTransport', or an alias:"
+                f" {', '.join(sorted(a for a in TRANSPORT_ALIASES if '.' not in a))}.",
+            )
+        )
+    for key, option in ROOT_OPTIONS.items():
+        if key == "transport" or key not in raw:
+            continue
+        if option.check is not None and not option.check(raw[key]):
+            problems.append(
+                Problem(
+                    "dj_cqrs.E005",
+                    f"CQRS[{key!r}] must be {option.expect}, got {raw[key]!r}.",
+                    f"Fix CQRS[{key!r}] or remove it to use the default ({option.default!r}).",
+                )
+            )
+    if has_replicas and not raw.get("queue"):
+        problems.append(
+            Problem(
+                "dj_cqrs.E006",
+                "CQRS['queue'] is required when replica models are registered.",
+                "Set CQRS['queue'] to this replica service's queue name, e.g. 'orders_replica'.",
+            )
+        )
+    for section, options, check_id in (
+        ("master", MASTER_OPTIONS, "dj_cqrs.E007"),
+        ("replica", REPLICA_OPTIONS, "dj_cqrs.E008"),
+    ):
+        value = raw.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(
+                Problem(check_id, f"CQRS[{section!r}] must be a dict.", "See docs/settings.md.")
+            )
+            continue
+        for key, item in value.items():
+            option = options.get(key)
+            if option is None:
+                hint = (
+                    f"Did you mean {MISNAMED_KEYS[key]!r}?"
+                    if key in MISNAMED_KEYS
+                    else f"Known keys: {', '.join(sorted(options))}."
+                )
+                problems.append(
+                    Problem(
+                        "dj_cqrs.W001",
+                        f"Unknown setting CQRS[{section!r}][{key!r}] is ignored.",
+                        hint,
+                        warning=True,
+                    )
+                )
+                continue
+            if option.check is not None and not option.check(item):
+                problems.append(
+                    Problem(
+                        check_id,
+                        f"CQRS[{section!r}][{key!r}] must be {option.expect}, got {item!r}.",
+                        f"Fix it or remove it to use the default ({option.default!r}).",
+                    )
+                )
+        for key in ("correlation_function", "meta_function"):
+            if section == "master" and isinstance(value.get(key), str):
+                from django.utils.module_loading import import_string
+
+                try:
+                    obj = import_string(value[key])
+                except ImportError as exc:
+                    problems.append(
+                        Problem(
+                            "dj_cqrs.E009",
+                            f"CQRS['master'][{key!r}] cannot be imported: {exc}.",
+                            "Give a dotted path to a function, or the function itself.",
+                        )
+                    )
+                else:
+                    if not callable(obj):
+                        problems.append(
+                            Problem(
+                                "dj_cqrs.E009",
+                                f"CQRS['master'][{key!r}] is not callable.",
+                                "Give a dotted path to a function, or the function itself.",
+                            )
+                        )
+    return problems
+
+
+def resolve_callable(value: Any) -> Callable[..., Any] | None:
+    """Turn a setting that holds a callable or a dotted path into the callable."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from django.utils.module_loading import import_string
+
+        return import_string(value)  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""django-cqrs import path (``dj_cqrs.controller.producer`` / ``.consumer``)."""

@@ -1,0 +1,43 @@
+"""Exception hierarchy. Driver errors are translated into these at the transport boundary."""
+
+from __future__ import annotations
+
+
+class CqrsError(Exception):
+    """Root of every exception raised by dj_cqrs."""
+
+
+class ConfigurationError(CqrsError):
+    """Settings or model configuration is invalid (system checks report the same problems)."""
+
+
+class TransportError(CqrsError):
+    """A broker operation failed."""
+
+
+class ConnectionFailed(TransportError):
+    """The broker could not be reached or the connection was lost."""
+
+
+class PublishFailed(TransportError):
+    """A message could not be published (or its publish was not confirmed) after all retries."""
+
+
+class PayloadError(CqrsError):
+    """A received message is malformed."""
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DecodeError(PayloadError):
+    """The message body is not valid JSON or not a JSON object."""
+
+
+class UnknownCqrsId(PayloadError):
+    """No replica model is registered for the message's ``cqrs_id``."""
+
+
+class ReplicaApplyError(CqrsError):
+    """Applying an event to a replica failed (the handler raised or returned a falsy value)."""

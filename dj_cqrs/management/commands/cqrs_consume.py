@@ -1,0 +1,49 @@
+"""``manage.py cqrs_consume``: run the replica consumer (``-w`` worker processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from dj_cqrs.registry import replica_registry
+
+
+class Command(BaseCommand):
+    help = "Consume CQRS events and apply them to this service's replica models."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
+        parser.add_argument(
+            "--cqrs-id", "-cid", nargs="*", dest="cqrs_id", default=None,
+            help="Only bind these CQRS_IDs (default: every registered replica model).",
+        )
+        parser.add_argument("--reload", "-r", action="store_true", help="Restart workers when .py files change.")
+        parser.add_argument("--ignore-paths", default="", help="Comma-separated paths --reload ignores.")
+        parser.add_argument("--sigint-timeout", type=float, default=5, help="Seconds workers get to stop (default 5).")
+        parser.add_argument(
+            "--sigkill-timeout", type=float, default=1, help="Seconds to wait after killing a worker (default 1)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from dj_cqrs.replica.worker import Supervisor
+
+        workers = options["workers"]
+        if workers < 1:
+            raise CommandError("--workers must be >= 1")
+        cqrs_ids = options["cqrs_id"] or None
+        if cqrs_ids:
+            unknown = [c for c in cqrs_ids if c not in replica_registry]
+            if unknown:
+                raise CommandError(f"Wrong CQRS ID: {', '.join(unknown)}!")
+        if not len(replica_registry):
+            raise CommandError("No replica models are registered in this service.")
+        ignore = [p.strip() for p in options["ignore_paths"].split(",") if p.strip()]
+        Supervisor(
+            workers=workers,
+            cqrs_ids=cqrs_ids,
+            reload=options["reload"],
+            ignore_paths=ignore,
+            sigint_timeout=options["sigint_timeout"],
+            sigkill_timeout=options["sigkill_timeout"],
+        ).run()

@@ -1,0 +1,227 @@
+"""Master models: ``MasterMixin`` (registered by its metaclass) and ``RawMasterMixin``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import connections, models, router, transaction
+from django.db.models import F
+from django.db.models.base import ModelBase
+
+from dj_cqrs.conf import cqrs_settings, resolve_callable
+from dj_cqrs.constants import ALL_BASIC_FIELDS, SignalType
+from dj_cqrs.master import pending, serializers, tracking
+from dj_cqrs.master.managers import MasterManager
+from dj_cqrs.master.signals import SAVE_CONTEXT_ATTR
+from dj_cqrs.registry import master_registry
+
+_SAVE_ARG_NAMES = ("force_insert", "force_update", "using", "update_fields")
+
+
+class RawMasterMixin(models.Model):
+    """Master model base without a metaclass: call ``MasterMeta.register(Model)`` yourself."""
+
+    CQRS_ID: ClassVar[str | None] = None
+    CQRS_PRODUCE: ClassVar[bool] = True
+    CQRS_FIELDS: ClassVar[Any] = ALL_BASIC_FIELDS
+    CQRS_SERIALIZER: ClassVar[str | None] = None
+    CQRS_TRACKED_FIELDS: ClassVar[Any] = None
+
+    cqrs_revision = models.IntegerField(
+        default=0, help_text="Revision of this row, incremented once per transaction that changes it."
+    )
+    cqrs_updated = models.DateTimeField(auto_now=True, help_text="Time of the last CQRS-tracked change.")
+
+    objects = models.Manager()
+    cqrs = MasterManager()
+
+    class Meta:
+        abstract = True
+
+    # -- per-transaction save counting (django-cqrs helpers) -------------------------------------
+
+    @property
+    def cqrs_saves_count(self) -> int:
+        """How many times this Python object was saved in the current transaction."""
+        return int(self.__dict__.get("_cqrs_saves_count", 0))
+
+    @property
+    def is_initial_cqrs_save(self) -> bool:
+        return self.cqrs_saves_count < 2
+
+    def reset_cqrs_saves_count(self) -> None:
+        self.__dict__["_cqrs_saves_count"] = 0
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_cqrs_fields = kwargs.pop("update_cqrs_fields", None)
+        for name, value in zip(_SAVE_ARG_NAMES, args):
+            kwargs[name] = value
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        kwargs["using"] = using
+        update_fields = kwargs.get("update_fields")
+        auto = (
+            cqrs_settings.master.CQRS_AUTO_UPDATE_FIELDS
+            if update_cqrs_fields is None
+            else bool(update_cqrs_fields)
+        )
+        if update_fields is not None:
+            update_fields = list(update_fields)
+        publish = update_fields is None or auto or "cqrs_revision" in update_fields
+
+        if connections[using].in_atomic_block:
+            self.__dict__["_cqrs_saves_count"] = self.cqrs_saves_count + 1
+        else:
+            self.__dict__["_cqrs_saves_count"] = 1
+
+        with transaction.atomic(using=using, savepoint=False):
+            adding = self._state.adding
+            bumped = False
+            if publish and not adding and self.pk is not None:
+                known = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+                if known is None or known.revision is None:
+                    self.cqrs_revision = F("cqrs_revision") + 1  # type: ignore[assignment]
+                    bumped = True
+                else:
+                    self.cqrs_revision = known.revision
+                if update_fields is not None:
+                    kwargs["update_fields"] = {*update_fields, "cqrs_revision", "cqrs_updated"}
+            previous = tracking.changes(self, created=adding) if publish else None
+            self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": previous}
+            try:
+                super().save(**kwargs)
+            finally:
+                self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
+            if bumped:
+                self.__dict__["cqrs_revision"] = (
+                    type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).get()
+                )
+            if publish:
+                event = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+                if event is not None and event.signal is SignalType.SAVE:
+                    event.revision = self.__dict__.get("cqrs_revision")
+            tracking.reset(self)
+
+    def delete(self, using: str | None = None, keep_parents: bool = False) -> Any:
+        using = using or router.db_for_write(type(self), instance=self)
+        if serializers.is_expression(self.__dict__.get("cqrs_revision")):
+            serializers.refresh_expressions(self, using)
+        with transaction.atomic(using=using, savepoint=False):
+            return super().delete(using=using, keep_parents=keep_parents)
+
+    # -- serialization ---------------------------------------------------------------------------
+
+    def save_tracked_fields(self) -> None:
+        """Kept for django-cqrs compatibility: tracking happens in ``save``."""
+
+    def get_tracked_fields_data(self) -> dict[str, Any] | None:
+        """``{field: previous value}`` of the tracked fields changed since the last save."""
+        return tracking.changes(self, created=self._state.adding)
+
+    def to_cqrs_dict(self, using: str | None = None, sync: bool = False) -> dict[str, Any]:
+        """The ``instance_data`` of this object."""
+        cls = serializers.serializer_class(type(self))
+        if cls is None:
+            serializers.refresh_expressions(self, using)
+            return serializers.default_serialize(self)
+        instance: Any = self
+        if not sync:
+            db = using or router.db_for_read(type(self), instance=self)
+            qs = type(self).relate_cqrs_serialization(type(self)._default_manager.using(db))
+            instance = qs.get(pk=self.pk)
+        return serializers.class_serialize(instance, cls)
+
+    def cqrs_sync(self, using: str | None = None, queue: str | None = None) -> bool:
+        """Re-publish this object as a SYNC (to every replica, or only to ``queue``).
+
+        Returns False when the object is unsaved, gone from the database or filtered out by
+        ``is_sync_instance``/``CQRS_PRODUCE``. A failed publish raises ``PublishFailed``.
+        """
+        if self._state.adding or self.pk is None:
+            return False
+        db = using or router.db_for_read(type(self), instance=self)
+        if serializers.serializer_class(type(self)) is None:
+            try:
+                self.refresh_from_db(using=db)
+            except type(self).DoesNotExist:
+                return False
+        if not (type(self).CQRS_PRODUCE and self.is_sync_instance()):
+            return False
+        from dj_cqrs.master.signals import _flusher
+
+        tracked = tracking.tracked_fields(type(self))
+        event = pending.PendingEvent(
+            signal=SignalType.SYNC,
+            model=type(self),
+            pk=self.pk,
+            using=router.db_for_write(type(self), instance=self) if using is None else using,
+            instance=self,
+            previous_data={} if tracked else None,
+            queue=queue,
+        )
+        # A sync is not tied to a transaction of this object: publish when the current one commits.
+        pending.add(event, _flusher)
+        return True
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    def is_sync_instance(self) -> bool:
+        """Return False to send nothing for this object (its revision still increments)."""
+        return True
+
+    def get_cqrs_meta(self, **kwargs: Any) -> dict[str, Any]:
+        """The ``meta`` dict sent with each payload (``master.meta_function`` by default)."""
+        func = resolve_callable(cqrs_settings.master.meta_function)
+        if func is None:
+            return {}
+        return dict(func(obj=self, **kwargs) or {})
+
+    @classmethod
+    def relate_cqrs_serialization(cls, queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+        """Add ``select_related``/``prefetch_related`` for ``CQRS_SERIALIZER``."""
+        return queryset
+
+    def get_custom_cqrs_delete_data(self) -> dict[str, Any] | None:
+        """Extra data sent as ``instance_data['custom']`` with a DELETE."""
+        return None
+
+    @classmethod
+    def call_post_bulk_create(cls, instances: list[Any], using: str | None = None) -> None:
+        from dj_cqrs.signals import post_bulk_create
+
+        post_bulk_create.send(cls, instances=instances, using=using)
+
+    @classmethod
+    def call_post_update(cls, instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+        from dj_cqrs.signals import post_update
+
+        post_update.send(cls, instances=instances, using=using, **kwargs)
+
+
+class MasterMeta(ModelBase):
+    """Registers every concrete subclass of :class:`MasterMixin`."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> Any:
+        model = super().__new__(mcs, name, bases, attrs, **kwargs)
+        if not model._meta.abstract and name != "MasterMixin":
+            MasterMeta.register(model)
+        return model
+
+    @staticmethod
+    def register(model_cls: Any) -> Any:
+        """Register a master model (use it directly with ``RawMasterMixin``)."""
+        from dj_cqrs.master import signals
+
+        serializers.forget_cached(model_cls)
+        master_registry.register_model(model_cls)
+        tracking.install(model_cls)
+        signals.connect(model_cls)
+        return model_cls
+
+
+class MasterMixin(RawMasterMixin, metaclass=MasterMeta):
+    """Mix into the models this service owns; every committed change becomes a CQRS event."""
+
+    class Meta:
+        abstract = True

@@ -1,0 +1,144 @@
+"""Events collected during a database transaction and published when it commits.
+
+One :class:`TransactionEvents` lives on the connection of the database the change was written to
+(multi-DB safe: the commit hook is registered with ``using=``). It keeps one event per object per
+transaction: later saves of the same row merge into the pending SAVE, and the SAVE is serialized at
+commit time so it carries the final state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable
+
+from django.db import connections, transaction
+
+from dj_cqrs.constants import SignalType
+
+if TYPE_CHECKING:
+    from django.db import models
+
+_CONN_ATTR = "_dj_cqrs_transaction_events"
+
+
+@dataclasses.dataclass
+class PendingEvent:
+    """An event waiting for its transaction to commit."""
+
+    signal: SignalType
+    model: type[models.Model]
+    pk: Any
+    using: str
+    instance: models.Model | None = None
+    previous_data: dict[str, Any] | None = None
+    #: DELETE: ``instance_data`` captured at delete time.
+    instance_data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    queue: str | None = None
+    #: The revision the row has in this transaction (after its bump).
+    revision: int | None = None
+    #: Free slot for the outbox (the id of its row).
+    outbox_id: Any = None
+
+    @property
+    def cqrs_id(self) -> str:
+        return self.model.CQRS_ID  # type: ignore[attr-defined,no-any-return]
+
+    def merge_save(self, instance: models.Model, previous_data: dict[str, Any] | None) -> None:
+        """Another save of the same row in the same transaction."""
+        self.instance = instance
+        if previous_data is not None:
+            merged = dict(previous_data)
+            merged.update(self.previous_data or {})  # the first-seen old values win
+            self.previous_data = merged
+
+
+Flusher = Callable[[list[PendingEvent]], None]
+
+
+class TransactionEvents:
+    """Pending events of one transaction on one connection."""
+
+    def __init__(self, using: str, flusher: Flusher) -> None:
+        self.using = using
+        self.events: dict[tuple[str, Any], list[PendingEvent]] = {}
+        self._flusher = flusher
+        self.callback = self._on_commit
+
+    def _on_commit(self) -> None:
+        conn = connections[self.using]
+        if getattr(conn, _CONN_ATTR, None) is self:
+            setattr(conn, _CONN_ATTR, None)
+        events = [e for group in self.events.values() for e in group]
+        self.events = {}
+        if events:
+            self._flusher(events)
+
+    def is_live(self) -> bool:
+        """False once the transaction it belongs to was rolled back."""
+        conn = connections[self.using]
+        if not conn.in_atomic_block:
+            return False
+        callbacks = getattr(conn, "run_on_commit", None)
+        if callbacks is None:  # pragma: no cover - Django always has it
+            return True
+        return any(entry[1] is self.callback for entry in callbacks)
+
+    def find(self, cqrs_id: str, pk: Any) -> PendingEvent | None:
+        """The last SAVE or DELETE of this object in the transaction."""
+        for event in reversed(self.events.get((cqrs_id, pk), ())):
+            if event.signal is not SignalType.SYNC:
+                return event
+        return None
+
+    def add(self, event: PendingEvent) -> PendingEvent:
+        key = (event.cqrs_id, event.pk)
+        group = self.events.setdefault(key, [])
+        if event.signal is SignalType.SYNC:
+            group.append(event)
+            return event
+        last = self.find(*key)
+        if (
+            last is not None
+            and event.signal is SignalType.SAVE
+            and last.signal is SignalType.SAVE
+            and event.instance is not None
+        ):
+            last.merge_save(event.instance, event.previous_data)
+            if event.revision is not None:
+                last.revision = event.revision
+            return last
+        if last is not None and event.signal is SignalType.DELETE and last.signal is SignalType.SAVE:
+            # Saved then deleted in the same transaction: the row is gone, only the DELETE matters.
+            group.remove(last)
+        group.append(event)
+        return event
+
+
+def current(using: str) -> TransactionEvents | None:
+    """The live pending-event set of the current transaction on ``using``, if any."""
+    conn = connections[using]
+    state: TransactionEvents | None = getattr(conn, _CONN_ATTR, None)
+    if state is not None and not state.is_live():
+        setattr(conn, _CONN_ATTR, None)
+        return None
+    return state
+
+
+def find(using: str, cqrs_id: str, pk: Any) -> PendingEvent | None:
+    state = current(using)
+    return None if state is None else state.find(cqrs_id, pk)
+
+
+def add(event: PendingEvent, flusher: Flusher) -> PendingEvent:
+    """Record ``event`` for the commit of the current transaction; publish now in autocommit."""
+    conn = connections[event.using]
+    if not conn.in_atomic_block:
+        flusher([event])
+        return event
+    state = current(event.using)
+    if state is None:
+        state = TransactionEvents(event.using, flusher)
+        setattr(conn, _CONN_ATTR, state)
+        transaction.on_commit(state.callback, using=event.using)
+    return state.add(event)

@@ -1,0 +1,213 @@
+"""Turn committed master events into payloads and publish them.
+
+SAVE events are serialized when their transaction has committed, from the rows as committed (one
+query per model per transaction, through ``relate_cqrs_serialization``): the message carries the
+final state and revision, and a row created and rolled back inside a savepoint is never announced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Iterable
+
+from django.db import models
+
+from dj_cqrs.conf import cqrs_settings, resolve_callable
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload, message_expiration
+from dj_cqrs.encoding import to_json_value
+from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.log import payload_context
+from dj_cqrs.master import serializers
+from dj_cqrs.master.pending import PendingEvent
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixins import RawMasterMixin
+
+logger = logging.getLogger("django-cqrs.master")
+
+
+def correlation_id(signal: SignalType, cqrs_id: str, pk: Any, queue: str | None) -> str | None:
+    func = resolve_callable(cqrs_settings.master.correlation_function)
+    if func is None:
+        from dj_cqrs.correlation import current_correlation_id
+
+        return current_correlation_id()
+    value = func(signal, cqrs_id, pk, queue)
+    return None if value is None else str(value)
+
+
+def instance_pk(pk: Any) -> Any:
+    """``instance_pk`` on the wire: date/datetime/UUID (and other non-JSON types) as strings."""
+    value = to_json_value(pk)
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    return str(value)
+
+
+def build_payload(
+    model: type[RawMasterMixin],
+    signal: SignalType,
+    instance: models.Model | None,
+    instance_data: dict[str, Any],
+    pk: Any,
+    previous_data: dict[str, Any] | None,
+    queue: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> TransportPayload:
+    cqrs_id = model.CQRS_ID
+    if meta is None:
+        kwargs: dict[str, Any] = {"instance_data": instance_data, "signal_type": signal}
+        if signal is not SignalType.DELETE:
+            kwargs["previous_data"] = previous_data
+        meta = instance.get_cqrs_meta(**kwargs) if instance is not None else {}  # type: ignore[attr-defined]
+    return TransportPayload(
+        signal_type=signal,
+        cqrs_id=cqrs_id,
+        instance_data=instance_data,
+        instance_pk=instance_pk(pk),
+        queue=queue,
+        previous_data=previous_data,
+        correlation_id=correlation_id(signal, cqrs_id, instance_pk(pk), queue),
+        expires=message_expiration(),
+        meta=meta,
+    )
+
+
+def delete_instance_data(instance: Any, revision: int) -> dict[str, Any]:
+    from django.utils import timezone
+
+    data: dict[str, Any] = {
+        "id": instance_pk(instance.pk),
+        "cqrs_revision": revision,
+        "cqrs_updated": str(timezone.now()),
+    }
+    custom = instance.get_custom_cqrs_delete_data()
+    if custom:
+        data["custom"] = to_json_value(custom)
+    return data
+
+
+def _fetch_rows(model: type[RawMasterMixin], using: str, pks: list[Any]) -> dict[Any, Any]:
+    qs = model.relate_cqrs_serialization(model._base_manager.using(using))
+    rows: dict[Any, Any] = {}
+    for start in range(0, len(pks), 1000):
+        for row in qs.filter(pk__in=pks[start : start + 1000]):
+            rows[row.pk] = row
+    return rows
+
+
+def _existing_pks(model: type[models.Model], using: str, pks: list[Any]) -> set[Any]:
+    found: set[Any] = set()
+    for start in range(0, len(pks), 1000):
+        found.update(
+            model._base_manager.using(using).filter(pk__in=pks[start : start + 1000]).values_list("pk", flat=True)
+        )
+    return found
+
+
+def serialize(instance: Any) -> dict[str, Any]:
+    cls = serializers.serializer_class(type(instance))
+    if cls is None:
+        return serializers.default_serialize(instance)
+    return serializers.class_serialize(instance, cls)
+
+
+def build_payloads(events: list[PendingEvent]) -> list[TransportPayload]:
+    """Payloads for committed events, in event order (rows are read in one query per model)."""
+    saves: dict[tuple[Any, str], list[Any]] = defaultdict(list)
+    deletes: dict[tuple[Any, str], list[Any]] = defaultdict(list)
+    followed_by_save: set[tuple[str, Any]] = set()
+    seen_save: set[tuple[str, Any]] = set()
+    for event in reversed(events):
+        key = (event.cqrs_id, event.pk)
+        if event.signal is SignalType.SAVE:
+            saves[(event.model, event.using)].append(event.pk)
+            seen_save.add(key)
+        elif event.signal is SignalType.DELETE:
+            if key in seen_save:
+                followed_by_save.add(key)
+            else:
+                deletes[(event.model, event.using)].append(event.pk)
+    rows: dict[tuple[Any, str], dict[Any, Any]] = {
+        group: _fetch_rows(group[0], group[1], pks) for group, pks in saves.items()
+    }
+    still_there: dict[tuple[Any, str], set[Any]] = {
+        group: _existing_pks(group[0], group[1], pks) for group, pks in deletes.items()
+    }
+    payloads: list[TransportPayload] = []
+    for event in events:
+        group = (event.model, event.using)
+        if event.signal is SignalType.SAVE:
+            row = rows[group].get(event.pk)
+            if row is None:
+                logger.debug("%s %r is gone at commit: no SAVE sent", event.cqrs_id, event.pk)
+                continue
+            if event.instance is not None:
+                _refresh_revision(event.instance, row)
+            data = serialize(row)
+            payloads.append(
+                build_payload(event.model, SignalType.SAVE, row, data, row.pk, event.previous_data)  # type: ignore[arg-type]
+            )
+        elif event.signal is SignalType.DELETE:
+            if (event.cqrs_id, event.pk) not in followed_by_save and event.pk in still_there.get(group, ()):
+                logger.debug("%s %r exists at commit (rolled back delete): no DELETE sent", event.cqrs_id, event.pk)
+                continue
+            assert event.instance_data is not None
+            payloads.append(
+                build_payload(
+                    event.model,  # type: ignore[arg-type]
+                    SignalType.DELETE,
+                    event.instance,
+                    event.instance_data,
+                    event.pk,
+                    None,
+                    meta=event.meta,
+                )
+            )
+        else:  # SYNC: serialized from the in-memory (refreshed) instance, as django-cqrs does
+            instance = event.instance
+            assert instance is not None
+            data = serialize(instance)
+            payloads.append(
+                build_payload(
+                    event.model,  # type: ignore[arg-type]
+                    SignalType.SYNC,
+                    instance,
+                    data,
+                    instance.pk,
+                    event.previous_data,
+                    queue=event.queue,
+                )
+            )
+    return payloads
+
+
+def _refresh_revision(instance: models.Model, row: models.Model) -> None:
+    """Give the caller's instance the committed revision instead of a pending F() expression."""
+    if serializers.is_expression(instance.__dict__.get("cqrs_revision")):
+        instance.__dict__["cqrs_revision"] = row.__dict__.get("cqrs_revision")
+
+
+def publish(payloads: Iterable[TransportPayload]) -> None:
+    """Publish payloads through the configured transport; raise ``PublishFailed`` on failure."""
+    from dj_cqrs.transport import get_transport
+
+    payloads = list(payloads)
+    if not payloads:
+        return
+    transport = get_transport()
+    try:
+        transport.produce_many(payloads)
+    except PublishFailed:
+        raise
+    except Exception as exc:  # a custom transport's own error: never dropped silently
+        for payload in payloads:
+            logger.error("CQRS publish failed", extra=payload_context(payload))
+        raise PublishFailed(f"publishing {len(payloads)} CQRS message(s) failed: {exc}") from exc
+
+
+def flush(events: list[PendingEvent]) -> None:
+    """Commit hook: publish every event of the committed transaction."""
+    publish(build_payloads(events))

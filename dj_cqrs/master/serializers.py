@@ -1,0 +1,90 @@
+"""Model → ``instance_data`` serialization (the default one, and ``CQRS_SERIALIZER``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.utils.module_loading import import_string
+
+from dj_cqrs.constants import ALL_BASIC_FIELDS
+from dj_cqrs.encoding import to_json_value
+from dj_cqrs.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.mixins import RawMasterMixin
+
+_FIELDS_ATTR = "_cqrs_serialized_fields"
+_SERIALIZER_ATTR = "_cqrs_serializer_cls"
+
+
+def serialized_fields(model: type[models.Model]) -> list[tuple[str, str]]:
+    """``[(name, attname)]`` of the concrete fields the default serializer writes."""
+    cached = model.__dict__.get(_FIELDS_ATTR)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    spec = getattr(model, "CQRS_FIELDS", ALL_BASIC_FIELDS)
+    concrete = [f for f in model._meta.concrete_fields if f.name not in ("cqrs_revision", "cqrs_updated")]
+    if spec != ALL_BASIC_FIELDS:
+        wanted = set(spec)
+        concrete = [f for f in concrete if f.name in wanted]
+    result = [(f.name, f.attname) for f in concrete]
+    setattr(model, _FIELDS_ATTR, result)
+    return result
+
+
+def forget_cached(model: type[models.Model]) -> None:
+    for attr in (_FIELDS_ATTR, _SERIALIZER_ATTR):
+        if attr in model.__dict__:
+            delattr(model, attr)
+
+
+def is_expression(value: Any) -> bool:
+    return hasattr(value, "resolve_expression") and not isinstance(value, models.Model)
+
+
+def refresh_expressions(instance: models.Model, using: str | None) -> None:
+    """Replace F()/expression values still on the instance with their stored values."""
+    data = instance.__dict__
+    stale = [f.attname for f in instance._meta.concrete_fields if is_expression(data.get(f.attname))]
+    if stale:
+        instance.refresh_from_db(using=using, fields=stale)
+
+
+def default_serialize(instance: models.Model) -> dict[str, Any]:
+    data = instance.__dict__
+    result: dict[str, Any] = {}
+    for name, attname in serialized_fields(type(instance)):
+        result[name] = to_json_value(data.get(attname))
+    add_cqrs_fields(result, instance)
+    return result
+
+
+def add_cqrs_fields(result: dict[str, Any], instance: models.Model) -> None:
+    result["cqrs_revision"] = instance.__dict__.get("cqrs_revision")
+    updated = instance.__dict__.get("cqrs_updated")
+    result["cqrs_updated"] = None if updated is None else str(updated)
+
+
+def serializer_class(model: type[RawMasterMixin]) -> Any | None:
+    path = getattr(model, "CQRS_SERIALIZER", None)
+    if not path:
+        return None
+    cached = model.__dict__.get(_SERIALIZER_ATTR)
+    if cached is not None:
+        return cached
+    try:
+        cls = import_string(path) if isinstance(path, str) else path
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"dj_cqrs.E033: CQRS_SERIALIZER {path!r} of {model.__name__} cannot be imported: {exc}"
+        ) from exc
+    setattr(model, _SERIALIZER_ATTR, cls)
+    return cls
+
+
+def class_serialize(instance: models.Model, cls: Any) -> dict[str, Any]:
+    data = dict(cls(instance).data)
+    data = {k: to_json_value(v) for k, v in data.items()}
+    add_cqrs_fields(data, instance)
+    return data

@@ -1,0 +1,116 @@
+"""Signal receivers of master models: they record events for the commit of the transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import models, router
+from django.db.models.signals import post_delete, post_save
+
+from dj_cqrs.constants import SignalType
+from dj_cqrs.master import pending, publisher, tracking
+from dj_cqrs.master.serializers import is_expression
+from dj_cqrs.signals import post_bulk_create, post_update
+
+logger = logging.getLogger("django-cqrs.master")
+
+#: Attribute set on an instance by ``MasterMixin.save`` for the duration of the save.
+SAVE_CONTEXT_ATTR = "_cqrs_save_context"
+
+
+def _flusher(events: list[pending.PendingEvent]) -> None:
+    from dj_cqrs.master import dispatch
+
+    dispatch.flush(events)
+
+
+def _produces(instance: Any) -> bool:
+    return bool(type(instance).CQRS_PRODUCE) and bool(instance.is_sync_instance())
+
+
+def record_save(
+    instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
+) -> pending.PendingEvent | None:
+    if not _produces(instance):
+        return None
+    event = pending.PendingEvent(
+        signal=SignalType.SAVE,
+        model=type(instance),
+        pk=instance.pk,
+        using=using,
+        instance=instance,
+        previous_data=previous_data,
+    )
+    revision = instance.__dict__.get("cqrs_revision")
+    if isinstance(revision, int):
+        event.revision = revision
+    return pending.add(event, _flusher)
+
+
+def on_post_save(sender: type[models.Model], instance: Any, created: bool = False, **kwargs: Any) -> None:
+    using = kwargs.get("using") or router.db_for_write(sender, instance=instance)
+    context = instance.__dict__.get(SAVE_CONTEXT_ATTR)
+    if context is None:
+        # A save that did not go through MasterMixin.save (e.g. loaddata's raw save).
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "cqrs_revision" not in update_fields:
+            return
+        previous = tracking.changes(instance, created=created)
+    else:
+        if not context["publish"]:
+            return
+        previous = context.get("previous_data")
+    record_save(instance, using, created=created, previous_data=previous)
+
+
+def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
+    if not _produces(instance):
+        return
+    using = kwargs.get("using") or router.db_for_write(sender, instance=instance)
+    revision = instance.__dict__.get("cqrs_revision")
+    known = pending.find(using, sender.CQRS_ID, instance.pk)  # type: ignore[attr-defined]
+    if known is not None and known.revision is not None:
+        revision = known.revision
+    if revision is None or is_expression(revision):
+        revision = 0
+    data = publisher.delete_instance_data(instance, revision + 1)
+    meta = instance.get_cqrs_meta(instance_data=data, signal_type=SignalType.DELETE)
+    event = pending.PendingEvent(
+        signal=SignalType.DELETE,
+        model=sender,
+        pk=instance.pk,
+        using=using,
+        instance=instance,
+        instance_data=data,
+        meta=meta,
+    )
+    pending.add(event, _flusher)
+
+
+def on_post_bulk_create(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+    for instance in instances:
+        db = using or router.db_for_write(sender, instance=instance)
+        previous = instance.__dict__.pop("_cqrs_bulk_previous", None)
+        if previous is None:
+            previous = tracking.changes(instance, created=True)
+        record_save(instance, db, created=True, previous_data=previous)
+        tracking.reset(instance)
+
+
+def on_post_update(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+    previous_map = kwargs.get("previous_data") or {}
+    for instance in instances:
+        db = using or router.db_for_write(sender, instance=instance)
+        previous = previous_map.get(instance.pk)
+        if previous is None:
+            previous = instance.__dict__.pop("_cqrs_bulk_previous", None)
+        record_save(instance, db, created=False, previous_data=previous)
+
+
+def connect(model: type[models.Model]) -> None:
+    uid = f"dj_cqrs_{model._meta.label_lower}_{id(model)}"
+    post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
+    post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
+    post_bulk_create.connect(on_post_bulk_create, sender=model, weak=False, dispatch_uid=uid)
+    post_update.connect(on_post_update, sender=model, weak=False, dispatch_uid=uid)

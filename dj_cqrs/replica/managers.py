@@ -1,0 +1,266 @@
+"""``Model.cqrs`` on replica models: map master data and apply it with the revision rules."""
+
+from __future__ import annotations
+
+import decimal
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import Error as DatabaseError
+from django.db import models
+
+from dj_cqrs.encoding import ExactFloat
+
+logger = logging.getLogger("django-cqrs.replica")
+
+
+class ApplyFailure(Exception):
+    """Raised inside the apply transaction to roll it back when a handler reports failure."""
+
+
+def last_error_holder() -> dict[str, Any]:
+    from dj_cqrs.replica import context
+
+    return context.current()
+
+
+class ReplicaManager(models.Manager):  # type: ignore[type-arg]
+    """The ``cqrs`` manager of replica models."""
+
+    # -- entry points ----------------------------------------------------------------------------
+
+    def save_instance(
+        self,
+        master_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        sync: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Create or update the replica row from ``master_data``; falsy on failure."""
+        model = self.model
+        mapped = self._map_save_data(master_data)
+        if mapped is None:
+            return None
+        pk_name = model._meta.pk.name
+        pk = mapped[pk_name]
+        qs = model._base_manager.using(self.db)
+        if getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
+            qs = qs.select_for_update()
+        instance = qs.filter(pk=pk).first()
+        mapped_previous = self._map_previous_data(previous_data)
+        if instance is None:
+            return self.create_instance(mapped, mapped_previous, sync=sync, meta=meta)
+        return self.update_instance(instance, mapped, mapped_previous, sync=sync, meta=meta)
+
+    def create_instance(
+        self,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        sync: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        model = self.model
+        kwargs: dict[str, Any] = {"previous_data": previous_data}
+        if getattr(model, "CQRS_META", False):
+            kwargs["meta"] = meta
+        try:
+            return model.cqrs_create(sync, mapped_data, **kwargs)
+        except (DatabaseError, ValidationError) as exc:
+            pk = mapped_data.get(model._meta.pk.name)
+            logger.error(
+                "CQRS create error: pk = %s, cqrs_revision = %s (%s): %s",
+                pk,
+                mapped_data.get("cqrs_revision"),
+                model.CQRS_ID,
+                exc,
+            )
+            last_error_holder()["exception"] = exc
+            if isinstance(exc, DatabaseError) and _is_connection_error(exc):
+                raise
+            return None
+
+    def update_instance(
+        self,
+        instance: Any,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        sync: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        model = self.model
+        cqrs_id = model.CQRS_ID
+        pk = instance.pk
+        current = instance.cqrs_revision
+        incoming = mapped_data["cqrs_revision"]
+        if not sync:
+            if incoming < current:
+                logger.error(
+                    "Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).",
+                    pk,
+                    incoming,
+                    current,
+                    cqrs_id,
+                )
+                last_error_holder()["status"] = "ignored_stale"
+                return instance
+            if incoming == current:
+                logger.warning(
+                    "Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).",
+                    pk,
+                    current,
+                    cqrs_id,
+                )
+                if current == 0:
+                    logger.warning(
+                        "CQRS potential creation race condition: pk = %s (%s).", pk, cqrs_id
+                    )
+                last_error_holder()["status"] = "ignored_duplicate"
+                return instance
+            if incoming != current + 1:
+                logger.warning(
+                    "Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
+                    incoming - current - 1,
+                    pk,
+                    incoming,
+                    cqrs_id,
+                )
+        elif incoming < current:
+            logger.warning(
+                "CQRS revision downgrade on sync: pk = %s, cqrs_revision = new %s / existing %s (%s).",
+                pk,
+                incoming,
+                current,
+                cqrs_id,
+            )
+        kwargs: dict[str, Any] = {"previous_data": previous_data}
+        if getattr(model, "CQRS_META", False):
+            kwargs["meta"] = meta
+        return instance.cqrs_update(sync, mapped_data, **kwargs)
+
+    def delete_instance(self, master_data: dict[str, Any]) -> bool:
+        """Delete the row named by ``master_data['id']`` (the key is ``id`` whatever the PK is)."""
+        pk = master_data.get("id")
+        if pk is None:
+            self._log_pk_data_error()
+            return False
+        field = self.model._meta.pk
+        try:
+            pk = field.to_python(pk)
+        except ValidationError:
+            logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, pk)
+            return False
+        self.model._base_manager.using(self.db).filter(pk=pk).delete()
+        return True
+
+    # -- mapping ---------------------------------------------------------------------------------
+
+    def _map_previous_data(self, previous_data: dict[str, Any] | None) -> dict[str, Any] | None:
+        mapping = getattr(self.model, "CQRS_MAPPING", None)
+        if previous_data is None or mapping is None:
+            return previous_data
+        return {mapping[k]: v for k, v in previous_data.items() if k in mapping}
+
+    def _map_save_data(self, master_data: dict[str, Any]) -> dict[str, Any] | None:
+        if not self._cqrs_fields_are_filled(master_data):
+            return None
+        mapped = self._make_initial_mapping(master_data)
+        if mapped is None:
+            return None
+        if not getattr(self.model, "CQRS_CUSTOM_SERIALIZATION", False):
+            mapped = self._remove_excessive_data(mapped)
+            if not self._all_required_fields_are_filled(mapped):
+                logger.error(
+                    "Not all required CQRS fields are provided in data (%s).", self.model.CQRS_ID
+                )
+                last_error_holder()["reason"] = "missing_required_fields"
+                return None
+            mapped = self._convert(mapped)
+        if self.model._meta.pk.name not in mapped:
+            self._log_pk_data_error()
+            return None
+        return mapped
+
+    def _make_initial_mapping(self, master_data: dict[str, Any]) -> dict[str, Any] | None:
+        mapping = getattr(self.model, "CQRS_MAPPING", None)
+        if mapping is None:
+            return dict(master_data)
+        mapped: dict[str, Any] = {}
+        for master_key, replica_key in mapping.items():
+            if master_key not in master_data:
+                logger.error(
+                    "Bad master-replica mapping for %s (%s).", master_key, self.model.CQRS_ID
+                )
+                last_error_holder()["reason"] = "bad_mapping"
+                return None
+            mapped[replica_key] = master_data[master_key]
+        mapped["cqrs_revision"] = master_data["cqrs_revision"]
+        mapped["cqrs_updated"] = master_data["cqrs_updated"]
+        return mapped
+
+    def _remove_excessive_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        names = field_names(self.model)
+        return {k: v for k, v in data.items() if k in names}
+
+    def _all_required_fields_are_filled(self, mapped_data: dict[str, Any]) -> bool:
+        return all(
+            f.name in mapped_data or f.attname in mapped_data
+            for f in self.model._meta.concrete_fields
+            if not f.null
+        )
+
+    def _convert(self, data: dict[str, Any]) -> dict[str, Any]:
+        return convert_values(self.model, data)
+
+    def _cqrs_fields_are_filled(self, data: dict[str, Any]) -> bool:
+        revision = data.get("cqrs_revision")
+        if "cqrs_updated" in data and isinstance(revision, int) and not isinstance(revision, bool):
+            return True
+        logger.error("CQRS sync fields are not provided in data (%s).", self.model.CQRS_ID)
+        last_error_holder()["reason"] = "missing_cqrs_fields"
+        return False
+
+    def _log_pk_data_error(self) -> None:
+        logger.error("CQRS PK is not provided in data (%s).", self.model.CQRS_ID)
+        last_error_holder()["reason"] = "missing_pk"
+
+    def _get_model_pk_name(self) -> str:
+        return self.model._meta.pk.name  # type: ignore[no-any-return]
+
+
+def field_names(model: type[models.Model]) -> set[str]:
+    names: set[str] = set()
+    for f in model._meta.concrete_fields:
+        names.add(f.name)
+        names.add(f.attname)
+    return names
+
+
+def convert_values(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
+    """Make master values assignable: FK ids under ``attname``, exact decimals, parsed binaries."""
+    result: dict[str, Any] = {}
+    fields = {f.name: f for f in model._meta.concrete_fields}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            result[key] = value
+            continue
+        if field.is_relation and not isinstance(value, models.Model):
+            result[field.attname] = value
+        elif isinstance(field, models.DecimalField) and isinstance(value, float):
+            result[key] = (
+                value.as_decimal() if isinstance(value, ExactFloat) else decimal.Decimal(repr(value))
+            )
+        elif isinstance(value, str) and isinstance(
+            field, (models.BinaryField, models.DurationField, models.TimeField)
+        ):
+            result[key] = field.to_python(value)
+        else:
+            result[key] = value
+    return result
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, (InterfaceError, OperationalError))

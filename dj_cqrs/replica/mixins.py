@@ -1,0 +1,124 @@
+"""Replica models: ``ReplicaMixin`` (registered by its metaclass) and ``RawReplicaMixin``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import models
+from django.db.models.base import ModelBase
+
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica.managers import ReplicaManager
+
+
+class RawReplicaMixin:
+    """Base for replicas that are not (only) database rows, e.g. event handlers.
+
+    Implement the classmethods ``cqrs_save(master_data, previous_data=None, sync=False, meta=None)``
+    and ``cqrs_delete(master_data, meta=None)``, then call ``ReplicaMeta.register(YourClass)``.
+    ``meta`` is passed only when ``CQRS_META = True``.
+    """
+
+    CQRS_ID: ClassVar[str | None] = None
+    CQRS_NO_DB_OPERATIONS: ClassVar[bool] = True
+    CQRS_META: ClassVar[bool] = False
+    CQRS_ONLY_DIRECT_SYNCS: ClassVar[bool] = False
+
+    @classmethod
+    def cqrs_save(cls, master_data: dict[str, Any], **kwargs: Any) -> Any:
+        raise NotImplementedError(  # pragma: no cover - an abstract hook subclasses implement
+            f"{cls.__name__}.cqrs_save must be implemented"
+        )
+
+    @classmethod
+    def cqrs_delete(cls, master_data: dict[str, Any], **kwargs: Any) -> Any:
+        raise NotImplementedError(  # pragma: no cover - an abstract hook subclasses implement
+            f"{cls.__name__}.cqrs_delete must be implemented"
+        )
+
+    @staticmethod
+    def should_retry_cqrs(current_retry: int, exception: BaseException | None = None) -> bool:
+        """Whether a failed message is retried (``replica.CQRS_MAX_RETRIES``; None = forever)."""
+        max_retries = cqrs_settings.replica.CQRS_MAX_RETRIES
+        return max_retries is None or current_retry < max_retries
+
+    @staticmethod
+    def get_cqrs_retry_delay(current_retry: int) -> float:
+        """Seconds to wait before the next attempt (``replica.CQRS_RETRY_DELAY``)."""
+        return cqrs_settings.replica.CQRS_RETRY_DELAY  # type: ignore[no-any-return]
+
+
+class ReplicaMeta(ModelBase):
+    """Registers every concrete subclass of :class:`ReplicaMixin`."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> Any:
+        model = super().__new__(mcs, name, bases, attrs, **kwargs)
+        if not model._meta.abstract and name != "ReplicaMixin":
+            ReplicaMeta.register(model)
+        return model
+
+    @staticmethod
+    def register(model_cls: Any) -> Any:
+        """Register a replica model or a ``RawReplicaMixin`` handler class."""
+        replica_registry.register_model(model_cls)
+        return model_cls
+
+
+class ReplicaMixin(RawReplicaMixin, models.Model, metaclass=ReplicaMeta):
+    """Mix into read-only copies of another service's models."""
+
+    CQRS_MAPPING: ClassVar[dict[str, str] | None] = None
+    CQRS_CUSTOM_SERIALIZATION: ClassVar[bool] = False
+    CQRS_SELECT_FOR_UPDATE: ClassVar[bool] = False
+    CQRS_NO_DB_OPERATIONS: ClassVar[bool] = False
+
+    cqrs_revision = models.IntegerField()
+    cqrs_updated = models.DateTimeField()
+
+    objects = models.Manager()
+    cqrs = ReplicaManager()
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def cqrs_save(  # type: ignore[override]
+        cls,
+        master_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        sync: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Apply a SAVE/SYNC. Keeps the revision rules; override ``cqrs_create``/``cqrs_update``
+        instead of this method."""
+        return cls.cqrs.save_instance(master_data, previous_data, sync, meta)
+
+    @classmethod
+    def cqrs_create(
+        cls,
+        sync: bool,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Create the row (``_default_manager.create`` by default)."""
+        return cls._default_manager.create(**mapped_data)
+
+    def cqrs_update(
+        self,
+        sync: bool,
+        mapped_data: dict[str, Any],
+        previous_data: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Update this row with ``mapped_data`` (every key set, then a full save by default)."""
+        for key, value in mapped_data.items():
+            setattr(self, key, value)
+        self.save()
+        return self
+
+    @classmethod
+    def cqrs_delete(cls, master_data: dict[str, Any], meta: dict[str, Any] | None = None) -> bool:  # type: ignore[override]
+        """Delete the row named by ``master_data['id']``."""
+        return cls.cqrs.delete_instance(master_data)  # type: ignore[no-any-return]

@@ -1,0 +1,123 @@
+"""An in-memory transport for unit tests (ours and yours).
+
+Messages are encoded exactly as on a real broker, kept in a list, and applied to this process's
+replica models by :meth:`MemoryTransport.join` through the same code path a real consumer uses
+(decode → validate → apply → retry/dead-letter). Retries are run without waiting.
+
+Use it with ``CQRS = {'transport': 'dj_cqrs.transport.memory.MemoryTransport', ...}`` or
+:func:`dj_cqrs.testing.use_memory_transport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from dj_cqrs import encoding
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.transport.base import BaseTransport
+
+
+@dataclasses.dataclass
+class StoredMessage:
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def data(self) -> Any:
+        return encoding.loads(self.body)
+
+    @property
+    def payload(self) -> TransportPayload:
+        from dj_cqrs.replica.consumer import InboundMessage, decode
+
+        return decode(InboundMessage(self.body, self.routing_key, self.headers))
+
+
+def routing_key(payload: TransportPayload) -> str:
+    if payload.queue:
+        return f"cqrs.{payload.queue}.{payload.cqrs_id}"
+    return payload.cqrs_id
+
+
+class DeadLetterError(AssertionError):
+    """Raised by ``join(fail_fast=True)`` when a message was dead-lettered."""
+
+
+class MemoryTransport(BaseTransport):
+    """Keeps messages in memory; ``join()`` applies them to local replica models."""
+
+    supports_confirms = True
+    supports_dead_letters = True
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.messages: list[StoredMessage] = []
+        self.published: list[StoredMessage] = []
+        self.dead_letters: list[tuple[StoredMessage, Any]] = []
+        self.outcomes: list[Any] = []
+        #: Set to an exception instance to make ``produce`` fail (tests of failure paths).
+        self.fail_with: BaseException | None = None
+
+    def produce(self, payload: TransportPayload) -> None:
+        if self.fail_with is not None:
+            from dj_cqrs.exceptions import PublishFailed
+
+            raise PublishFailed(str(self.fail_with)) from self.fail_with
+        message = StoredMessage(routing_key(payload), encoding.dumps_bytes(payload.to_dict()))
+        with self._lock:
+            self.messages.append(message)
+            self.published.append(message)
+
+    def send_raw(self, body: bytes, routing_key: str = "", headers: dict[str, Any] | None = None) -> None:
+        """Queue arbitrary bytes, as a broker would deliver them (for malformed-input tests)."""
+        with self._lock:
+            self.messages.append(StoredMessage(routing_key, body, dict(headers or {})))
+
+    def consume(self, *args: Any, **kwargs: Any) -> None:
+        self.join()
+
+    def join(self, fail_fast: bool = False, max_rounds: int = 1000) -> int:
+        """Apply queued messages (and their retries) until none is left; return how many."""
+        from dj_cqrs.replica.consumer import Action, InboundMessage, handle
+
+        handled = 0
+        for _ in range(max_rounds):
+            with self._lock:
+                batch, self.messages = self.messages, []
+            if not batch:
+                return handled
+            for message in batch:
+                outcome = handle(InboundMessage(message.body, message.routing_key, message.headers))
+                handled += 1
+                self.outcomes.append(outcome)
+                if outcome.action is Action.RETRY and outcome.payload is not None:
+                    body = outcome.payload.with_changes(retries=outcome.payload.retries + 1).to_dict()
+                    headers = dict(message.headers)
+                    headers.setdefault("x-cqrs-routing-key", message.routing_key)
+                    with self._lock:
+                        self.messages.append(StoredMessage(message.routing_key, encoding.dumps_bytes(body), headers))
+                elif outcome.action is Action.REQUEUE:
+                    with self._lock:
+                        self.messages.append(message)
+                elif outcome.action is Action.DEAD_LETTER:
+                    with self._lock:
+                        self.dead_letters.append((message, outcome))
+                    if fail_fast:
+                        raise DeadLetterError(f"dead-lettered: {outcome.reason} ({outcome.detail})")
+        raise RuntimeError(f"MemoryTransport.join did not settle after {max_rounds} rounds")
+
+    def reset(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.published.clear()
+            self.dead_letters.clear()
+            self.outcomes.clear()
+            self.fail_with = None
+
+    @property
+    def payloads(self) -> list[TransportPayload]:
+        """Every published payload, decoded from its body."""
+        return [m.payload for m in self.published]

@@ -1,0 +1,253 @@
+"""RabbitMQ transport (pika), wire-compatible with django-cqrs.
+
+Topology (django-cqrs's, see docs/wire-format.md): a durable topic exchange ``CQRS['exchange']``;
+each replica service a durable queue ``CQRS['queue']`` bound with ``<cqrs_id>`` (broadcast) and
+``cqrs.<queue>.<cqrs_id>`` (direct sync), and a dead-letter queue bound with
+``cqrs.<dead_letter_queue>.<cqrs_id>``. Retries wait in per-delay queues
+``<queue>.retry.<milliseconds>`` (a TTL that dead-letters back into the replica queue), so a
+message waiting for its retry survives a worker crash.
+
+Publishing uses one connection per thread (re-created after a fork), publisher confirms and
+``mandatory``; a publish that is not confirmed is retried and then raises ``PublishFailed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pika
+import pika.exceptions
+
+from dj_cqrs import encoding
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
+from dj_cqrs.log import payload_context
+from dj_cqrs.transport.base import BaseTransport
+
+if TYPE_CHECKING:
+    from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+    from dj_cqrs.dataclasses import TransportPayload
+
+logger = logging.getLogger("django-cqrs.transport.rabbitmq")
+
+#: Errors after which the connection is dropped and re-opened.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPError,
+    ConnectionError,
+    socket.error,
+    AssertionError,  # pika raises it for some broken-connection states
+)
+
+_IDLE_CHECK_SECONDS = 20.0
+
+
+def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameters:
+    """pika parameters from ``CQRS['url']`` (amqp:// or amqps://, vhost and query honoured) or
+    from the legacy ``host``/``port``/``user``/``password`` keys."""
+    url = cqrs_settings.url
+    params: pika.ConnectionParameters
+    if url:
+        params = pika.URLParameters(url)
+        if params.ssl_options is not None and not params.ssl_options.server_hostname:
+            # Verify the certificate against the host name we connect to.
+            params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
+    else:
+        kwargs: dict[str, Any] = {}
+        if cqrs_settings.host:
+            kwargs["host"] = cqrs_settings.host
+        if cqrs_settings.port:
+            kwargs["port"] = cqrs_settings.port
+        if cqrs_settings.user:
+            kwargs["credentials"] = pika.PlainCredentials(cqrs_settings.user, cqrs_settings.password or "")
+        params = pika.ConnectionParameters(**kwargs)
+    if params.blocked_connection_timeout is None:
+        params.blocked_connection_timeout = 60
+    params.client_properties = {
+        "connection_name": f"dj_cqrs {purpose} {socket.gethostname()}:{os.getpid()}",
+        "product": "dj_cqrs",
+    }
+    return params
+
+
+def routing_key_for(payload: TransportPayload) -> str:
+    if payload.queue:
+        return f"cqrs.{payload.queue}.{payload.cqrs_id}"
+    return payload.cqrs_id
+
+
+def message_properties(headers: dict[str, Any] | None = None, expiration: str | None = None) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="text/plain", delivery_mode=2, headers=headers or None, expiration=expiration
+    )
+
+
+class _ThreadProducer:
+    """A connection and a confirm-mode channel owned by one thread of one process."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.connection: BlockingConnection | None = None
+        self.channel: BlockingChannel | None = None
+        self.last_used = 0.0
+        self.exchange: str | None = None
+
+    def usable(self) -> bool:
+        return (
+            self.pid == os.getpid()
+            and self.connection is not None
+            and self.connection.is_open
+            and self.channel is not None
+            and self.channel.is_open
+        )
+
+    def open(self) -> BlockingChannel:
+        if self.usable():
+            assert self.connection is not None and self.channel is not None
+            if time.monotonic() - self.last_used > _IDLE_CHECK_SECONDS:
+                # Service heartbeats and notice a connection the broker closed while we idled.
+                try:
+                    self.connection.process_data_events(0)
+                except CONNECTION_ERRORS:
+                    self.close()
+            if self.usable():
+                return self.channel
+        self.close()
+        self.pid = os.getpid()
+        self.connection = pika.BlockingConnection(connection_parameters("producer"))
+        channel = self.connection.channel()
+        exchange = cqrs_settings.exchange
+        channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+        channel.confirm_delivery()
+        self.channel = channel
+        self.exchange = exchange
+        return channel
+
+    def close(self) -> None:
+        connection, self.connection, self.channel = self.connection, None, None
+        if connection is not None and self.pid == os.getpid():
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:  # noqa: BLE001 - the connection is being discarded anyway
+                pass
+
+
+class RabbitMQTransport(BaseTransport):
+    """RabbitMQ through pika; see the module docstring."""
+
+    connection_errors = CONNECTION_ERRORS
+    supports_confirms = True
+    supports_dead_letters = True
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- producing -------------------------------------------------------------------------------
+
+    def _producer(self) -> _ThreadProducer:
+        producer: _ThreadProducer | None = getattr(self._local, "producer", None)
+        if producer is None or producer.pid != os.getpid():
+            producer = _ThreadProducer()
+            self._local.producer = producer
+        return producer
+
+    def produce(self, payload: TransportPayload) -> None:
+        self.produce_many([payload])
+
+    def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
+        items = [
+            (routing_key_for(p), encoding.dumps_bytes(p.to_dict()), p) for p in payloads
+        ]
+        self.publish_raw([(cqrs_settings.exchange, rk, body, None, None) for rk, body, _ in items], payloads=[p for *_, p in items])
+
+    def publish_raw(
+        self,
+        messages: list[tuple[str, str, bytes, dict[str, Any] | None, str | None]],
+        payloads: list[TransportPayload] | None = None,
+    ) -> None:
+        """Publish ``(exchange, routing_key, body, headers, expiration)`` tuples with confirms.
+
+        Each message is confirmed before the next is sent; on a connection error the remaining
+        ones are retried on a new connection (``master.publish_retries`` times).
+        """
+        retries = cqrs_settings.master.publish_retries
+        delay = cqrs_settings.master.publish_retry_delay
+        producer = self._producer()
+        index = 0
+        attempt = 0
+        while index < len(messages):
+            exchange, rk, body, headers, expiration = messages[index]
+            try:
+                channel = producer.open()
+                channel.basic_publish(
+                    exchange=exchange,
+                    routing_key=rk,
+                    body=body,
+                    properties=message_properties(headers, expiration),
+                    mandatory=True,
+                )
+                producer.last_used = time.monotonic()
+                self._log_published(payloads, index, rk)
+                index += 1
+                attempt = 0
+            except pika.exceptions.UnroutableError:
+                producer.last_used = time.monotonic()
+                logger.warning(
+                    "CQRS message is unroutable (no queue is bound to %r on exchange %r): no"
+                    " replica has declared its queue for it yet",
+                    rk,
+                    exchange,
+                    extra=payload_context(payloads[index]) if payloads else None,
+                )
+                index += 1
+                attempt = 0
+            except CONNECTION_ERRORS as exc:
+                producer.close()
+                attempt += 1
+                if attempt > retries:
+                    extra = payload_context(payloads[index]) if payloads else None
+                    logger.error(
+                        "CQRS publish failed after %s attempts: %s", attempt, exc, extra=extra
+                    )
+                    raise PublishFailed(
+                        f"publish to {exchange!r} with routing key {rk!r} failed after {attempt} attempts: {exc!r}"
+                    ) from exc
+                logger.warning("CQRS publish attempt %s failed (%r); reconnecting", attempt, exc)
+                time.sleep(delay * attempt)
+
+    def _log_published(self, payloads: list[TransportPayload] | None, index: int, rk: str) -> None:
+        if payloads and logger.isEnabledFor(logging.INFO):
+            payload = payloads[index]
+            logger.info(
+                "CQRS is published: pk = %s (%s), correlation_id = %s.",
+                payload.pk,
+                payload.cqrs_id,
+                payload.correlation_id,
+                extra=payload_context(payload, cqrs_routing_key=rk),
+            )
+
+    def clean_connection(self, *args: Any, **kwargs: Any) -> None:
+        producer: _ThreadProducer | None = getattr(self._local, "producer", None)
+        if producer is not None:
+            producer.close()
+            self._local.producer = None
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    def consume(self, cqrs_ids: list[str] | None = None, **kwargs: Any) -> None:
+        from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
+
+        RabbitMQConsumer(cqrs_ids=cqrs_ids, **kwargs).run()
+
+
+def open_blocking_connection(purpose: str) -> BlockingConnection:
+    try:
+        return pika.BlockingConnection(connection_parameters(purpose))
+    except CONNECTION_ERRORS as exc:
+        raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc

@@ -1,0 +1,67 @@
+"""django-cqrs compatible helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from typing import Any
+
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.dataclasses import message_expiration
+from dj_cqrs.encoding import to_json_value
+
+
+def get_message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
+    """``now + ttl`` (``master.CQRS_MESSAGE_TTL`` when not given), None when messages never expire."""
+    if message_ttl is not None:
+        return message_expiration(message_ttl)
+    return message_expiration()
+
+
+def get_delay_queue_max_size() -> int | None:
+    return cqrs_settings.replica.delay_queue_max_size  # type: ignore[no-any-return]
+
+
+def get_messages_prefetch_count_per_worker() -> int:
+    """How many unacknowledged messages one worker holds (its batch size)."""
+    return cqrs_settings.replica.CQRS_BATCH_SIZE  # type: ignore[no-any-return]
+
+
+def get_json_valid_value(value: Any) -> Any:
+    return to_json_value(value)
+
+
+def apply_query_timeouts(model_cls: Any) -> None:
+    from django.db import router
+
+    from dj_cqrs.replica.timeouts import apply_query_timeout
+
+    apply_query_timeout(model_cls, router.db_for_write(model_cls))
+
+
+class _BulkRelate(contextlib.ContextDecorator):
+    """Kept for django-cqrs code. dj_cqrs always serializes the rows of one transaction with one
+    query per model (through ``relate_cqrs_serialization``), so this block changes nothing."""
+
+    def __init__(self, cqrs_id: str | None = None) -> None:
+        self.cqrs_id = cqrs_id
+
+    def __enter__(self) -> _BulkRelate:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def bulk_relate_cqrs_serialization(cqrs_id: str | None = None) -> _BulkRelate:
+    return _BulkRelate(cqrs_id)
+
+
+__all__ = [
+    "apply_query_timeouts",
+    "bulk_relate_cqrs_serialization",
+    "get_delay_queue_max_size",
+    "get_json_valid_value",
+    "get_message_expiration_dt",
+    "get_messages_prefetch_count_per_worker",
+]

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import pytest
+
+from dj_cqrs.testing import use_memory_transport
+from dj_cqrs.transport.memory import MemoryTransport
+
+
+@pytest.fixture
+def transport() -> MemoryTransport:
+    with use_memory_transport() as memory:
+        yield memory
+
+
+@pytest.fixture(autouse=True)
+def _reset_replica_state():
+    from tests.apps.replica_app.models import CustomDeleteRef, EventLog, FlakyModelRef
+
+    EventLog.events.clear()
+    CustomDeleteRef.deleted_custom.clear()
+    FlakyModelRef.fail_times = 0
+    FlakyModelRef.attempts = 0
+    yield
