@@ -1,0 +1,206 @@
+"""Helpers for integration tests: real services, real processes.
+
+Each test gets its own PostgreSQL databases, its own exchange and queue names, so tests (and test
+runs in other checkouts on the same machine) never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+SERVICES = ROOT / "services"
+RABBIT_HOST = os.environ.get("IT_RABBIT_HOST", "127.0.0.1")
+RABBIT_PORT = int(os.environ.get("IT_RABBIT_PORT", "5672"))
+PG_HOST = os.environ.get("IT_DB_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("IT_DB_PORT", "5432"))
+REDIS_HOST = os.environ.get("IT_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("IT_REDIS_PORT", "6379"))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(host: str, port: int, name: str) -> None:
+    """Skip when a service is down on a laptop; fail under CI=true."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+        if in_ci():
+            pytest.fail(message + " - CI=true requires it", pytrace=False)
+        pytest.skip(message)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def pg_database(name: str) -> Iterator[str]:
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.close()
+
+
+def rabbit_cleanup(exchange: str, queue_prefixes: list[str]) -> None:
+    """Delete a test's exchange and every queue whose name starts with one of the prefixes."""
+    import pika
+
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+    except Exception:  # noqa: BLE001 - best-effort cleanup
+        return
+    try:
+        channel = conn.channel()
+        for name in _list_queues(queue_prefixes):
+            with contextlib.suppress(Exception):
+                channel.queue_delete(name)
+        with contextlib.suppress(Exception):
+            channel.exchange_delete(exchange)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _list_queues(prefixes: list[str]) -> list[str]:
+    try:
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "-q", "name"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return list(prefixes)
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return [n for n in names if any(n == p or n.startswith(p + ".") or n.startswith(p + "_") or n == f"dead_letter_{p}" for p in prefixes)] or list(prefixes)
+
+
+def queue_depth(queue: str) -> int:
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+    try:
+        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, message: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}: last={last!r}")
+
+
+class Service:
+    """One Django service (master or replica) run as subprocesses with a given Python."""
+
+    def __init__(self, role: str, python: str, env: dict[str, str]) -> None:
+        self.role = role
+        self.python = python
+        self.dir = SERVICES / role
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # The service must import *its* dj_cqrs (ours or django-cqrs), never the checkout by path.
+        self.env.pop("PYTHONPATH", None)
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def manage(self, *args: str, input: str | None = None, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.python, "manage.py", *args],
+            cwd=self.dir,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{self.role} manage.py {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def migrate(self) -> None:
+        self.manage("migrate", "-v", "0")
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.manage("it_state").stdout)  # type: ignore[no-any-return]
+
+    def scenario(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return json.loads(self.manage("it_scenario", input=json.dumps(steps)).stdout)  # type: ignore[no-any-return]
+
+    def start(self, *args: str, log_name: str | None = None) -> subprocess.Popen[bytes]:
+        log_path = Path(os.environ.get("IT_LOG_DIR", "/tmp")) / (log_name or f"dj_cqrs_{self.role}_{uuid.uuid4().hex[:6]}.log")
+        log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [self.python, "manage.py", *args],
+            cwd=self.dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process.log_path = log_path  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            stop_process(process)
+        self.processes.clear()
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    return process.returncode
+
+
+def log_text(process: Any) -> str:
+    try:
+        return Path(process.log_path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+OUR_PYTHON = sys.executable
