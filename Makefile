@@ -1,0 +1,45 @@
+# dj_cqrs developer commands. `make help` lists them.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-unit test-integration demo bench lint type clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+$(STAMP): pyproject.toml setup.py requirements/base.txt requirements/test.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/test.txt -e '.[postgres,redis,drf,progress]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the package and test tools
+
+test: install ## Run every test: unit (SQLite) + integration and compat (RabbitMQ, PostgreSQL, Redis)
+	$(BIN)/python -m pytest tests integration_tests
+
+test-unit: install ## Unit tests only (no services needed)
+	$(BIN)/python -m pytest tests
+
+test-integration: install ## Integration and compatibility tests only
+	$(BIN)/python -m pytest integration_tests
+
+demo: install ## Master → replica end to end on SQLite and a server-less broker
+	$(BIN)/python examples/demo.py
+
+bench: install ## Benchmarks against django-cqrs 3.1.0 (see bench/README.md)
+	$(BIN)/python bench/run.py
+
+lint: install ## ruff
+	$(BIN)/python -m pip install -q -r requirements/lint.txt
+	$(BIN)/ruff check dj_cqrs
+
+type: install ## mypy
+	$(BIN)/python -m pip install -q -r requirements/lint.txt
+	$(BIN)/mypy dj_cqrs
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .cache build dist *.egg-info .pytest_cache .hypothesis
