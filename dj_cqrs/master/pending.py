@@ -39,6 +39,9 @@ class PendingEvent:
     revision: int | None = None
     #: Free slot for the outbox (the id of its row).
     outbox_id: Any = None
+    #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
+    #: kept only so that the row's revision is bumped once per transaction.
+    silent: bool = False
 
     @property
     def cqrs_id(self) -> str:
@@ -69,7 +72,7 @@ class TransactionEvents:
         conn = connections[self.using]
         if getattr(conn, _CONN_ATTR, None) is self:
             setattr(conn, _CONN_ATTR, None)
-        events = [e for group in self.events.values() for e in group]
+        events = [e for group in self.events.values() for e in group if not e.silent]
         self.events = {}
         if events:
             self._flusher(events)
@@ -105,6 +108,7 @@ class TransactionEvents:
             and event.instance is not None
         ):
             last.merge_save(event.instance, event.previous_data)
+            last.silent = last.silent and event.silent
             if event.revision is not None:
                 last.revision = event.revision
             return last
@@ -134,7 +138,8 @@ def add(event: PendingEvent, flusher: Flusher) -> PendingEvent:
     """Record ``event`` for the commit of the current transaction; publish now in autocommit."""
     conn = connections[event.using]
     if not conn.in_atomic_block:
-        flusher([event])
+        if not event.silent:
+            flusher([event])
         return event
     state = current(event.using)
     if state is None:

@@ -32,8 +32,6 @@ def _produces(instance: Any) -> bool:
 def record_save(
     instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
 ) -> pending.PendingEvent | None:
-    if not _produces(instance):
-        return None
     event = pending.PendingEvent(
         signal=SignalType.SAVE,
         model=type(instance),
@@ -41,6 +39,8 @@ def record_save(
         using=using,
         instance=instance,
         previous_data=previous_data,
+        # Not published, but remembered so that the revision is bumped once per transaction.
+        silent=not _produces(instance),
     )
     revision = instance.__dict__.get("cqrs_revision")
     if isinstance(revision, int):

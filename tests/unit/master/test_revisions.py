@@ -249,3 +249,15 @@ def test_saves_count_helpers(transport):
         assert obj.cqrs_saves_count == 0
         obj.save()
         assert obj.cqrs_saves_count == 1
+
+
+def test_filtered_model_saved_twice_in_one_transaction_bumps_once(transport):
+    obj = FilteredModel.objects.create(name="skip")
+    with transaction.atomic():
+        obj.save()
+        obj.name = "shown"
+        obj.save()
+
+    assert stored_revision(obj) == 1
+    [message] = transport.published
+    assert message.data["instance_data"]["cqrs_revision"] == 1
