@@ -9,6 +9,7 @@ commit time so it carries the final state.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 from django.db import connections, transaction
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from django.db import models
 
 _CONN_ATTR = "_dj_cqrs_transaction_events"
+_tokens = itertools.count(1)
 
 
 @dataclasses.dataclass
@@ -64,6 +66,8 @@ class TransactionEvents:
 
     def __init__(self, using: str, flusher: Flusher) -> None:
         self.using = using
+        #: Identifies this transaction (kept on instances for ``cqrs_saves_count``; picklable).
+        self.token = next(_tokens)
         self.events: dict[tuple[str, Any], list[PendingEvent]] = {}
         self._flusher = flusher
         self.callback = self._on_commit
@@ -129,6 +133,16 @@ def current(using: str) -> TransactionEvents | None:
     return state
 
 
+def ensure(using: str, flusher: Flusher) -> TransactionEvents:
+    """The pending-event set of the current transaction on ``using`` (created if needed)."""
+    state = current(using)
+    if state is None:
+        state = TransactionEvents(using, flusher)
+        setattr(connections[using], _CONN_ATTR, state)
+        transaction.on_commit(state.callback, using=using)
+    return state
+
+
 def find(using: str, cqrs_id: str, pk: Any) -> PendingEvent | None:
     state = current(using)
     return None if state is None else state.find(cqrs_id, pk)
@@ -141,9 +155,4 @@ def add(event: PendingEvent, flusher: Flusher) -> PendingEvent:
         if not event.silent:
             flusher([event])
         return event
-    state = current(event.using)
-    if state is None:
-        state = TransactionEvents(event.using, flusher)
-        setattr(conn, _CONN_ATTR, state)
-        transaction.on_commit(state.callback, using=event.using)
-    return state.add(event)
+    return ensure(event.using, flusher).add(event)

@@ -261,3 +261,55 @@ def test_filtered_model_saved_twice_in_one_transaction_bumps_once(transport):
     assert stored_revision(obj) == 1
     [message] = transport.published
     assert message.data["instance_data"]["cqrs_revision"] == 1
+
+
+def test_saves_count_starts_again_after_commit_and_after_rollback(transport):
+    obj = SimplestModel.objects.create(name="a")
+    with transaction.atomic():
+        obj.save()
+        obj.save()
+    assert obj.cqrs_saves_count == 0
+
+    with transaction.atomic():
+        obj.save()
+        assert obj.cqrs_saves_count == 1
+        assert obj.is_initial_cqrs_save
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        obj.save()
+        obj.save()
+        raise RuntimeError("rollback")
+
+    with transaction.atomic():
+        obj.save()
+        assert obj.cqrs_saves_count == 1
+    assert stored_revision(obj) == 3  # create, then three committed transactions
+
+
+def test_saves_count_is_one_during_an_autocommit_save_and_zero_after(transport):
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append((instance.cqrs_saves_count, instance.is_initial_cqrs_save))
+
+    from django.db.models.signals import post_save
+
+    post_save.connect(receiver, sender=SimplestModel)
+    try:
+        obj = SimplestModel.objects.create(name="a")
+        obj.save()
+    finally:
+        post_save.disconnect(receiver, sender=SimplestModel)
+    assert seen == [(1, True), (1, True)]
+    assert obj.cqrs_saves_count == 0
+
+
+def test_an_instance_with_a_saves_count_can_be_pickled(transport):
+    import pickle
+
+    obj = SimplestModel.objects.create(name="a")
+    with transaction.atomic():
+        obj.save()
+        copy = pickle.loads(pickle.dumps(obj))
+        assert copy.cqrs_saves_count == 1
+    assert copy.cqrs_saves_count == 0
