@@ -224,9 +224,9 @@ class CqrsSettings:
 
     def reload(self) -> None:
         self._cache.clear()
-        from dj_cqrs.transport import reset_transport
+        from dj_cqrs.transport import settings_changed
 
-        reset_transport()
+        settings_changed()
 
 
 cqrs_settings = CqrsSettings()

@@ -46,6 +46,9 @@ def get_transport() -> BaseTransport:
     """The transport instance for the current settings (created on first use)."""
     from dj_cqrs.conf import cqrs_settings
 
+    explicit = _state.get("explicit")
+    if explicit is not None:
+        return explicit  # type: ignore[no-any-return]
     path = cqrs_settings.transport
     key = path if isinstance(path, str) else repr(path)
     current = _state.get("transport")
@@ -63,22 +66,27 @@ def get_transport() -> BaseTransport:
 
 
 def set_transport(transport: BaseTransport | None) -> None:
-    """Install a transport instance explicitly (tests); ``None`` goes back to the settings."""
-    with _lock:
-        if transport is None:
-            _state.clear()
-        else:
-            from dj_cqrs.conf import cqrs_settings
+    """Install a transport instance explicitly (tests); ``None`` goes back to the settings.
 
-            path = cqrs_settings.transport
-            _state["transport"] = transport
-            _state["key"] = path if isinstance(path, str) else repr(path)
+    An explicit transport stays in use when ``settings.CQRS`` changes (e.g. ``override_settings``
+    inside ``use_memory_transport()``), until ``set_transport(None)`` or ``reset_transport()``.
+    """
+    with _lock:
+        _state.clear()
+        if transport is not None:
+            _state["explicit"] = transport
+
+
+def settings_changed() -> None:
+    """``settings.CQRS`` changed: drop the transport built from the old settings (not an explicit one)."""
+    if _state.get("explicit") is None:
+        reset_transport()
 
 
 def reset_transport() -> None:
     """Forget the cached transport, closing its connections."""
     with _lock:
-        transport = _state.pop("transport", None)
+        transport = _state.pop("transport", None) or _state.get("explicit")
         _state.clear()
     if transport is not None:
         try:
