@@ -14,13 +14,6 @@ from tests.unit.conftest import cqrs_settings_and_transport
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def _clear_hook_calls():
-    hooks.calls.clear()
-    yield
-    hooks.calls.clear()
-
-
 def test_get_cqrs_meta_override_is_sent_and_reaches_a_meta_replica(transport):
     obj = MetaModel.objects.create(name="m")
     obj.delete()
