@@ -257,3 +257,34 @@ def test_payload_decodes_back_to_the_same_event(transport):
     assert payload.revision == 0
     assert payload.queue is None
     assert payload.expires is not None and not payload.is_expired()
+
+
+def test_basic_fields_round_trip_to_the_replica(transport):
+    from tests.apps.replica_app.models import BasicFieldsModelRef
+
+    now = timezone.now()
+    values = {
+        "int_field": 7,
+        "bool_field": True,
+        "char_field": "é/x",
+        "date_field": datetime.date(2024, 1, 2),
+        "datetime_field": now,
+        "float_field": 1.5,
+        "url_field": "https://example.com/a?b=c",
+        "uuid_field": uuid.UUID(int=5),
+        "decimal_field": decimal.Decimal("1234.123456789"),
+    }
+    obj = BasicFieldsModel.objects.create(**values)
+    data = transport.published[0].data
+    assert data["instance_data"]["date_field"] == "2024-01-02"
+    assert data["instance_data"]["datetime_field"] == str(now)
+    assert data["previous_data"] == {name: None for name in values} | {"cqrs_revision": None}
+
+    transport.join(fail_fast=True)
+    ref = BasicFieldsModelRef.objects.get(pk=7)
+    for name, value in values.items():
+        assert getattr(ref, name) == value, name
+
+    obj.delete()
+    transport.join(fail_fast=True)
+    assert not BasicFieldsModelRef.objects.exists()
