@@ -103,7 +103,7 @@ def test_stop_flag():
 def test_backoff_grows_and_is_capped():
     backoff = Backoff(initial=1.0, maximum=4.0)
     delays = [backoff.next() for _ in range(5)]
-    for delay, base in zip(delays, [1, 2, 4, 4, 4]):
+    for delay, base in zip(delays, [1, 2, 4, 4, 4], strict=True):
         assert 0.8 * base <= delay <= 1.2 * base
     backoff.reset()
     assert backoff.next() <= 1.2

@@ -7,7 +7,13 @@ from django.db import transaction
 
 from dj_cqrs.correlation import correlation_scope, get_correlation_id
 from tests.apps.master_app import hooks
-from tests.apps.master_app.models import FilteredModel, MetaModel, NoProduceModel, SimplestModel, TrackedModel
+from tests.apps.master_app.models import (
+    FilteredModel,
+    MetaModel,
+    NoProduceModel,
+    SimplestModel,
+    TrackedModel,
+)
 from tests.apps.replica_app.models import EventLog, SimplestModelRef
 from tests.unit.conftest import cqrs_settings_and_transport
 

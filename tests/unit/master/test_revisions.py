@@ -279,6 +279,7 @@ def test_saves_count_starts_again_after_commit_and_after_rollback(transport):
         obj.save()
         obj.save()
         raise RuntimeError("rollback")
+    assert obj.cqrs_saves_count == 0
 
     with transaction.atomic():
         obj.save()

@@ -21,7 +21,12 @@ from tests.apps.master_app.models import (
     SimplestModel,
     UUIDPkModel,
 )
-from tests.apps.replica_app.models import AllTypesModelRef, CustomDeleteRef, FKModelRef, UUIDPkModelRef
+from tests.apps.replica_app.models import (
+    AllTypesModelRef,
+    CustomDeleteRef,
+    FKModelRef,
+    UUIDPkModelRef,
+)
 from tests.unit.conftest import cqrs_settings_and_transport
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,7 +15,7 @@ from dj_cqrs.replica.consumer import Action
 from dj_cqrs.testing import use_memory_transport
 from dj_cqrs.transport import get_transport, set_transport
 from dj_cqrs.transport.base import BaseTransport
-from dj_cqrs.transport.memory import DeadLetterError, MemoryTransport, routing_key
+from dj_cqrs.transport.memory import DeadLetterError, routing_key
 from tests.apps.master_app.models import SimplestModel
 from tests.apps.replica_app.models import SimplestModelRef
 from tests.unit.replica.helpers import row
