@@ -49,7 +49,15 @@ def _url() -> str:
 
 def _new_connection() -> Connection:
     """A kombu connection for ``CQRS['url']`` with ``CQRS['transport_options']`` (a copy)."""
-    return Connection(_url(), transport_options=dict(cqrs_settings.transport_options or {}))
+    url = _url()
+    kwargs: dict[str, Any] = {}
+    if url.partition("://")[0] == "filesystem":
+        # kombu's own filesystem channel can hand a consumer a message file before its body is
+        # written (the message is then lost); ours writes each file atomically.
+        from dj_cqrs.transport.kombu_filesystem import Transport as FilesystemTransport
+
+        kwargs["transport"] = FilesystemTransport
+    return Connection(url, transport_options=dict(cqrs_settings.transport_options or {}), **kwargs)
 
 
 def _connection_errors(conn: Connection) -> tuple[type[BaseException], ...]:
