@@ -570,6 +570,13 @@ def _run_services(
         finally:
             if consumer is not None:
                 code = consumer.stop()
+                problems = [line for line in consumer.log_text().splitlines()
+                            if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")]
+                if problems:
+                    # Not a verdict by itself (a retried message can log an error and still apply):
+                    # the field-by-field comparison below decides.
+                    say(f"      the consumer logged {len(problems)} errors, see {_rel(consumer.log_path)}:"
+                        + _tail("\n".join(problems), 5))
                 if code == 0:
                     say("      consumer stopped cleanly (exit 0)")
                 else:
