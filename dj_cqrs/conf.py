@@ -84,6 +84,10 @@ def _callable_or_path_or_none(v: Any) -> bool:
     return v is None or callable(v) or (isinstance(v, str) and "." in v)
 
 
+def _str_keyed_dict_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v))
+
+
 MASTER_OPTIONS: dict[str, Option] = {
     "CQRS_AUTO_UPDATE_FIELDS": Option(constants.DEFAULT_MASTER_AUTO_UPDATE_FIELDS, _bool, "a bool"),
     "CQRS_MESSAGE_TTL": Option(
@@ -129,6 +133,12 @@ ROOT_OPTIONS: dict[str, Option] = {
     "exchange": Option("cqrs", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
     "queue": Option(None, _str_or_none, "a non-empty string"),
     "consumer_prefetch_count": Option(10, _positive_int, "an int > 0"),
+    # dj_cqrs addition: kombu ``Connection(transport_options=...)`` for KombuTransport, e.g.
+    # ``{"data_folder_in": ..., "data_folder_out": ...}`` for ``filesystem://``. Copied, never
+    # mutated; ignored by the RabbitMQ transport.
+    "transport_options": Option(
+        None, _str_keyed_dict_or_none, "a dict of kombu transport options (str keys) or None"
+    ),
 }
 
 # Keys documented by mistake in django-cqrs's docs; they are reported, not silently ignored.

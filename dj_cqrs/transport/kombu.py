@@ -1,5 +1,8 @@
 """Kombu transport: any kombu URL (``redis://``, ``amqp://``, ``filesystem://`` ...).
 
+``CQRS['transport_options']`` is passed to kombu's ``Connection(transport_options=...)``, e.g.
+``{"data_folder_in": d, "data_folder_out": d, "control_folder": c}`` for ``filesystem://``.
+
 The body is the same JSON as on RabbitMQ, ``meta``, ``expires`` and ``retries`` included. Queue
 and routing-key names follow the RabbitMQ transport: the replica queue ``CQRS['queue']`` is bound
 with ``<cqrs_id>`` and ``cqrs.<queue>.<cqrs_id>``; dead letters go to ``dead_letter_<queue>``.
@@ -44,6 +47,19 @@ def _url() -> str:
     return cqrs_settings.url or "amqp://localhost"
 
 
+def _new_connection() -> Connection:
+    """A kombu connection for ``CQRS['url']`` with ``CQRS['transport_options']`` (a copy)."""
+    url = _url()
+    kwargs: dict[str, Any] = {}
+    if url.partition("://")[0] == "filesystem":
+        # kombu's own filesystem channel can hand a consumer a message file before its body is
+        # written (the message is then lost); ours writes each file atomically.
+        from dj_cqrs.transport.kombu_filesystem import Transport as FilesystemTransport
+
+        kwargs["transport"] = FilesystemTransport
+    return Connection(url, transport_options=dict(cqrs_settings.transport_options or {}), **kwargs)
+
+
 def _connection_errors(conn: Connection) -> tuple[type[BaseException], ...]:
     return tuple(conn.connection_errors) + tuple(conn.channel_errors) + (
         kombu.exceptions.KombuError,
@@ -70,7 +86,7 @@ class KombuTransport(BaseTransport):
         conn: Connection | None = getattr(self._local, "connection", None)
         pid = getattr(self._local, "pid", None)
         if conn is None or pid != os.getpid():
-            conn = Connection(_url())
+            conn = _new_connection()
             self._local.connection = conn
             self._local.pid = os.getpid()
         return conn
@@ -186,7 +202,7 @@ class KombuConsumer:
     def run(self) -> None:
         backoff = Backoff(0.5, 30.0)
         while not self._should_stop():
-            conn = Connection(_url())
+            conn = _new_connection()
             errors = _connection_errors(conn)
             try:
                 conn.ensure_connection(max_retries=1)
