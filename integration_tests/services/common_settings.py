@@ -4,7 +4,7 @@ The same service code runs on dj_cqrs (this repository) and on django-cqrs 3.1.0
 virtualenv), so it only uses the API both packages share. Everything comes from the environment:
 
   IT_DB_NAME, IT_DB_ENGINE (postgresql|sqlite3), IT_CQRS_TRANSPORT, IT_CQRS_URL, IT_CQRS_EXCHANGE,
-  IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY
+  IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY, IT_CQRS_MESSAGE_TTL, IT_LOG_LEVEL
 """
 
 import os
@@ -45,9 +45,14 @@ def cqrs_settings(role):
             "CQRS_RETRY_DELAY": int(os.environ.get("IT_CQRS_RETRY_DELAY", "1")),
         }
     else:
+        # A callable, not a dotted path: django-cqrs 3.1.0 accepts only a callable here.
+        from catalog.correlation import correlation_id
+        from catalog.meta import cqrs_meta
+
         settings["master"] = {
-            "CQRS_MESSAGE_TTL": 3600,
-            "correlation_function": "catalog.correlation.correlation_id",
+            "CQRS_MESSAGE_TTL": int(os.environ.get("IT_CQRS_MESSAGE_TTL", "3600")),
+            "correlation_function": correlation_id,
+            "meta_function": cqrs_meta,
         }
     return settings
 

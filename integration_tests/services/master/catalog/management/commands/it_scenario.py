@@ -11,10 +11,10 @@ import sys
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from catalog.models import Category, Product, Tag
+from catalog.models import Category, Note, Product, Tag
 from state_dump import dump
 
-MODELS = {"product": Product, "tag": Tag}
+MODELS = {"product": Product, "tag": Tag, "note": Note}
 
 
 def convert(model, fields):
@@ -67,4 +67,4 @@ class Command(BaseCommand):
         raw = sys.stdin.read() if options["steps"] == "-" else options["steps"]
         for step in json.loads(raw):
             run(step)
-        self.stdout.write(dump({"it_product": Product, "it_tag": Tag}))
+        self.stdout.write(dump({"it_product": Product, "it_tag": Tag, "it_note": Note}))
