@@ -63,4 +63,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": os.environ.get("IT_LOG_LEVEL", "WARNING")},
+    "loggers": {"pika": {"level": "WARNING"}},
 }
