@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from integration_tests.compat.wire import Observer, message_count, queue_exists, take
+from integration_tests.compat.flows import start_consumer, wait_converged
+from integration_tests.compat.wire import Observer, message_count, take
 from integration_tests.harness import log_text, stop_process, wait_until
 
 pytestmark = pytest.mark.compat
@@ -87,45 +88,6 @@ def core_steps(tag_delete: bool) -> list[dict[str, Any]]:
     return steps
 
 
-def wait_converged(fleet: Any, expected: dict[str, Any], timeout: float, message: str) -> None:
-    """Wait until the replica's state equals ``expected``; on timeout, fail with a per-row diff."""
-    last: dict[str, Any] = {}
-
-    def check() -> bool:
-        last.update(fleet.replica.state())
-        return last == expected
-
-    try:
-        wait_until(check, timeout, message=message)
-    except AssertionError:
-        raise AssertionError(f"{message}: replica differs from master:\n{state_diff(expected, last)}") from None
-
-
-def state_diff(master: dict[str, Any], replica: dict[str, Any]) -> str:
-    lines = []
-    for cqrs_id in sorted(set(master) | set(replica)):
-        rows_m, rows_r = master.get(cqrs_id, {}), replica.get(cqrs_id, {})
-        for pk in sorted(set(rows_m) | set(rows_r)):
-            m, r = rows_m.get(pk), rows_r.get(pk)
-            if m == r:
-                continue
-            if m is None or r is None:
-                lines.append(f"{cqrs_id} {pk}: master={m!r} replica={r!r}")
-                continue
-            for field in sorted(set(m) | set(r)):
-                if m.get(field) != r.get(field):
-                    lines.append(f"{cqrs_id} {pk}.{field}: master={m.get(field)!r} replica={r.get(field)!r}")
-    return "\n".join(lines)
-
-
-def start_consumer(fleet: Any, *args: str) -> Any:
-    consumer = fleet.replica.start("cqrs_consume", *args)
-    # Messages published before the replica declared and bound its queue are unroutable.
-    wait_until(lambda: queue_exists(fleet.queue) or consumer.poll() is not None, 60, message="replica queue declared")
-    assert consumer.poll() is None, log_text(consumer)
-    return consumer
-
-
 def drift(fleet: Any) -> None:
     """Change replica rows behind the consumer's back (revision too high, as after a bad restore)."""
     fleet.replica.manage(
@@ -148,7 +110,7 @@ def sync_and_compare(fleet: Any, expected: dict[str, Any]) -> None:
         ]
     )
     assert synced == expected, "cqrs_sync must not change the master"
-    wait_converged(fleet, expected, 60, "cqrs_sync repaired the drifted replica rows")
+    wait_converged(fleet.replica, expected, 60, "cqrs_sync repaired the drifted replica rows")
 
 
 def check_scenario_state(state: dict[str, Any], tag_delete: bool) -> None:
@@ -167,13 +129,13 @@ def check_scenario_state(state: dict[str, Any], tag_delete: bool) -> None:
 
 def test_our_master_to_their_replica(our_master_their_replica):
     fleet = our_master_their_replica
-    consumer = start_consumer(fleet)  # django-cqrs's cqrs_consume
+    consumer = start_consumer(fleet.replica, fleet.queue)  # django-cqrs's cqrs_consume
 
     expected = fleet.master.scenario(core_steps(tag_delete=True))
     check_scenario_state(expected, tag_delete=True)
     # Our master bumps the revision once per transaction: the atomic double update is revision 1.
     assert expected["it_product"]["3"]["cqrs_revision"] == 1
-    wait_converged(fleet, expected, 60, "django-cqrs replica equals our master")
+    wait_converged(fleet.replica, expected, 60, "django-cqrs replica equals our master")
     # Our master's DELETE of a UUID-pk row (``"id": "<uuid>"``) is applied by django-cqrs's
     # replica (django-cqrs's own master cannot send it, its issue #163).
     assert TAG_2 not in fleet.replica.state()["it_tag"]
@@ -185,7 +147,7 @@ def test_our_master_to_their_replica(our_master_their_replica):
 @pytest.mark.fleet_env({"IT_CQRS_MAX_RETRIES": "1", "IT_LOG_LEVEL": "INFO"})
 def test_our_bodies_keep_meta_correlation_expires_retries_on_their_consumer(our_master_their_replica):
     fleet = our_master_their_replica
-    consumer = start_consumer(fleet)
+    consumer = start_consumer(fleet.replica, fleet.queue)
     observer = Observer(fleet.exchange, fleet.queue)
 
     expected = fleet.master.scenario(
@@ -228,14 +190,14 @@ def test_our_bodies_keep_meta_correlation_expires_retries_on_their_consumer(our_
 @pytest.mark.fleet_env({"IT_CQRS_MESSAGE_TTL": "1"})
 def test_our_expires_is_honoured_by_their_consumer(our_master_their_replica):
     fleet = our_master_their_replica
-    stop_process(start_consumer(fleet))  # declare the queue, then stay down
+    stop_process(start_consumer(fleet.replica, fleet.queue))  # declare the queue, then stay down
     observer = Observer(fleet.exchange, fleet.queue)
     fleet.master.scenario([{"op": "create", "model": "note", "id": 1, "fields": {"text": "expires in 1 s"}}])
     (sent,) = observer.take(1)
     expires = _instant(sent.body["expires"])
     wait_until(lambda: datetime.datetime.now(datetime.timezone.utc) > expires + datetime.timedelta(seconds=0.5), 10, message="expiry passed")
 
-    consumer = start_consumer(fleet)
+    consumer = start_consumer(fleet.replica, fleet.queue)
     (dead,) = take(f"dead_letter_{fleet.queue}", 1, timeout=30)
     assert dead.body["instance_pk"] == 1 and _instant(dead.body["expires"]) == expires
     assert fleet.replica.state()["it_note"] == {}
@@ -247,7 +209,7 @@ def test_our_expires_is_honoured_by_their_consumer(our_master_their_replica):
 
 def test_their_master_to_our_replica(their_master_our_replica):
     fleet = their_master_our_replica
-    consumer = start_consumer(fleet, "-w", "2")  # ours
+    consumer = start_consumer(fleet.replica, fleet.queue, "-w", "2")  # ours
 
     # No UUID-pk delete: django-cqrs cannot publish it (issue #163, TypeError in its master).
     expected = fleet.master.scenario(core_steps(tag_delete=False))
@@ -255,7 +217,7 @@ def test_their_master_to_our_replica(their_master_our_replica):
     # django-cqrs bumps twice for two saves of the same row in one transaction; our replica must
     # accept the gap.
     assert expected["it_product"]["3"]["cqrs_revision"] == 2
-    wait_converged(fleet, expected, 60, "our replica equals the django-cqrs master")
+    wait_converged(fleet.replica, expected, 60, "our replica equals the django-cqrs master")
 
     sync_and_compare(fleet, expected)
     assert consumer.poll() is None, log_text(consumer)
@@ -264,7 +226,7 @@ def test_their_master_to_our_replica(their_master_our_replica):
 @pytest.mark.fleet_env({"IT_CQRS_MAX_RETRIES": "1", "IT_LOG_LEVEL": "INFO"})
 def test_their_bodies_keep_meta_correlation_expires_retries_on_our_consumer(their_master_our_replica):
     fleet = their_master_our_replica
-    consumer = start_consumer(fleet, "-w", "2")
+    consumer = start_consumer(fleet.replica, fleet.queue, "-w", "2")
     observer = Observer(fleet.exchange, fleet.queue)
 
     expected = fleet.master.scenario(
@@ -304,14 +266,14 @@ def test_their_bodies_keep_meta_correlation_expires_retries_on_our_consumer(thei
 @pytest.mark.fleet_env({"IT_CQRS_MESSAGE_TTL": "1"})
 def test_their_expires_is_honoured_by_our_consumer(their_master_our_replica):
     fleet = their_master_our_replica
-    stop_process(start_consumer(fleet, "-w", "2"))
+    stop_process(start_consumer(fleet.replica, fleet.queue, "-w", "2"))
     observer = Observer(fleet.exchange, fleet.queue)
     fleet.master.scenario([{"op": "create", "model": "note", "id": 1, "fields": {"text": "expires in 1 s"}}])
     (sent,) = observer.take(1)
     expires = _instant(sent.body["expires"])
     wait_until(lambda: datetime.datetime.now(datetime.timezone.utc) > expires + datetime.timedelta(seconds=0.5), 10, message="expiry passed")
 
-    consumer = start_consumer(fleet, "-w", "2")
+    consumer = start_consumer(fleet.replica, fleet.queue, "-w", "2")
     (dead,) = take(f"dead_letter_{fleet.queue}", 1, timeout=30)
     assert dead.properties["headers"]["x-cqrs-reason"] == "expired"
     assert dead.raw == sent.raw  # dead-lettered as received
@@ -325,9 +287,9 @@ def test_only_direct_syncs_on_our_replica_from_their_master(their_master_our_rep
     its broadcast ``cqrs_sync()`` is ignored (the queue comes from the routing key: django-cqrs
     puts none in the body)."""
     fleet = their_master_our_replica
-    consumer = start_consumer(fleet, "-w", "2")
+    consumer = start_consumer(fleet.replica, fleet.queue, "-w", "2")
     expected = fleet.master.scenario([{"op": "create", "model": "note", "id": 1, "fields": {"text": "note ☕/"}}])
-    wait_converged(fleet, expected, 30, "note created")
+    wait_converged(fleet.replica, expected, 30, "note created")
 
     fleet.replica.manage("shell", "-c", "from catalog.models import NoteRef; NoteRef.objects.filter(pk=1).update(text='drift')")
     fleet.master.scenario([{"op": "sync", "model": "note", "id": 1}])
@@ -339,7 +301,7 @@ def test_only_direct_syncs_on_our_replica_from_their_master(their_master_our_rep
     assert fleet.replica.state()["it_note"]["1"]["text"] == "drift"
 
     fleet.master.scenario([{"op": "sync", "model": "note", "id": 1, "queue": fleet.queue}])
-    wait_converged(fleet, expected, 30, "direct sync applied")
+    wait_converged(fleet.replica, expected, 30, "direct sync applied")
     received = json.loads(fleet.replica.manage("it_received").stdout)
     assert [(r["revision"], r["sync"]) for r in received] == [(0, False), (0, True)]
     assert all(r["meta"] == MASTER_META for r in received)

@@ -39,6 +39,19 @@ def queue_exists(queue: str) -> bool:
             conn.close()
 
 
+def consumer_count(queue: str) -> int:
+    """Consumers on ``queue`` (0 when it does not exist). A replica consumes only after it has
+    declared its queue *and* bound it, so this is the "ready to receive" signal."""
+    conn = _connect()
+    try:
+        return int(conn.channel().queue_declare(queue, passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
 def message_count(queue: str) -> int:
     conn = _connect()
     try:

@@ -1,0 +1,101 @@
+"""A team swaps packages on running services: django-cqrs 3.1.0 → dj_cqrs → django-cqrs 3.1.0, on
+the same databases, exchange and replica queue. No migration is needed at any step, revisions
+continue where the other package left them, and messages queued while the replica was down (in
+the queue the other package declared) are applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from integration_tests.compat.flows import start_consumer, wait_converged
+from integration_tests.conftest import make_fleet
+from integration_tests.harness import Service, stop_process
+
+pytestmark = pytest.mark.compat
+
+TAG = "0b0c3f5e-1d4a-4f57-9a52-1f0b3c6b8a10"
+
+
+def swapped(service: Service, python: str) -> Service:
+    """The same service (same environment: database, exchange, queue) run by another Python."""
+    other = Service(service.role, python, {})
+    other.env = dict(service.env)
+    return other
+
+
+def no_pending_migrations(*services: Service) -> None:
+    for service in services:
+        service.manage("migrate", "--check")  # exits 1 when a migration is unapplied
+        result = service.manage("makemigrations", "--check", "--dry-run")
+        assert "No changes detected" in result.stdout
+
+
+def publish_while_replica_down(master: Service, replica: Service, queue: str, steps: list[dict[str, Any]], *consume_args: str) -> dict[str, Any]:
+    expected = master.scenario(steps)
+    consumer = start_consumer(replica, queue, *consume_args)
+    try:
+        wait_converged(replica, expected, 60, f"replica on {replica.python} caught up")
+    finally:
+        assert stop_process(consumer) == 0
+    return expected
+
+
+def test_swap_packages_in_place(rabbitmq, postgres, our_python, compat_python):
+    fleets = make_fleet(compat_python, compat_python)
+    fleet = next(fleets)
+    services: list[Service] = []
+    try:
+        # 1. Everything on django-cqrs: it migrates the databases and declares the queue.
+        consumer = start_consumer(fleet.replica, fleet.queue)
+        first = fleet.master.scenario(
+            [{"op": "create", "id": i, "fields": {"name": f"p{i} ☕/", "price": f"{i}.25", "category": i}} for i in (1, 2, 3)]
+            + [
+                {"op": "create", "model": "tag", "id": TAG, "fields": {"label": "uuid pk"}},
+                {"op": "create", "model": "note", "id": 1, "fields": {"text": "note"}},
+            ]
+        )
+        wait_converged(fleet.replica, first, 60, "django-cqrs fleet converged")
+        stop_process(consumer)
+
+        # 2. Both services on dj_cqrs, same databases and queue.
+        master, replica = swapped(fleet.master, our_python), swapped(fleet.replica, our_python)
+        services += [master, replica]
+        no_pending_migrations(master, replica)
+        second = publish_while_replica_down(
+            master,
+            replica,
+            fleet.queue,
+            [
+                {"op": "update", "id": 1, "fields": {"name": "updated by dj_cqrs", "category": None}},
+                {"op": "delete", "id": 2},
+                {"op": "create", "id": 4, "fields": {"name": "created by dj_cqrs", "price": "0.5"}},
+                {"op": "update", "model": "tag", "id": TAG, "fields": {"label": "tag ✓"}},
+                {"op": "update", "model": "note", "id": 1, "fields": {"text": "note 2"}},
+            ],
+            "-w",
+            "2",
+        )
+        assert second["it_product"]["1"]["cqrs_revision"] == 1  # continues from django-cqrs's 0
+
+        # 3. Back to django-cqrs: nothing dj_cqrs left behind (tables, queue, bindings) is in the way.
+        master, replica = swapped(fleet.master, compat_python), swapped(fleet.replica, compat_python)
+        services += [master, replica]
+        no_pending_migrations(master, replica)
+        third = publish_while_replica_down(
+            master,
+            replica,
+            fleet.queue,
+            [
+                {"op": "update", "id": 1, "fields": {"name": "back on django-cqrs"}},
+                {"op": "update", "model": "tag", "id": TAG, "fields": {"label": "tag ✓✓"}},
+                {"op": "delete", "id": 3},
+            ],
+        )
+        assert third["it_product"]["1"]["cqrs_revision"] == 2
+    finally:
+        for service in services:
+            service.stop_all()
+        next(fleets, None)
