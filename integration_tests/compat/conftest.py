@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from integration_tests.compat.peer import PEER_VERSION, REPO_ROOT, PeerUnavailable, ensure_peer_python, probe
+from integration_tests.compat.peer import (
+    PEER_VERSION,
+    REPO_ROOT,
+    PeerUnavailable,
+    ensure_peer_python,
+    probe,
+)
 from integration_tests.conftest import Fleet, make_fleet
 from integration_tests.harness import OUR_PYTHON, SERVICES, in_ci
 

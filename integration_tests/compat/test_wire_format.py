@@ -19,7 +19,8 @@ import datetime
 import decimal
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_our_master_publishes_what_django_cqrs_publishes(our_python, compat_pyth
         pass
     assert [m.routing_key for m in ours] == [m.routing_key for m in theirs]
     assert [m.routing_key for m in ours][4:6] == ["it_product", "cqrs.some_replica.it_product"]
-    for index, (a, b) in enumerate(zip(ours, theirs)):
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         where = f"message {index} ({a.routing_key})"
         assert a.properties == b.properties, where
         assert a.properties == {"content_type": "text/plain", "delivery_mode": 2, "headers": {}, "expiration": None}
