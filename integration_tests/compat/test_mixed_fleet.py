@@ -302,6 +302,30 @@ def test_their_bodies_keep_meta_correlation_expires_retries_on_our_consumer(thei
     assert consumer.poll() is None
 
 
+def test_their_naive_master_reaches_our_replica(their_master_our_replica):
+    """A django-cqrs master with USE_TZ=False writes naive ``expires``, ``cqrs_updated`` and
+    datetime fields; our replica (USE_TZ=True) takes them as UTC, as that master means them."""
+    fleet = their_master_our_replica
+    fleet.master.env["IT_USE_TZ"] = "0"
+    consumer = start_consumer(fleet.replica, fleet.queue, "-w", "2")
+    observer = Observer(fleet.exchange, fleet.queue)
+    expected = fleet.master.scenario(
+        [
+            {"op": "create", "id": 1, "fields": {"name": "naive ☕/", "created_at": "2026-11-22T08:27:56.123456", "price": "3.5"}},
+            {"op": "create", "id": 2, "fields": {"name": "naive 2", "created_at": "2026-11-22T08:27:56"}},
+            {"op": "update", "id": 1, "fields": {"created_at": "2026-12-31T23:59:59.999999"}},
+            {"op": "sync", "id": 2, "queue": fleet.queue},
+            {"op": "delete", "id": 2},
+        ]
+    )
+    sent = [m.body for m in observer.take(5)]
+    assert all(_naive(body["expires"]) and _naive(body["instance_data"]["cqrs_updated"]) for body in sent)
+    assert sent[0]["instance_data"]["created_at"] == "2026-11-22 08:27:56.123456"
+    assert expected["it_product"]["1"]["created_at"] == "2026-12-31T23:59:59.999999+00:00"
+    wait_converged(fleet.replica, expected, 60, "our replica equals the naive django-cqrs master")
+    assert consumer.poll() is None
+
+
 @pytest.mark.fleet_env({"IT_CQRS_MESSAGE_TTL": "1"})
 def test_their_expires_is_honoured_by_our_consumer(their_master_our_replica):
     fleet = their_master_our_replica
@@ -345,6 +369,10 @@ def test_only_direct_syncs_on_our_replica_from_their_master(their_master_our_rep
     assert [(r["revision"], r["sync"]) for r in received] == [(0, False), (0, True)]
     assert all(r["meta"] == MASTER_META for r in received)
     assert consumer.poll() is None
+
+
+def _naive(text: str) -> bool:
+    return datetime.datetime.fromisoformat(text).tzinfo is None
 
 
 def _instant(text: str) -> datetime.datetime:

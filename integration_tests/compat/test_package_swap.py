@@ -27,10 +27,10 @@ def swapped(service: Service, python: str) -> Service:
 
 
 def no_pending_migrations(*services: Service) -> None:
+    """The database the other package migrated is fully migrated for this one too (models vs
+    migrations is ``test_migrations.py``)."""
     for service in services:
         service.manage("migrate", "--check")  # exits 1 when a migration is unapplied
-        result = service.manage("makemigrations", "--check", "--dry-run")
-        assert "No changes detected" in result.stdout
 
 
 def publish_while_replica_down(master: Service, replica: Service, queue: str, steps: list[dict[str, Any]], *consume_args: str) -> dict[str, Any]:

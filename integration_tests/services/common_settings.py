@@ -4,14 +4,14 @@ The same service code runs on dj_cqrs (this repository) and on django-cqrs 3.1.0
 virtualenv), so it only uses the API both packages share. Everything comes from the environment:
 
   IT_DB_NAME, IT_DB_ENGINE (postgresql|sqlite3), IT_CQRS_TRANSPORT, IT_CQRS_URL, IT_CQRS_EXCHANGE,
-  IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY, IT_CQRS_MESSAGE_TTL, IT_LOG_LEVEL
+  IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY, IT_CQRS_MESSAGE_TTL, IT_LOG_LEVEL, IT_USE_TZ
 """
 
 import os
 
 SECRET_KEY = "dj-cqrs-integration"
 DEBUG = False
-USE_TZ = True
+USE_TZ = os.environ.get("IT_USE_TZ", "1") == "1"  # IT_USE_TZ=0: naive datetimes, as some django-cqrs masters run
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "dj_cqrs", "catalog"]
