@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,13 +12,13 @@ import pytest
 
 from integration_tests.compat.peer import (
     PEER_VERSION,
+    PROBE,
     REPO_ROOT,
     PeerUnavailable,
     ensure_peer_python,
-    probe,
 )
 from integration_tests.conftest import Fleet, make_fleet
-from integration_tests.harness import OUR_PYTHON, SERVICES, in_ci
+from integration_tests.harness import OUR_PYTHON, Service, in_ci
 
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:
@@ -24,6 +26,15 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.compat)
+
+
+def service_probe(python: str) -> dict[str, Any]:
+    """Which dj_cqrs a service process really imports: ``manage.py shell`` of the replica service,
+    run the way the fleets run it (no PYTHONPATH, the service directory as working directory)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        service = Service("replica", python, {"IT_DB_ENGINE": "sqlite3", "IT_DB_NAME": str(Path(tmp) / "probe.sqlite3")})
+        output = service.manage("shell", "-c", PROBE).stdout
+    return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +45,12 @@ def compat_python() -> str:
     """
     try:
         python = ensure_peer_python()
-        # As the services run it: from the service directory, importing the venv's dj_cqrs.
-        info = probe(python, cwd=SERVICES / "replica")
     except PeerUnavailable as exc:
         message = f"django-cqrs {PEER_VERSION} peer virtualenv unavailable: {exc}"
         if in_ci():
             pytest.fail(message + " - CI=true requires it", pytrace=False)
         pytest.skip(message)
+    info = service_probe(python)
     venv = Path(python).parent.parent.resolve()
     assert venv in Path(info["dj_cqrs_file"]).resolve().parents, info
     assert info["django_cqrs_version"] == PEER_VERSION, info
@@ -51,7 +61,7 @@ def compat_python() -> str:
 @pytest.fixture(scope="session")
 def our_python() -> str:
     """Our interpreter, checked to import this checkout's dj_cqrs (not django-cqrs)."""
-    info = probe(OUR_PYTHON, cwd=SERVICES / "replica")
+    info = service_probe(OUR_PYTHON)
     assert Path(info["dj_cqrs_file"]).resolve() == (REPO_ROOT / "dj_cqrs" / "__init__.py").resolve(), info
     assert info["django_cqrs_version"] is None, f"django-cqrs is installed next to ours: {info}"
     return OUR_PYTHON

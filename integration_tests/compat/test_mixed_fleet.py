@@ -214,6 +214,31 @@ def test_our_expires_is_honoured_by_their_consumer(our_master_their_replica):
     assert consumer.poll() is None
 
 
+@pytest.mark.fleet_env({"IT_LOG_LEVEL": "INFO"})
+def test_their_replica_drops_even_our_direct_syncs_for_only_direct_syncs_models(our_master_their_replica):
+    """Observed django-cqrs 3.1.0 defect, documented for mixed fleets: its consumer never learns
+    the target queue (not in the body, not read from the routing key), so a replica model with
+    ``CQRS_ONLY_DIRECT_SYNCS`` acknowledges and drops every sync, ours sent with
+    ``cqrs_sync(queue=<its queue>)`` included. Nothing in our master can change that: repair such
+    replicas with SAVEs, or move them to dj_cqrs first."""
+    fleet = our_master_their_replica
+    consumer = start_consumer(fleet.replica, fleet.queue)
+    expected = fleet.master.scenario([{"op": "create", "model": "note", "id": 1, "fields": {"text": "note"}}])
+    wait_converged(fleet.replica, expected, 30, "note created")
+    fleet.replica.manage("shell", "-c", "from catalog.models import NoteRef; NoteRef.objects.filter(pk=1).update(text='drift')")
+
+    fleet.master.scenario([{"op": "sync", "model": "note", "id": 1, "queue": fleet.queue}])
+    wait_until(
+        lambda: log_text(consumer).count("CQRS is applied: pk = 1 (it_note)") == 2,
+        30,
+        message="their consumer took the direct sync",
+    )
+    assert fleet.replica.state()["it_note"]["1"]["text"] == "drift"
+    received = json.loads(fleet.replica.manage("it_received").stdout)
+    assert [(r["revision"], r["sync"]) for r in received] == [(0, False)]  # cqrs_update never ran
+    assert consumer.poll() is None
+
+
 # -- direction B: django-cqrs master → our replica ----------------------------------------------
 
 
