@@ -1,7 +1,11 @@
-"""A team swaps packages on running services: django-cqrs 3.1.0 → dj_cqrs → django-cqrs 3.1.0, on
-the same databases, exchange and replica queue. No migration is needed at any step, revisions
-continue where the other package left them, and messages queued while the replica was down (in
-the queue the other package declared) are applied.
+"""A team swaps packages on running services.
+
+* In place: django-cqrs 3.1.0 → dj_cqrs → django-cqrs 3.1.0, on the same databases, exchange and
+  replica queue. No migration is needed at any step, revisions continue where the other package
+  left them, and messages queued while the replica was down (in the queue the other package
+  declared) are applied.
+* Rolling: during the upgrade of a replica service, consumers of both packages share its queue
+  and database; retries bounce between them and a message is dead-lettered exactly once.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from typing import Any
 import pytest
 
 from integration_tests.compat.flows import start_consumer, wait_converged
+from integration_tests.compat.wire import consumer_count, message_count, take
 from integration_tests.conftest import make_fleet
-from integration_tests.harness import Service, stop_process
+from integration_tests.harness import Service, log_text, stop_process, wait_until
 
 pytestmark = pytest.mark.compat
 
@@ -98,4 +103,34 @@ def test_swap_packages_in_place(rabbitmq, postgres, our_python, compat_python):
     finally:
         for service in services:
             service.stop_all()
+        next(fleets, None)
+
+
+def test_rolling_upgrade_consumers_of_both_packages_share_a_queue(rabbitmq, postgres, our_python, compat_python):
+    fleets = make_fleet(our_python, compat_python, {"IT_CQRS_MAX_RETRIES": "2"})
+    fleet = next(fleets)
+    ours = swapped(fleet.replica, our_python)
+    try:
+        theirs_consumer = start_consumer(fleet.replica, fleet.queue)
+        ours_consumer = start_consumer(ours, fleet.queue, "-w", "2")
+        wait_until(lambda: consumer_count(fleet.queue) >= 2, 30, message="both packages consuming")
+
+        # Creates only (distinct rows): no two messages of one row race between consumers.
+        expected = fleet.master.scenario(
+            [{"op": "create", "id": i, "fields": {"name": f"rolling {i} ☕/", "price": f"{i}.5", "category": i % 3 or None}} for i in range(1, 41)]
+            + [{"op": "create", "model": "note", "id": 9, "fields": {"text": "fail: retried by both packages"}}]
+        )
+        expected["it_note"] = {}  # the note fails on every replica and ends as a dead letter
+        wait_converged(fleet.replica, expected, 60, "replica converged with consumers of both packages")
+
+        (dead,) = take(f"dead_letter_{fleet.queue}", 1, timeout=60)
+        assert dead.body["instance_pk"] == 9 and dead.body["retries"] == 2
+        assert dead.body["meta"] == {"origin": "it-master ☕/", "model": "Note"}
+        # Exactly one dead letter: the last retry went to the queue, not to both packages.
+        assert message_count(f"dead_letter_{fleet.queue}") == 0
+        assert message_count(fleet.queue) == 0
+        assert theirs_consumer.poll() is None, log_text(theirs_consumer)
+        assert ours_consumer.poll() is None, log_text(ours_consumer)
+    finally:
+        ours.stop_all()
         next(fleets, None)
