@@ -27,18 +27,6 @@ def _connect() -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
 
 
-def queue_exists(queue: str) -> bool:
-    conn = _connect()
-    try:
-        conn.channel().queue_declare(queue, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    finally:
-        if conn.is_open:
-            conn.close()
-
-
 def consumer_count(queue: str) -> int:
     """Consumers on ``queue`` (0 when it does not exist). A replica consumes only after it has
     declared its queue *and* bound it, so this is the "ready to receive" signal."""
