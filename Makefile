@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration demo bench lint type clean
+.PHONY: help install test test-unit test-integration compat demo bench lint type clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -26,6 +26,9 @@ test-unit: install ## Unit tests only (no services needed)
 
 test-integration: install ## Integration and compatibility tests only
 	$(BIN)/python -m pytest integration_tests
+
+compat: install ## Mixed-fleet compatibility tests against django-cqrs 3.1.0 (its venv is built once in .cache/)
+	$(BIN)/python -m pytest integration_tests/compat
 
 demo: install ## Master → replica end to end on SQLite and a server-less broker
 	$(BIN)/python examples/demo.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import logging
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import Error as DatabaseError
 from django.db import models
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.encoding import ExactFloat
 
@@ -104,7 +107,17 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                 )
                 last_error_holder()["status"] = "ignored_stale"
                 return instance
-            if incoming == current:
+            if incoming == current and is_newer(mapped_data.get("cqrs_updated"), instance.cqrs_updated):
+                # django-cqrs masters send two messages with the same revision when two Python
+                # objects of one row are saved in one transaction: the first carries the first
+                # object's (stale) state, the second the final one, with a later cqrs_updated.
+                logger.warning(
+                    "Same CQRS revision with a newer cqrs_updated, applied: pk = %s, cqrs_revision = %s (%s).",
+                    pk,
+                    current,
+                    cqrs_id,
+                )
+            elif incoming == current:
                 logger.warning(
                     "Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).",
                     pk,
@@ -117,7 +130,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                     )
                 last_error_holder()["status"] = "ignored_duplicate"
                 return instance
-            if incoming != current + 1:
+            elif incoming != current + 1:
                 logger.warning(
                     "Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
                     incoming - current - 1,
@@ -226,6 +239,27 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
 
     def _get_model_pk_name(self) -> str:
         return self.model._meta.pk.name  # type: ignore[no-any-return]
+
+
+def is_newer(incoming: Any, stored: Any) -> bool:
+    """Whether the ``cqrs_updated`` of a message is strictly later than the stored one.
+
+    False when either is missing or unparsable: an equal revision is then a duplicate.
+    """
+    if isinstance(incoming, str):
+        try:
+            incoming = parse_datetime(incoming)
+        except ValueError:
+            return False
+    if not isinstance(incoming, datetime.datetime) or not isinstance(stored, datetime.datetime):
+        return False
+    if timezone.is_naive(incoming) != timezone.is_naive(stored):
+        # A naive value (USE_TZ=False on one side) is taken as UTC, as django-cqrs writes it.
+        if timezone.is_naive(incoming):
+            incoming = incoming.replace(tzinfo=datetime.timezone.utc)
+        else:
+            stored = stored.replace(tzinfo=datetime.timezone.utc)
+    return bool(incoming > stored)
 
 
 def field_names(model: type[models.Model]) -> set[str]:

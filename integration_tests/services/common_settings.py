@@ -4,14 +4,14 @@ The same service code runs on dj_cqrs (this repository) and on django-cqrs 3.1.0
 virtualenv), so it only uses the API both packages share. Everything comes from the environment:
 
   IT_DB_NAME, IT_DB_ENGINE (postgresql|sqlite3), IT_CQRS_TRANSPORT, IT_CQRS_URL, IT_CQRS_EXCHANGE,
-  IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY
+  IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY, IT_CQRS_MESSAGE_TTL, IT_LOG_LEVEL, IT_USE_TZ
 """
 
 import os
 
 SECRET_KEY = "dj-cqrs-integration"
 DEBUG = False
-USE_TZ = True
+USE_TZ = os.environ.get("IT_USE_TZ", "1") == "1"  # IT_USE_TZ=0: naive datetimes, as some django-cqrs masters run
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "dj_cqrs", "catalog"]
@@ -45,9 +45,14 @@ def cqrs_settings(role):
             "CQRS_RETRY_DELAY": int(os.environ.get("IT_CQRS_RETRY_DELAY", "1")),
         }
     else:
+        # A callable, not a dotted path: django-cqrs 3.1.0 accepts only a callable here.
+        from catalog.correlation import correlation_id
+        from catalog.meta import cqrs_meta
+
         settings["master"] = {
-            "CQRS_MESSAGE_TTL": 3600,
-            "correlation_function": "catalog.correlation.correlation_id",
+            "CQRS_MESSAGE_TTL": int(os.environ.get("IT_CQRS_MESSAGE_TTL", "3600")),
+            "correlation_function": correlation_id,
+            "meta_function": cqrs_meta,
         }
     return settings
 
@@ -58,4 +63,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": os.environ.get("IT_LOG_LEVEL", "WARNING")},
+    "loggers": {"pika": {"level": "WARNING"}},
 }

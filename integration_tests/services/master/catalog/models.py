@@ -31,3 +31,12 @@ class Tag(MasterMixin):
 
     code = models.UUIDField(primary_key=True, default=uuid.uuid4)
     label = models.CharField(max_length=100)
+
+
+class Note(MasterMixin):
+    """Replicated to ``NoteRef``, which accepts only direct syncs and records ``meta``."""
+
+    CQRS_ID = "it_note"
+
+    id = models.IntegerField(primary_key=True)
+    text = models.TextField(default="")

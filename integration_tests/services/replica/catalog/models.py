@@ -22,3 +22,40 @@ class TagRef(ReplicaMixin):
 
     code = models.UUIDField(primary_key=True)
     label = models.CharField(max_length=100)
+
+
+class NoteRef(ReplicaMixin):
+    """Replica of ``it_note``: applies only ``cqrs_sync(queue=<this queue>)`` syncs, receives
+    ``meta`` and records it in ``NoteMeta``. A text starting with ``fail`` makes the apply fail
+    (returns None), to exercise retries and dead letters."""
+
+    CQRS_ID = "it_note"
+    CQRS_ONLY_DIRECT_SYNCS = True
+    CQRS_META = True
+
+    id = models.IntegerField(primary_key=True)
+    text = models.TextField(default="")
+
+    @classmethod
+    def cqrs_create(cls, sync, mapped_data, previous_data=None, meta=None):
+        if str(mapped_data.get("text", "")).startswith("fail"):
+            return None
+        obj = super().cqrs_create(sync, mapped_data, previous_data=previous_data, meta=meta)
+        NoteMeta.objects.create(note_id=obj.pk, revision=obj.cqrs_revision, sync=sync, meta=meta)
+        return obj
+
+    def cqrs_update(self, sync, mapped_data, previous_data=None, meta=None):
+        if str(mapped_data.get("text", "")).startswith("fail"):
+            return None
+        obj = super().cqrs_update(sync, mapped_data, previous_data=previous_data, meta=meta)
+        NoteMeta.objects.create(note_id=self.pk, revision=self.cqrs_revision, sync=sync, meta=meta)
+        return obj
+
+
+class NoteMeta(models.Model):
+    """What ``NoteRef`` received besides the row: one line per applied SAVE/SYNC."""
+
+    note_id = models.IntegerField()
+    revision = models.IntegerField()
+    sync = models.BooleanField()
+    meta = models.JSONField(null=True)

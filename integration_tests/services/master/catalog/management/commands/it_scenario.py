@@ -1,7 +1,8 @@
 """Run master-side steps given as JSON (stdin or argument), then print the master state.
 
 Steps: {"op": "create"|"update"|"delete"|"sync"|"bulk_create"|"bulk_update"|"atomic",
-        "model": "product"|"tag", "id": ..., "fields": {...}, "queue": ..., "steps": [...]}
+        "model": "product"|"tag"|"note", "id": ..., "fields": {...}, "queue": ...,
+        "steps": [...], "same_object": true|false}
 Values are strings/numbers as JSON allows; fields are converted with the model field's to_python.
 """
 
@@ -11,10 +12,10 @@ import sys
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from catalog.models import Category, Product, Tag
+from catalog.models import Category, Note, Product, Tag
 from state_dump import dump
 
-MODELS = {"product": Product, "tag": Tag}
+MODELS = {"product": Product, "tag": Tag, "note": Note}
 
 
 def convert(model, fields):
@@ -30,18 +31,27 @@ def convert(model, fields):
     return result
 
 
-def run(step):
+def run(step, objects=None):
+    """Run one step. ``objects`` (inside ``{"op": "atomic", "same_object": true}``) makes updates
+    of a row reuse one Python object, as code that saves the same instance twice does."""
     op = step["op"]
     if op == "atomic":
         with transaction.atomic():
+            shared = {} if step.get("same_object") else None
             for inner in step["steps"]:
-                run(inner)
+                run(inner, shared)
         return
     model = MODELS[step.get("model", "product")]
     if op == "create":
         model.objects.create(pk=model._meta.pk.to_python(step["id"]), **convert(model, step.get("fields", {})))
     elif op == "update":
-        obj = model.objects.get(pk=step["id"])
+        key = (model, str(step["id"]))
+        if objects is not None and key in objects:
+            obj = objects[key]
+        else:
+            obj = model.objects.get(pk=step["id"])
+            if objects is not None:
+                objects[key] = obj
         for name, value in convert(model, step.get("fields", {})).items():
             setattr(obj, name, value)
         obj.save()
@@ -67,4 +77,4 @@ class Command(BaseCommand):
         raw = sys.stdin.read() if options["steps"] == "-" else options["steps"]
         for step in json.loads(raw):
             run(step)
-        self.stdout.write(dump({"it_product": Product, "it_tag": Tag}))
+        self.stdout.write(dump({"it_product": Product, "it_tag": Tag, "it_note": Note}))
