@@ -118,6 +118,12 @@ REPLICA_OPTIONS: dict[str, Option] = {
     # dj_cqrs additions
     "CQRS_BATCH_SIZE": Option(100, _positive_int, "an int > 0"),
     "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
+    # Exponential back-off of the default ``get_cqrs_retry_delay``: the n-th retry (n = 0, 1 ...)
+    # waits ``CQRS_RETRY_DELAY * CQRS_RETRY_BACKOFF ** n`` seconds, capped at
+    # ``CQRS_RETRY_MAX_DELAY`` (the cap never shortens ``CQRS_RETRY_DELAY`` itself). The default
+    # factor 1 keeps django-cqrs's constant delay.
+    "CQRS_RETRY_BACKOFF": Option(1, lambda v: _is_number(v) and v >= 1, "a number >= 1 (1 = constant delay)"),
+    "CQRS_RETRY_MAX_DELAY": Option(3600, _non_negative_number, "a number >= 0 (seconds)"),
 }
 
 ROOT_OPTIONS: dict[str, Option] = {
@@ -130,6 +136,8 @@ ROOT_OPTIONS: dict[str, Option] = {
     "exchange": Option("cqrs", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
     "queue": Option(None, _str_or_none, "a non-empty string"),
     "consumer_prefetch_count": Option(10, _positive_int, "an int > 0"),
+    # dj_cqrs addition: kombu ``Connection(transport_options=...)``, e.g. Redis visibility_timeout.
+    "transport_options": Option(None, lambda v: v is None or isinstance(v, dict), "a dict or None"),
 }
 
 # Keys documented by mistake in django-cqrs's docs; they are reported, not silently ignored.
