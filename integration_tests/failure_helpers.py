@@ -248,3 +248,81 @@ def declare() -> None:
         )
     finally:
         connection.close()
+
+
+class KombuClient:
+    """The test's own kombu connection (Redis): the same methods as :class:`Rabbit`."""
+
+    def __init__(self, url: str = REDIS_URL) -> None:
+        from kombu import Connection
+
+        self.connection = Connection(url)
+        self.connection.ensure_connection(max_retries=3)
+        self.channel = self.connection.channel()
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        payload: Any,
+        headers: dict[str, Any] | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        from kombu import Exchange, Producer
+
+        target = Exchange(exchange, type="topic", durable=True) if exchange else ""
+        Producer(self.channel).publish(
+            encode(payload),
+            exchange=target,
+            routing_key=routing_key,
+            headers=headers or {},
+            content_type="text/plain",
+            content_encoding="utf-8",
+            delivery_mode=2,
+        )
+
+    def _queue(self, name: str) -> Any:
+        from kombu import Queue
+
+        return Queue(name, routing_key=name, durable=True)(self.channel)
+
+    def count(self, queue: str) -> int:
+        return int(self._queue(queue).queue_declare().message_count)
+
+    def exists(self, queue: str) -> bool:
+        return True
+
+    def drain(self, queue: str, limit: int = 100000) -> list[tuple[Any, Any, bytes]]:
+        taken: list[tuple[Any, Any, bytes]] = []
+        bound = self._queue(queue)
+        while len(taken) < limit:
+            message = bound.get(no_ack=True, accept=None)
+            if message is None:
+                break
+            raw = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8")
+            taken.append((message, _Props(message), raw))
+        return taken
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.release()
+
+
+class _Props:
+    def __init__(self, message: Any) -> None:
+        self.headers = dict(message.headers or {})
+        self.expiration = message.properties.get("expiration")
+
+
+def redis_cleanup(*needles: str) -> None:
+    """Delete every Redis key containing one of ``needles`` (a test's unique names)."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    try:
+        for needle in needles:
+            keys = list(client.scan_iter(match=f"*{needle}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()

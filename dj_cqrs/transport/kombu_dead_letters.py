@@ -80,7 +80,8 @@ class KombuDeadLetterStore(DeadLetterStore):
 
     def count(self) -> int:
         with self._channel() as (channel, _queue, dlq):
-            result = dlq(channel).queue_declare(passive=True)
+            # Not passive: Redis has no empty queues, a passive declare of one fails.
+            result = dlq(channel).queue_declare()
             return int(result.message_count)
 
     @contextlib.contextmanager
