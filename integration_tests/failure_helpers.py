@@ -326,3 +326,83 @@ def redis_cleanup(*needles: str) -> None:
                 client.delete(*keys)
     finally:
         client.close()
+
+
+class FaultService:
+    """The ``faults`` replica service (integration_tests/services/faults) on its own database,
+    exchange and queue; the test reads its tables straight from PostgreSQL."""
+
+    def __init__(self, service: Any, db: str, exchange: str, queue: str) -> None:
+        self.service = service
+        self.db = db
+        self.exchange = exchange
+        self.queue = queue
+        self.dlq = f"dead_letter_{queue}"
+        self._conn: Any = None
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        from integration_tests.harness import PG_HOST, PG_PORT
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=self.db)
+            self._conn.autocommit = True
+        with self._conn.cursor() as cursor:
+            cursor.execute(query, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def applied(self) -> dict[int, int]:
+        """How many times each object was really applied (created or updated)."""
+        return dict(self.sql("SELECT object_id, COUNT(*) FROM faults_applied GROUP BY object_id"))
+
+    def rows(self) -> set[int]:
+        return {pk for (pk,) in self.sql("SELECT id FROM faults_faultref")}
+
+    def start(self, *args: str) -> Any:
+        return self.service.start("cqrs_consume", *args)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+
+
+@contextlib.contextmanager
+def fault_service(**env: str) -> Iterator[FaultService]:
+    from integration_tests.harness import OUR_PYTHON, Service, pg_database, rabbit_cleanup
+
+    run = unique("flt")
+    exchange, queue = f"cqrs_{run}", f"replica_{run}"
+    base = {"IT_CQRS_EXCHANGE": exchange, "IT_CQRS_QUEUE": queue, **env}
+    with pg_database(f"{run}_replica") as db:
+        service = Service("faults", OUR_PYTHON, {**base, "IT_DB_NAME": db})
+        service.migrate()
+        faults = FaultService(service, db, exchange, queue)
+        try:
+            yield faults
+        finally:
+            service.stop_all()
+            faults.close()
+            rabbit_cleanup(exchange, [queue, f"dead_letter_{queue}"])
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` that are multiprocessing workers (not the resource tracker)."""
+    import os
+
+    result = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            result.append(int(entry))
+    return result
