@@ -12,7 +12,8 @@ import datetime
 import json
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from integration_tests.harness import RABBIT_HOST, RABBIT_PORT, REDIS_HOST, REDIS_PORT, unique
 

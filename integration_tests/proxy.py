@@ -94,7 +94,7 @@ class TcpProxy:
         while not self._closed.is_set():
             try:
                 client, _ = self._server.accept()
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return

@@ -109,7 +109,7 @@ def test_fails_n_times_then_applies_with_backoff(backend, caplog):
         assert all(r.cqrs_correlation_id == "c-1" and r.cqrs_pk == 1 and r.cqrs_id == "simplest_flaky" for r in retries)
         applied = records(caplog, "ack")
         assert [(r.cqrs_retries, r.cqrs_status) for r in applied] == [(3, "applied")]
-        observed = [round(b.created - a.created, 3) for a, b in zip(retries, retries[1:] + applied)]
+        observed = [round(b.created - a.created, 3) for a, b in zip(retries, retries[1:] + applied, strict=True)]
         print(f"[{backend.kind}] observed gaps between attempts (s): {observed}")
         if backend.kind == "rabbitmq":
             for ms in (200, 400, 500):
@@ -254,7 +254,11 @@ def test_malformed_and_failing_messages_are_dead_lettered_with_a_reason(backend,
 
 
 def test_dead_letter_command(backend):
-    from tests.apps.replica_app.models import BasicFieldsModelRef, OnlyDirectSyncModelRef, SimplestModelRef
+    from tests.apps.replica_app.models import (
+        BasicFieldsModelRef,
+        OnlyDirectSyncModelRef,
+        SimplestModelRef,
+    )
 
     settings = backend.settings(CQRS_BATCH_SIZE=10)
     past = iso_in(-60)
@@ -314,3 +318,29 @@ def test_dead_letter_command(backend):
         assert command("purge") == "Purged 3 dead letters\n"
         assert command("count").strip() == "0"
         assert backend.client.count(backend.queue) == 0
+
+
+def test_retries_never_block_the_queue_and_hold_is_bounded(backend, caplog):
+    from tests.apps.replica_app.models import FlakyModelRef, SimplestModelRef
+
+    caplog.set_level(logging.INFO, logger="django-cqrs")
+    FlakyModelRef.fail_times = 10**6
+    settings = backend.settings(CQRS_MAX_RETRIES=1, CQRS_RETRY_DELAY=1.5, delay_queue_max_size=3)
+    with override_settings(CQRS=settings):
+        declare()
+        for pk in range(1, 9):
+            backend.publish(body("simplest_flaky", pk, data={"name": "poison"}))
+        for pk in range(1, 21):
+            backend.publish(body("simplest", pk, data={"name": f"ok {pk}"}))
+        consumer = run_consumer(max_messages=8 + 20 + 8, timeout=60)
+        assert not consumer.timed_out
+        assert SimplestModelRef.objects.count() == 20
+        assert backend.client.count(backend.dlq) == 8
+        outcomes = [(r.cqrs_outcome, r.cqrs_id) for r in caplog.records if hasattr(r, "cqrs_outcome")]
+        applied = [i for i, (action, cqrs_id) in enumerate(outcomes) if action == "ack" and cqrs_id == "simplest"]
+        dead = [i for i, (action, _) in enumerate(outcomes) if action == "dead_letter"]
+        # Every healthy message behind the failing ones was applied while those waited.
+        assert len(applied) == 20 and len(dead) == 8 and max(applied) < min(dead)
+        if backend.kind == "kombu":
+            # What the worker holds while retries wait is bounded by delay_queue_max_size.
+            assert 1 <= consumer.max_held <= 3

@@ -348,17 +348,18 @@ def apply(payload: TransportPayload) -> Outcome:
             )
         return classify_failure(payload, exc, reason="exception")
     if not result:
-        exc = scratch.get("exception")
-        if isinstance(exc, BaseException) and is_connection_lost(exc):
+        caught = scratch.get("exception")
+        error = caught if isinstance(caught, BaseException) else None
+        if error is not None and is_connection_lost(error):
             _drop_connections()
             return Outcome(
                 Action.REQUEUE,
                 reason="database_unavailable",
-                detail=f"{type(exc).__name__}: {exc}",
+                detail=f"{type(error).__name__}: {error}",
                 payload=payload,
-                exception=exc,
+                exception=error,
             )
-        return classify_failure(payload, exc, reason=scratch.get("reason") or "handler_returned_falsy")
+        return classify_failure(payload, error, reason=scratch.get("reason") or "handler_returned_falsy")
     return Outcome(Action.ACK, payload=payload, status=scratch.get("status") or "applied")
 
 

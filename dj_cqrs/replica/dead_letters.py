@@ -21,7 +21,8 @@ import contextlib
 import dataclasses
 import functools
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
@@ -303,6 +304,8 @@ class _MemorySession(DeadLetterSession):
         stored, outcome = entry
         headers = dict(stored.headers)
         headers.setdefault(REASON_HEADER, getattr(outcome, "reason", "") or "unknown")
+        if stored.routing_key:
+            headers.setdefault(ROUTING_KEY_HEADER, stored.routing_key)
         return DeadLetter(stored.body, headers, stored.routing_key, handle=entry)
 
     def ack(self, letter: DeadLetter) -> None:

@@ -18,7 +18,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import kombu.exceptions
 from kombu import Connection, Exchange, Queue, binding

@@ -24,7 +24,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +189,7 @@ class KombuConsumer:
         while not self._should_stop():
             try:
                 conn.drain_events(timeout=self._timeout())
-            except socket.timeout:
+            except TimeoutError:
                 pass
             now = time.time()
             due: list[InboundMessage] = []

@@ -10,7 +10,8 @@ a binding for them (kombu's virtual brokers drop unroutable messages silently).
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry

@@ -111,12 +111,13 @@ class RabbitMQConsumer:
 
     def run(self) -> None:
         backoff = Backoff(0.5, 30.0)
+        recoverable: tuple[type[BaseException], ...] = (ConnectionFailed, *CONNECTION_ERRORS)
         while not self._should_stop():
             try:
                 self._connect()
                 backoff.reset()
                 self._loop()
-            except (ConnectionFailed, *CONNECTION_ERRORS) as exc:
+            except recoverable as exc:
                 delay = backoff.next()
                 logger.warning("RabbitMQ connection lost (%r); reconnecting in %.1fs", exc, delay)
                 self._close()

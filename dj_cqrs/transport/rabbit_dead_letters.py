@@ -9,7 +9,8 @@ dump is non-destructive. Retries are published on a separate confirm-mode channe
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
@@ -18,7 +19,11 @@ from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.dead_letters import DeadLetter, DeadLetterSession, DeadLetterStore, Unroutable
 from dj_cqrs.transport.rabbit_consumer import declare_topology
-from dj_cqrs.transport.rabbit_mq import CONNECTION_ERRORS, message_properties, open_blocking_connection
+from dj_cqrs.transport.rabbit_mq import (
+    CONNECTION_ERRORS,
+    message_properties,
+    open_blocking_connection,
+)
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
