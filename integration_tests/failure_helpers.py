@@ -254,10 +254,11 @@ def declare() -> None:
 class KombuClient:
     """The test's own kombu connection (Redis): the same methods as :class:`Rabbit`."""
 
-    def __init__(self, url: str = REDIS_URL) -> None:
+    def __init__(self, url: str = REDIS_URL, transport_options: dict[str, Any] | None = None) -> None:
         from kombu import Connection
 
-        self.connection = Connection(url)
+        self.prefix = (transport_options or {}).get("global_keyprefix", "")
+        self.connection = Connection(url, transport_options=transport_options or {})
         self.connection.ensure_connection(max_retries=3)
         self.channel = self.connection.channel()
 
@@ -292,6 +293,13 @@ class KombuClient:
 
     def exists(self, queue: str) -> bool:
         return True
+
+    def bound(self, exchange: str, queue: str) -> bool:
+        """Whether a consumer has bound ``queue`` to ``exchange`` (declared its topology)."""
+        return any(item[-1] == queue for item in self.channel.get_table(exchange))
+
+    def redis(self) -> Any:
+        return self.channel.client
 
     def drain(self, queue: str, limit: int = 100000) -> list[tuple[Any, Any, bytes]]:
         taken: list[tuple[Any, Any, bytes]] = []
@@ -370,10 +378,10 @@ class FaultService:
 
 
 @contextlib.contextmanager
-def fault_service(**env: str) -> Iterator[FaultService]:
+def fault_service(run: str | None = None, **env: str) -> Iterator[FaultService]:
     from integration_tests.harness import OUR_PYTHON, Service, pg_database, rabbit_cleanup
 
-    run = unique("flt")
+    run = run or unique("flt")
     exchange, queue = f"cqrs_{run}", f"replica_{run}"
     base = {"IT_CQRS_EXCHANGE": exchange, "IT_CQRS_QUEUE": queue, **env}
     with pg_database(f"{run}_replica") as db:
@@ -385,7 +393,10 @@ def fault_service(**env: str) -> Iterator[FaultService]:
         finally:
             service.stop_all()
             faults.close()
-            rabbit_cleanup(exchange, [queue, f"dead_letter_{queue}"])
+            if "Kombu" in env.get("IT_CQRS_TRANSPORT", ""):
+                redis_cleanup(run)
+            else:
+                rabbit_cleanup(exchange, [queue, f"dead_letter_{queue}"])
 
 
 def child_pids(pid: int) -> list[int]:

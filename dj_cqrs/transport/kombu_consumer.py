@@ -10,8 +10,12 @@ generic kombu broker offers:
   messages never block the replica queue. A held message belongs to the broker until it is
   acknowledged: if the worker dies it is redelivered (AMQP: at once; Redis: after the
   ``visibility_timeout`` transport option) with the right ``retries`` counter. On Redis a message
-  is never held longer than half the visibility timeout: it is put back at the tail of the retry
-  queue instead, so a live worker's messages are not restored behind its back.
+  is never held longer than three quarters of the visibility timeout: one whose delay is longer is
+  put back at the tail of the retry queue at that point, so a live worker's messages are not
+  restored (duplicated) behind its back.
+* Known limit of kombu's Redis transport: it pops a message from the list before it records it
+  as unacknowledged, so a worker killed in that instant loses the message in flight. Use an AMQP
+  broker (RabbitMQ transport) where that matters.
 * Dead letter: the original body goes to ``dead_letter_<queue>`` with the ``x-cqrs-*`` reason
   headers, ``expiration`` (honoured by AMQP brokers) and ``x-cqrs-dead-until`` (epoch seconds,
   for brokers without message TTLs: ``cqrs_dead_letters`` drops letters past it).
@@ -152,7 +156,7 @@ class KombuConsumer:
         prefetch = max(cqrs_settings.consumer_prefetch_count, cqrs_settings.replica.CQRS_BATCH_SIZE)
         max_held = cqrs_settings.replica.delay_queue_max_size
         visibility = getattr(retry_channel, "visibility_timeout", None)
-        self._hold_limit = float(visibility) / 2 if isinstance(visibility, (int, float)) and visibility else None
+        self._hold_limit = float(visibility) * 0.75 if isinstance(visibility, (int, float)) and visibility else None
         main = kombu.Consumer(main_channel, queues=[queue], on_message=self._on_main, prefetch_count=prefetch)
         retries = kombu.Consumer(
             retry_channel, queues=[retry_queue], on_message=self._on_retry, prefetch_count=max_held or 0
