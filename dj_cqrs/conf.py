@@ -105,6 +105,8 @@ REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_RETRY_DELAY": Option(
         constants.DEFAULT_REPLICA_RETRY_DELAY, _non_negative_number, "a number >= 0 (seconds)"
     ),
+    # The most retries a worker holds in memory while they wait (kombu transport; None: no bound).
+    # The RabbitMQ transport holds none: retries wait in the broker's TTL queues.
     "delay_queue_max_size": Option(
         constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, _positive_int_or_none, "an int > 0 or None"
     ),

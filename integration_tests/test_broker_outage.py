@@ -97,3 +97,54 @@ def test_consumer_survives_broker_connection_cuts(rabbitmq, caplog):
                 print(f"handled {consumer.handled} deliveries for {total} messages, {consumer.reconnects} reconnects")
     finally:
         rabbit_cleanup(exchange, [queue, f"dead_letter_{queue}"])
+
+
+def test_dead_letter_queue_deleted_while_consuming_is_declared_again(rabbitmq, caplog):
+    """A re-publish the broker returns as unroutable (an operator deleted the queue) is not lost:
+    the consumer declares the queue again and re-publishes."""
+    from dj_cqrs.replica.lifecycle import StopFlag
+    from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
+
+    exchange, queue = names("ret")
+    dlq = f"dead_letter_{queue}"
+    try:
+        with override_settings(CQRS=rabbit_cqrs(exchange, queue)):
+            declare()
+            stop = StopFlag()
+            consumer = RabbitMQConsumer(stop=stop, max_messages=2)
+            errors: list[BaseException] = []
+
+            def saboteur() -> None:
+                client = Rabbit()
+                try:
+                    deadline = time.monotonic() + 20
+                    while consumer.channel is None and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    client.channel.queue_delete(dlq)  # after the consumer declared its topology
+                    client.publish(exchange, "simplest", b"not json")
+                    client.publish(exchange, "simplest", body("simplest", 1, data={"name": "after"}))
+                except BaseException as exc:  # noqa: BLE001 - reported by the test
+                    errors.append(exc)
+                finally:
+                    client.close()
+
+            thread = threading.Thread(target=saboteur, daemon=True)
+            thread.start()
+            watchdog = threading.Timer(60, stop.set)
+            watchdog.start()
+            try:
+                consumer.run()
+            finally:
+                watchdog.cancel()
+                thread.join(10)
+            assert not errors, errors
+            assert consumer.handled == 2
+            probe = Rabbit()
+            try:
+                letters = probe.drain(dlq)
+            finally:
+                probe.close()
+            assert [(props.headers["x-cqrs-reason"], raw) for _, props, raw in letters] == [("invalid_json", b"not json")]
+            assert any("returned as unroutable" in r.getMessage() for r in caplog.records)
+    finally:
+        rabbit_cleanup(exchange, [queue, dlq])

@@ -318,3 +318,20 @@ def test_retry_message_keeps_the_original_routing_key():
     assert headers == {"x-cqrs-routing-key": "cqrs.replica.filtered"}
     data = json.loads(raw)
     assert data["retries"] == 0 and data["signal_type"] == "SYNC" and data["expires"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dead_letters_past_their_ttl_are_dropped_not_retried(transport):
+    import time
+
+    from dj_cqrs.replica.consumer import Outcome as _Outcome
+    from dj_cqrs.transport.memory import StoredMessage
+
+    alive = StoredMessage("simplest", json.dumps(_body("simplest", 8)).encode(), {"x-cqrs-dead-until": time.time() + 3600})
+    dead = StoredMessage("simplest", json.dumps(_body("simplest", 9)).encode(), {"x-cqrs-dead-until": time.time() - 1})
+    transport.dead_letters.extend([(alive, _Outcome(Action.DEAD_LETTER, reason="expired")), (dead, _Outcome(Action.DEAD_LETTER, reason="expired"))])
+    assert _command("count") == "2\n"
+    assert "1 expired dropped" in _command("retry")
+    assert _command("count") == "0\n"
+    transport.join(fail_fast=True)
+    assert list(SimplestModelRef.objects.values_list("pk", flat=True)) == [8]
