@@ -89,6 +89,18 @@ class Rabbit:
     def count(self, queue: str) -> int:
         return int(self.channel.queue_declare(queue, passive=True).method.message_count)
 
+    def consuming(self, queue: str) -> bool:
+        """Whether a consumer is attached to ``queue`` (so its topology, bindings included, is
+        declared: the consumers here declare before they consume)."""
+        channel = self.connection.channel()
+        try:
+            return int(channel.queue_declare(queue, passive=True).method.consumer_count) > 0
+        except self._pika.exceptions.ChannelClosedByBroker:
+            return False
+        finally:
+            if channel.is_open:
+                channel.close()
+
     def exists(self, queue: str) -> bool:
         channel = self.connection.channel()
         try:

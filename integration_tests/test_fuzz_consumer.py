@@ -121,7 +121,7 @@ def test_fuzzed_messages_never_kill_the_worker(fuzz_service):
     stats = {"examples": 0, "invalid": 0, "valid": 0}
     letters: dict[str, dict] = {}
     try:
-        wait_for(lambda: client.exists(faults.queue), 30, message="queue declared")
+        wait_for(lambda: client.consuming(faults.queue), 30, message="consumer attached")
         # Deliver any routing key to the replica queue, as a misbehaving peer could.
         client.channel.queue_bind(faults.queue, faults.exchange, routing_key="#")
 
