@@ -312,13 +312,17 @@ def classify_failure(payload: TransportPayload, exc: BaseException | None, reaso
     if model is not None:
         try:
             retry = bool(model.should_retry_cqrs(payload.retries, exc))
-        except Exception:  # noqa: BLE001 - a broken hook must not kill the worker
+        except Exception as hook_error:  # noqa: BLE001 - a broken hook must not kill the worker
+            if is_connection_lost(hook_error):
+                return _database_unavailable(payload, hook_error)
             logger.exception("should_retry_cqrs of %s raised; the message is dead-lettered", payload.cqrs_id)
     if retry and model is not None:
         delay = 0.0
         try:
             delay = sanitize_delay(model.get_cqrs_retry_delay(payload.retries))
-        except Exception:  # noqa: BLE001
+        except Exception as hook_error:  # noqa: BLE001
+            if is_connection_lost(hook_error):
+                return _database_unavailable(payload, hook_error)
             logger.exception("get_cqrs_retry_delay of %s raised; retrying without delay", payload.cqrs_id)
         return Outcome(Action.RETRY, reason=reason, detail=detail, delay=delay, payload=payload, exception=exc)
     return Outcome(
@@ -331,6 +335,18 @@ def classify_failure(payload: TransportPayload, exc: BaseException | None, reaso
     )
 
 
+def _database_unavailable(payload: TransportPayload, exc: BaseException) -> Outcome:
+    """Keep the message (unacknowledged) until the database is back; drop broken connections."""
+    _drop_connections()
+    return Outcome(
+        Action.REQUEUE,
+        reason="database_unavailable",
+        detail=f"{type(exc).__name__}: {exc}",
+        payload=payload,
+        exception=exc,
+    )
+
+
 def apply(payload: TransportPayload) -> Outcome:
     """Apply one validated payload in its own transaction; never raises."""
     scratch = context.reset()
@@ -338,27 +354,13 @@ def apply(payload: TransportPayload) -> Outcome:
         result = consume(payload)
     except Exception as exc:  # the worker's top level: every failure is classified, none kills it
         if is_connection_lost(exc):
-            _drop_connections()
-            return Outcome(
-                Action.REQUEUE,
-                reason="database_unavailable",
-                detail=f"{type(exc).__name__}: {exc}",
-                payload=payload,
-                exception=exc,
-            )
+            return _database_unavailable(payload, exc)
         return classify_failure(payload, exc, reason="exception")
     if not result:
         caught = scratch.get("exception")
         error = caught if isinstance(caught, BaseException) else None
         if error is not None and is_connection_lost(error):
-            _drop_connections()
-            return Outcome(
-                Action.REQUEUE,
-                reason="database_unavailable",
-                detail=f"{type(error).__name__}: {error}",
-                payload=payload,
-                exception=error,
-            )
+            return _database_unavailable(payload, error)
         return classify_failure(payload, error, reason=scratch.get("reason") or "handler_returned_falsy")
     return Outcome(Action.ACK, payload=payload, status=scratch.get("status") or "applied")
 

@@ -335,3 +335,14 @@ def test_dead_letters_past_their_ttl_are_dropped_not_retried(transport):
     assert _command("count") == "0\n"
     transport.join(fail_fast=True)
     assert list(SimplestModelRef.objects.values_list("pk", flat=True)) == [8]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hook_losing_the_database_keeps_the_message(monkeypatch):
+    def lost(cls, current_retry, exception=None):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    FlakyModelRef.fail_times = 10
+    monkeypatch.setattr(FlakyModelRef, "should_retry_cqrs", classmethod(lost))
+    outcome = handle(_message(_body("simplest_flaky"), "simplest_flaky"))
+    assert (outcome.action, outcome.reason) == (Action.REQUEUE, "database_unavailable")
