@@ -108,6 +108,8 @@ REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_RETRY_DELAY": Option(
         constants.DEFAULT_REPLICA_RETRY_DELAY, _non_negative_number, "a number >= 0 (seconds)"
     ),
+    # The most retries a worker holds in memory while they wait (kombu transport; None: no bound).
+    # The RabbitMQ transport holds none: retries wait in the broker's TTL queues.
     "delay_queue_max_size": Option(
         constants.DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE, _positive_int_or_none, "an int > 0 or None"
     ),
@@ -121,6 +123,12 @@ REPLICA_OPTIONS: dict[str, Option] = {
     # dj_cqrs additions
     "CQRS_BATCH_SIZE": Option(100, _positive_int, "an int > 0"),
     "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
+    # Exponential back-off of the default ``get_cqrs_retry_delay``: the n-th retry (n = 0, 1 ...)
+    # waits ``CQRS_RETRY_DELAY * CQRS_RETRY_BACKOFF ** n`` seconds, capped at
+    # ``CQRS_RETRY_MAX_DELAY`` (the cap never shortens ``CQRS_RETRY_DELAY`` itself). The default
+    # factor 1 keeps django-cqrs's constant delay.
+    "CQRS_RETRY_BACKOFF": Option(1, lambda v: _is_number(v) and v >= 1, "a number >= 1 (1 = constant delay)"),
+    "CQRS_RETRY_MAX_DELAY": Option(3600, _non_negative_number, "a number >= 0 (seconds)"),
 }
 
 ROOT_OPTIONS: dict[str, Option] = {

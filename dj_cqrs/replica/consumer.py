@@ -4,6 +4,19 @@
 :class:`Outcome` telling the transport what to do with it: acknowledge it, retry it later,
 dead-letter it (with a reason) or keep it for a redelivery (the database is unreachable).
 Transports only move bytes; every decision is taken here, the same way for every broker.
+
+The steps are separate functions so that a batching consumer can reuse them:
+
+* :func:`prepare` - decode and validate (no database access): a payload to apply, or a final
+  dead-letter :class:`Outcome` (malformed body, unknown ``cqrs_id``, expired);
+* :func:`apply` - apply one payload in its own transaction and classify the result;
+* :func:`classify_failure` - what a failure becomes (retry with a delay, or dead letter), as the
+  model's ``should_retry_cqrs`` / ``get_cqrs_retry_delay`` hooks decide;
+* :func:`log_outcome` - the one structured log line per message.
+
+A failure is the handler raising, or returning a falsy value (django-cqrs's definition). Data
+that can never be applied (no ``cqrs_revision``/``cqrs_updated``, no primary key, required
+fields or mapped keys missing) is dead-lettered at once instead of being retried.
 """
 
 from __future__ import annotations
@@ -25,9 +38,15 @@ from dj_cqrs.log import describe, payload_context
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import context
 from dj_cqrs.replica.managers import ApplyFailure
+from dj_cqrs.replica.retry import ROUTING_KEY_HEADER, sanitize_delay
 from dj_cqrs.replica.timeouts import apply_query_timeout, is_timeout_error, log_timed_out_query
 
 logger = logging.getLogger("django-cqrs.consumer")
+
+#: Failure reasons recorded by the replica manager that no retry can fix.
+PERMANENT_REASONS = frozenset(
+    {"missing_cqrs_fields", "missing_pk", "missing_required_fields", "bad_mapping", "unknown_cqrs_id"}
+)
 
 
 class Action(enum.Enum):
@@ -51,16 +70,20 @@ class InboundMessage:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     action: Action
+    #: Why it was not applied: ``invalid_json``, ``expired``, ``max_retries`` ...
     reason: str = ""
+    #: Human-readable detail (exception type and message, or what is wrong with the body).
     detail: str = ""
+    #: Seconds before the retry (RETRY only).
     delay: float = 0.0
     payload: TransportPayload | None = None
     exception: BaseException | None = None
-    #: ``applied``, ``ignored`` ... for the log line and metrics.
+    #: ``applied``, ``ignored_stale`` ... for the log line and metrics (ACK only).
     status: str = ""
-
-
-ROUTING_KEY_HEADER = "x-cqrs-routing-key"
+    #: The reason of the last failure when ``reason`` is ``max_retries``.
+    failure: str = ""
+    #: The ``cqrs_id`` read from a malformed body, if any (for the log line).
+    raw_cqrs_id: str = ""
 
 
 def direct_queue(routing_key: str, cqrs_id: str) -> str | None:
@@ -72,24 +95,91 @@ def direct_queue(routing_key: str, cqrs_id: str) -> str | None:
     return None
 
 
-def decode(message: InboundMessage) -> TransportPayload:
-    """Parse a message into a payload; raise :class:`PayloadError` with a reason."""
+def original_routing_key(message: InboundMessage) -> str:
+    """The routing key the master used: retries and dead letters keep it in a header."""
+    header = message.headers.get(ROUTING_KEY_HEADER) if message.headers else None
+    if isinstance(header, bytes):
+        header = header.decode("utf-8", "replace")
+    if isinstance(header, str) and header:
+        return header
+    return message.routing_key or ""
+
+
+def parse_body(message: InboundMessage) -> Any:
+    """The decoded JSON body; raise :class:`DecodeError` (with a reason) when it is not JSON."""
     limit = cqrs_settings.replica.max_message_bytes
-    if limit and len(message.body) > limit:
+    body = message.body
+    if not isinstance(body, (bytes, bytearray, memoryview, str)):
+        raise DecodeError(f"body of type {type(body).__name__} is not bytes", reason="invalid_body")
+    size = len(body)
+    if limit and size > limit:
         raise PayloadError(
-            f"body of {len(message.body)} bytes exceeds replica.max_message_bytes={limit}",
-            reason="too_large",
+            f"body of {size} bytes exceeds replica.max_message_bytes={limit}", reason="too_large"
         )
     try:
-        data = encoding.loads(message.body)
+        return encoding.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"body is not valid UTF-8 JSON: {exc}", reason="invalid_json") from exc
+    except RecursionError as exc:
+        raise DecodeError("body is nested too deeply to decode", reason="invalid_json") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a malformed body
+        raise DecodeError(f"body cannot be decoded: {type(exc).__name__}: {exc}", reason="invalid_json") from exc
+
+
+def decode(message: InboundMessage) -> TransportPayload:
+    """Parse a message into a payload; raise :class:`PayloadError` with a reason."""
+    return _payload_from(message, parse_body(message))
+
+
+def _payload_from(message: InboundMessage, data: Any) -> TransportPayload:
     if not isinstance(data, dict):
         raise DecodeError(f"body must be a JSON object, got {type(data).__name__}", reason="not_an_object")
-    routing_key = message.headers.get(ROUTING_KEY_HEADER) or message.routing_key or ""
     cqrs_id = data.get("cqrs_id")
-    queue = direct_queue(str(routing_key), cqrs_id) if isinstance(cqrs_id, str) else None
-    return TransportPayload.from_message(data, queue=queue)
+    queue = direct_queue(original_routing_key(message), cqrs_id) if isinstance(cqrs_id, str) else None
+    try:
+        return TransportPayload.from_message(data, queue=queue)
+    except PayloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range date in ``expires``
+        raise PayloadError(f"invalid body: {type(exc).__name__}: {exc}", reason="invalid_body") from exc
+
+
+def prepare(message: InboundMessage) -> TransportPayload | Outcome:
+    """Decode and validate without touching the database.
+
+    Returns the payload to apply, or a DEAD_LETTER outcome for a message that must not be
+    applied: malformed, too large, for an unknown ``cqrs_id``, or expired.
+    """
+    data: Any = None
+    try:
+        data = parse_body(message)
+        payload = _payload_from(message, data)
+    except PayloadError as exc:
+        return Outcome(Action.DEAD_LETTER, reason=exc.reason, detail=str(exc), exception=exc, raw_cqrs_id=_peek(data))
+    if replica_registry.get_model_by_cqrs_id(payload.cqrs_id) is None:
+        return Outcome(
+            Action.DEAD_LETTER,
+            reason="unknown_cqrs_id",
+            detail=f"no replica model with CQRS_ID {payload.cqrs_id!r} in this service",
+            payload=payload,
+        )
+    if payload.is_expired():
+        return Outcome(
+            Action.DEAD_LETTER,
+            reason="expired",
+            detail=f"expired at {payload.expires.isoformat() if payload.expires else ''}",
+            payload=payload,
+        )
+    return payload
+
+
+def _peek(data: Any) -> str:
+    """Best-effort ``cqrs_id`` of a malformed body, for the log line."""
+    if isinstance(data, dict):
+        cqrs_id = data.get("cqrs_id")
+        if isinstance(cqrs_id, str):
+            return cqrs_id[:200]
+    return ""
 
 
 def _meta_kwargs(model: Any, meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -164,117 +254,168 @@ def consume(payload: TransportPayload) -> Any:
     )
 
 
+_CONNECTION_LOST_MARKERS = (
+    "server closed the connection",
+    "could not connect",
+    "connection refused",
+    "terminating connection",
+    "connection already closed",
+    "no connection to the server",
+    "lost connection",
+    "gone away",
+    "connection reset",
+    "the database system is",
+    "connection timed out",
+    "ssl syscall error",
+    "could not receive data",
+    "could not send data",
+)
+
+
 def is_connection_lost(exc: BaseException) -> bool:
     """True for database errors that mean "the database is unreachable", not "bad data"."""
     from django.db import InterfaceError, OperationalError
 
-    if isinstance(exc, InterfaceError):
-        return True
-    if isinstance(exc, OperationalError):
-        for alias in connections:
-            conn = connections[alias]
-            if conn.connection is not None and not conn.is_usable():
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, InterfaceError):
+            return True
+        if isinstance(current, OperationalError):
+            text = str(current).lower()
+            if any(marker in text for marker in _CONNECTION_LOST_MARKERS):
                 return True
-        text = str(exc).lower()
-        return any(
-            marker in text
-            for marker in (
-                "server closed the connection",
-                "could not connect",
-                "connection refused",
-                "terminating connection",
-                "connection already closed",
-                "no connection to the server",
-                "lost connection",
-                "gone away",
-                "connection reset",
-                "the database system is",
-            )
-        )
+            for alias in connections:
+                conn = connections[alias]
+                if conn.connection is not None and not conn.is_usable():
+                    return True
+        current = current.__cause__ or current.__context__
     return False
 
 
-def _failure(payload: TransportPayload, exc: BaseException | None, reason: str) -> Outcome:
-    model = replica_registry.get_model_by_cqrs_id(payload.cqrs_id)
+def _drop_connections() -> None:
+    with contextlib.suppress(Exception):
+        close_old_connections()
+    for alias in connections:
+        with contextlib.suppress(Exception):
+            connections[alias].close()
+
+
+def classify_failure(payload: TransportPayload, exc: BaseException | None, reason: str) -> Outcome:
+    """RETRY (with the model's delay) or DEAD_LETTER, as the model's hooks decide."""
     detail = f"{type(exc).__name__}: {exc}" if exc is not None else reason
+    if reason in PERMANENT_REASONS:
+        return Outcome(Action.DEAD_LETTER, reason=reason, detail=detail, payload=payload, exception=exc)
+    model = replica_registry.get_model_by_cqrs_id(payload.cqrs_id)
     retry = False
     if model is not None:
         try:
             retry = bool(model.should_retry_cqrs(payload.retries, exc))
-        except Exception:  # noqa: BLE001 - a broken hook must not kill the worker
+        except Exception as hook_error:  # noqa: BLE001 - a broken hook must not kill the worker
+            if is_connection_lost(hook_error):
+                return _database_unavailable(payload, hook_error)
             logger.exception("should_retry_cqrs of %s raised; the message is dead-lettered", payload.cqrs_id)
-    if retry:
+    if retry and model is not None:
         delay = 0.0
         try:
-            delay = float(model.get_cqrs_retry_delay(payload.retries))
-        except Exception:  # noqa: BLE001
+            delay = sanitize_delay(model.get_cqrs_retry_delay(payload.retries))
+        except Exception as hook_error:  # noqa: BLE001
+            if is_connection_lost(hook_error):
+                return _database_unavailable(payload, hook_error)
             logger.exception("get_cqrs_retry_delay of %s raised; retrying without delay", payload.cqrs_id)
-        return Outcome(Action.RETRY, reason=reason, detail=detail, delay=max(delay, 0.0), payload=payload, exception=exc)
+        return Outcome(Action.RETRY, reason=reason, detail=detail, delay=delay, payload=payload, exception=exc)
     return Outcome(
         Action.DEAD_LETTER,
-        reason="max_retries" if payload.retries else reason,
+        reason="max_retries",
+        failure=reason,
         detail=detail,
         payload=payload,
         exception=exc,
     )
 
 
-def handle(message: InboundMessage) -> Outcome:
-    """Decide what happens to one message, applying it if it is valid. Never raises."""
+def _database_unavailable(payload: TransportPayload, exc: BaseException) -> Outcome:
+    """Keep the message (unacknowledged) until the database is back; drop broken connections."""
+    _drop_connections()
+    return Outcome(
+        Action.REQUEUE,
+        reason="database_unavailable",
+        detail=f"{type(exc).__name__}: {exc}",
+        payload=payload,
+        exception=exc,
+    )
+
+
+def apply(payload: TransportPayload) -> Outcome:
+    """Apply one validated payload in its own transaction; never raises."""
     scratch = context.reset()
-    try:
-        payload = decode(message)
-    except PayloadError as exc:
-        return _log(Outcome(Action.DEAD_LETTER, reason=exc.reason, detail=str(exc), exception=exc))
-    if replica_registry.get_model_by_cqrs_id(payload.cqrs_id) is None:
-        return _log(
-            Outcome(
-                Action.DEAD_LETTER,
-                reason="unknown_cqrs_id",
-                detail=f"no replica model with CQRS_ID {payload.cqrs_id!r} in this service",
-                payload=payload,
-            )
-        )
-    if payload.is_expired():
-        return _log(
-            Outcome(
-                Action.DEAD_LETTER,
-                reason="expired",
-                detail=f"expired at {payload.expires.isoformat() if payload.expires else ''}",
-                payload=payload,
-            )
-        )
     try:
         result = consume(payload)
     except Exception as exc:  # the worker's top level: every failure is classified, none kills it
         if is_connection_lost(exc):
-            with contextlib.suppress(Exception):
-                close_old_connections()
-            for alias in connections:
-                with contextlib.suppress(Exception):
-                    connections[alias].close()
-            return _log(
-                Outcome(Action.REQUEUE, reason="database_unavailable", detail=f"{type(exc).__name__}: {exc}", payload=payload, exception=exc)
-            )
-        return _log(_failure(payload, exc, reason="exception"))
+            return _database_unavailable(payload, exc)
+        return classify_failure(payload, exc, reason="exception")
     if not result:
-        exc = scratch.get("exception")
-        return _log(_failure(payload, exc, reason=scratch.get("reason") or "handler_returned_falsy"))
-    return _log(Outcome(Action.ACK, payload=payload, status=scratch.get("status") or "applied"))
+        caught = scratch.get("exception")
+        error = caught if isinstance(caught, BaseException) else None
+        if error is not None and is_connection_lost(error):
+            return _database_unavailable(payload, error)
+        return classify_failure(payload, error, reason=scratch.get("reason") or "handler_returned_falsy")
+    return Outcome(Action.ACK, payload=payload, status=scratch.get("status") or "applied")
 
 
-def _log(outcome: Outcome) -> Outcome:
+def handle(message: InboundMessage) -> Outcome:
+    """Decide what happens to one message, applying it if it is valid. Never raises."""
+    try:
+        prepared = prepare(message)
+        outcome = prepared if isinstance(prepared, Outcome) else apply(prepared)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a message never kills the worker
+        logger.exception("CQRS message handling failed unexpectedly; the message is dead-lettered")
+        outcome = Outcome(Action.DEAD_LETTER, reason="internal_error", detail=f"{type(exc).__name__}: {exc}", exception=exc)
+    return log_outcome(outcome, message)
+
+
+_STATUS_TEXT = {
+    "applied": "applied",
+    "ignored_stale": "ignored (stale revision)",
+    "ignored_duplicate": "ignored (duplicate revision)",
+    "ignored_broadcast_sync": "ignored (broadcast sync, CQRS_ONLY_DIRECT_SYNCS)",
+}
+
+
+def log_outcome(outcome: Outcome, message: InboundMessage | None = None) -> Outcome:
+    """Log the one line that says what happened to a message; returns ``outcome``."""
     payload = outcome.payload
-    extra = payload_context(payload, cqrs_outcome=outcome.action.value, cqrs_reason=outcome.reason) if payload else {
+    routing_key = original_routing_key(message) if message is not None else ""
+    common = {
         "cqrs_outcome": outcome.action.value,
+        "cqrs_status": outcome.status if outcome.action is Action.ACK else "",
         "cqrs_reason": outcome.reason,
+        "cqrs_delay": outcome.delay,
+        "cqrs_routing_key": routing_key,
     }
-    text = describe(payload) if payload else "undecodable message"
+    if payload is not None:
+        extra = payload_context(payload, **common)
+        text = describe(payload)
+    else:
+        extra = {
+            "cqrs_id": outcome.raw_cqrs_id or None,
+            "cqrs_signal": None,
+            "cqrs_pk": None,
+            "cqrs_revision": None,
+            "cqrs_correlation_id": None,
+            "cqrs_retries": None,
+            "cqrs_queue": None,
+            **common,
+        }
+        size = len(message.body) if message is not None and hasattr(message.body, "__len__") else 0
+        text = f"undecodable message ({size} bytes, routing_key={routing_key!r})"
     if outcome.action is Action.ACK:
-        logger.info("CQRS %s: %s", outcome.status or "applied", text, extra=extra)
+        logger.info("CQRS %s: %s", _STATUS_TEXT.get(outcome.status, outcome.status), text, extra=extra)
     elif outcome.action is Action.RETRY:
         logger.warning(
-            "CQRS failed, retry in %.1fs: %s reason=%s (%s)", outcome.delay, text, outcome.reason, outcome.detail,
+            "CQRS failed, retry in %.3fs: %s reason=%s (%s)", outcome.delay, text, outcome.reason, outcome.detail,
             extra=extra,
         )
     elif outcome.action is Action.REQUEUE:
@@ -282,3 +423,20 @@ def _log(outcome: Outcome) -> Outcome:
     else:
         logger.error("CQRS dead-lettered: %s reason=%s (%s)", text, outcome.reason, outcome.detail, extra=extra)
     return outcome
+
+
+__all__ = [
+    "ROUTING_KEY_HEADER",
+    "Action",
+    "InboundMessage",
+    "Outcome",
+    "apply",
+    "classify_failure",
+    "consume",
+    "decode",
+    "handle",
+    "is_connection_lost",
+    "log_outcome",
+    "prepare",
+    "route_signal_to_replica_model",
+]

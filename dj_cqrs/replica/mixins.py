@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 from django.db import models
 from django.db.models.base import ModelBase
 
-from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.managers import ReplicaManager
 
@@ -44,13 +43,17 @@ class RawReplicaMixin:
     @staticmethod
     def should_retry_cqrs(current_retry: int, exception: BaseException | None = None) -> bool:
         """Whether a failed message is retried (``replica.CQRS_MAX_RETRIES``; None = forever)."""
-        max_retries = cqrs_settings.replica.CQRS_MAX_RETRIES
-        return max_retries is None or current_retry < max_retries
+        from dj_cqrs.replica.retry import default_should_retry
+
+        return default_should_retry(current_retry)
 
     @staticmethod
     def get_cqrs_retry_delay(current_retry: int) -> float:
-        """Seconds to wait before the next attempt (``replica.CQRS_RETRY_DELAY``)."""
-        return cqrs_settings.replica.CQRS_RETRY_DELAY  # type: ignore[no-any-return]
+        """Seconds to wait before the next attempt: ``replica.CQRS_RETRY_DELAY``, multiplied by
+        ``CQRS_RETRY_BACKOFF ** current_retry`` and capped at ``CQRS_RETRY_MAX_DELAY``."""
+        from dj_cqrs.replica.retry import default_retry_delay
+
+        return default_retry_delay(current_retry)
 
 
 class ReplicaMeta(ModelBase):

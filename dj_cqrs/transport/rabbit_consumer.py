@@ -1,29 +1,42 @@
 """The RabbitMQ consume loop: topology, delivery, and settling each message's outcome.
 
-A message is acknowledged only after its outcome is final: applied (committed) or ignored, or
-re-published (with a confirm) to a retry queue or to the dead-letter queue. When the replica
-database is unreachable the message stays unacknowledged while the worker waits for it with
-back-off; when the broker connection is lost, the worker reconnects with back-off and declares its
-topology again (unacknowledged messages are redelivered by the broker).
+Settlement is transactional (AMQP ``tx``) on the consuming channel: the re-publish of a retry or a
+dead letter and the acknowledgement of the message it replaces are committed together, so a worker
+that dies at any moment leaves either the original message (redelivered with its old ``retries``)
+or its successor, never both and never neither.
+
+* Retry: the body (``retries + 1``) goes to ``<queue>.retry.<delay ms>``, a durable queue whose
+  ``x-message-ttl`` is the delay and which dead-letters into the replica queue through the default
+  exchange. Nothing is held by the worker, so a retry survives a crash or restart of every worker.
+  ``x-cqrs-routing-key`` keeps the master's routing key (a direct sync stays direct).
+* Dead letter: the original body goes to ``replica.dead_letter_queue`` with ``expiration =
+  dead_message_ttl`` and ``x-cqrs-*`` headers saying why (see :mod:`dj_cqrs.replica.retry`).
+* Database unreachable: the message stays unacknowledged; the worker retries it with back-off
+  while servicing the broker connection (heartbeats).
+* Broker connection lost: reconnect with back-off and declare the topology again; the broker
+  redelivers what was not acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions
 
-from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.consumer import ROUTING_KEY_HEADER, Action, InboundMessage, Outcome, handle
+from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome, handle
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
+from dj_cqrs.replica.retry import (
+    DELAY_HEADER,
+    dead_letter_ttl,
+    failure_headers,
+    retry_body,
+)
 from dj_cqrs.transport.rabbit_mq import CONNECTION_ERRORS, connection_parameters, message_properties
 
 if TYPE_CHECKING:
@@ -31,33 +44,43 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django-cqrs.transport.rabbitmq")
 
-FIRST_FAILURE_HEADER = "x-cqrs-first-failure"
+#: A retry queue lives this long after its last declaration (RabbitMQ ``x-expires``) beyond its TTL.
 RETRY_QUEUE_EXPIRES_EXTRA_MS = 15 * 60 * 1000
+#: Retry queues are declared again at least this often, which renews their ``x-expires`` lease.
+RETRY_QUEUE_REDECLARE_SECONDS = 60.0
+_RETURN_ATTEMPTS = 3
 
 
 def retry_queue_name(queue: str, delay_ms: int) -> str:
     return f"{queue}.retry.{delay_ms}"
 
 
-def failure_headers(message: InboundMessage, outcome: Outcome) -> dict[str, Any]:
-    """Headers that travel with a retried or dead-lettered message (the body stays as is)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    headers = dict(message.headers or {})
-    headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)
-    headers.setdefault(FIRST_FAILURE_HEADER, now)
-    headers["x-cqrs-last-failure"] = now
-    headers["x-cqrs-reason"] = outcome.reason
-    headers["x-cqrs-error"] = (outcome.detail or "")[:2000]
-    if outcome.exception is not None:
-        headers["x-cqrs-exception"] = type(outcome.exception).__name__
-    headers["x-cqrs-retries"] = outcome.payload.retries if outcome.payload is not None else 0
-    headers["x-cqrs-worker"] = f"{socket.gethostname()}:{os.getpid()}"
-    headers["x-cqrs-queue"] = cqrs_settings.queue
-    return headers
+def retry_queue_arguments(queue: str, delay_ms: int) -> dict[str, Any]:
+    """Arguments of ``<queue>.retry.<delay_ms>``; they must never change for a given name."""
+    return {
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-expires": delay_ms + RETRY_QUEUE_EXPIRES_EXTRA_MS,
+    }
+
+
+def declare_topology(channel: BlockingChannel, exchange: str, queue: str, dead_letter_queue: str, cqrs_ids: list[str]) -> None:
+    """The exchange, the replica queue and the dead-letter queue with django-cqrs's bindings."""
+    channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_declare(dead_letter_queue, durable=True)
+    for cqrs_id in cqrs_ids:
+        channel.queue_bind(queue, exchange, routing_key=cqrs_id)
+        channel.queue_bind(queue, exchange, routing_key=f"cqrs.{queue}.{cqrs_id}")
+        channel.queue_bind(dead_letter_queue, exchange, routing_key=f"cqrs.{dead_letter_queue}.{cqrs_id}")
 
 
 class RabbitMQConsumer:
-    """Consumes this replica service's queue until the stop flag is set."""
+    """Consumes this replica service's queue until the stop flag is set.
+
+    ``max_messages`` and ``idle_timeout`` end the loop early (tests, one-shot runs).
+    """
 
     def __init__(
         self,
@@ -75,26 +98,37 @@ class RabbitMQConsumer:
         self.max_messages = max_messages
         self.idle_timeout = idle_timeout
         self.handled = 0
+        self.reconnects = 0
         self._last_activity = time.monotonic()
         self.connection: BlockingConnection | None = None
         self.channel: BlockingChannel | None = None
-        self.publish_channel: BlockingChannel | None = None
         self._buffer: list[InboundMessage] = []
-        self._declared_retry_queues: set[int] = set()
+        self._retry_queues_declared: dict[int, float] = {}
+        self._uncommitted = 0
+        self._returned: list[tuple[str, Any, bytes]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> None:
         backoff = Backoff(0.5, 30.0)
+        recoverable: tuple[type[BaseException], ...] = (ConnectionFailed, *CONNECTION_ERRORS)
         while not self._should_stop():
             try:
                 self._connect()
                 backoff.reset()
                 self._loop()
-            except (ConnectionFailed, *CONNECTION_ERRORS) as exc:
+            except recoverable as exc:
                 delay = backoff.next()
                 logger.warning("RabbitMQ connection lost (%r); reconnecting in %.1fs", exc, delay)
                 self._close()
+                self.reconnects += 1
+                if self.stop.wait(delay):
+                    break
+            except Exception:  # noqa: BLE001 - the worker's top level: log, reconnect, carry on
+                delay = backoff.next()
+                logger.exception("CQRS consumer error; reconnecting in %.1fs", delay)
+                self._close()
+                self.reconnects += 1
                 if self.stop.wait(delay):
                     break
         self._close()
@@ -110,7 +144,9 @@ class RabbitMQConsumer:
 
     def _connect(self) -> None:
         self._buffer = []
-        self._declared_retry_queues = set()
+        self._retry_queues_declared = {}
+        self._uncommitted = 0
+        self._returned = []
         try:
             self.connection = pika.BlockingConnection(connection_parameters("consumer"))
         except CONNECTION_ERRORS as exc:
@@ -118,29 +154,20 @@ class RabbitMQConsumer:
         channel = self.connection.channel()
         self.declare_topology(channel)
         channel.basic_qos(prefetch_count=self.prefetch)
-        publish_channel = self.connection.channel()
-        publish_channel.confirm_delivery()
+        channel.add_on_return_callback(self._on_return)
+        channel.tx_select()
         self.channel = channel
-        self.publish_channel = publish_channel
         channel.basic_consume(self.queue, self._on_message, auto_ack=False)
         logger.info(
             "CQRS consumer connected: queue=%s cqrs_ids=%s prefetch=%s", self.queue, self.cqrs_ids, self.prefetch
         )
 
     def declare_topology(self, channel: BlockingChannel) -> None:
-        channel.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
-        channel.queue_declare(self.queue, durable=True)
-        channel.queue_declare(self.dead_letter_queue, durable=True)
-        for cqrs_id in self.cqrs_ids:
-            channel.queue_bind(self.queue, self.exchange, routing_key=cqrs_id)
-            channel.queue_bind(self.queue, self.exchange, routing_key=f"cqrs.{self.queue}.{cqrs_id}")
-            channel.queue_bind(
-                self.dead_letter_queue, self.exchange, routing_key=f"cqrs.{self.dead_letter_queue}.{cqrs_id}"
-            )
+        declare_topology(channel, self.exchange, self.queue, self.dead_letter_queue, self.cqrs_ids)
 
     def _close(self) -> None:
         connection, self.connection = self.connection, None
-        self.channel = self.publish_channel = None
+        self.channel = None
         if connection is not None:
             try:
                 if connection.is_open:
@@ -160,6 +187,9 @@ class RabbitMQConsumer:
             )
         )
 
+    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._returned.append((method.routing_key, properties, body))
+
     def _loop(self) -> None:
         assert self.connection is not None
         while not self._should_stop():
@@ -170,20 +200,23 @@ class RabbitMQConsumer:
                 self.process(batch)
 
     def process(self, batch: list[InboundMessage]) -> None:
-        for index, message in enumerate(batch):
+        """Handle and settle a batch; what is left when asked to stop stays unacknowledged."""
+        for message in batch:
             if self.stop.is_set():
-                # Leave the rest unacknowledged: the broker redelivers them.
-                return
+                break
             outcome = handle(message)
             backoff = Backoff(0.5, 30.0)
             while outcome.action is Action.REQUEUE:
                 delay = backoff.next()
                 logger.warning("Replica database unavailable; retrying the message in %.1fs", delay)
                 if self._sleep_servicing_heartbeats(delay):
-                    return
+                    break
                 outcome = handle(message)
+            if outcome.action is Action.REQUEUE:
+                break  # asked to stop while the database is away: leave it unacknowledged
             self.settle(message, outcome)
             self.handled += 1
+        self.commit()
 
     def _sleep_servicing_heartbeats(self, seconds: float) -> bool:
         """Wait, keeping the broker connection alive; True if asked to stop."""
@@ -198,51 +231,93 @@ class RabbitMQConsumer:
     # -- outcomes --------------------------------------------------------------------------------
 
     def settle(self, message: InboundMessage, outcome: Outcome) -> None:
+        """Acknowledge ``message`` after publishing its successor (retry or dead letter), in one
+        transaction; plain acknowledgements are committed with the batch."""
         assert self.channel is not None
+        published = False
         if outcome.action is Action.RETRY:
             self._publish_retry(message, outcome)
+            published = True
         elif outcome.action is Action.DEAD_LETTER:
             self._publish_dead_letter(message, outcome)
+            published = True
         self.channel.basic_ack(delivery_tag=message.handle)
+        self._uncommitted += 1
+        if published:
+            self.commit()
 
-    def _confirmed_publish(self, exchange: str, routing_key: str, body: bytes, headers: dict[str, Any], expiration: str | None = None) -> None:
-        assert self.publish_channel is not None
-        self.publish_channel.basic_publish(
-            exchange=exchange,
-            routing_key=routing_key,
-            body=body,
-            properties=message_properties(headers, expiration),
-            mandatory=True,
-        )
+    def commit(self) -> None:
+        """Commit the pending publishes and acknowledgements; re-publish anything returned."""
+        if not self._uncommitted:
+            return
+        assert self.channel is not None and self.connection is not None
+        self.channel.tx_commit()
+        self._uncommitted = 0
+        # basic.return frames arrive before tx.commit-ok: dispatch them now.
+        self.connection.process_data_events(0)
+        attempts = 0
+        while self._returned:
+            attempts += 1
+            returned, self._returned = self._returned, []
+            for routing_key, properties, body in returned:
+                logger.error(
+                    "CQRS re-publish to %r was returned as unroutable (queue deleted?); declaring it again"
+                    " and re-publishing (attempt %s)",
+                    routing_key,
+                    attempts,
+                )
+                self._redeclare(routing_key)
+                self.channel.basic_publish("", routing_key, body, properties=properties, mandatory=True)
+            self.channel.tx_commit()
+            self.connection.process_data_events(0)
+            if attempts >= _RETURN_ATTEMPTS and self._returned:
+                raise ConnectionFailed(f"re-publish to {self._returned[0][0]!r} keeps being returned")
+
+    def _redeclare(self, name: str) -> None:
+        assert self.channel is not None
+        prefix = f"{self.queue}.retry."
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            delay_ms = int(name[len(prefix) :])
+            self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
+            self._retry_queues_declared[delay_ms] = time.monotonic()
+        else:
+            self.channel.queue_declare(name, durable=True)
+
+    def _publish(self, routing_key: str, body: bytes, headers: dict[str, Any], expiration: str | None = None) -> None:
+        """Publish through the default exchange (straight into a queue), inside the transaction."""
+        assert self.channel is not None
+        try:
+            properties = message_properties(headers, expiration)
+            self.channel.basic_publish("", routing_key, body, properties=properties, mandatory=True)
+        except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+            # A header the broker delivered but pika cannot encode back: keep ours only.
+            logger.warning("CQRS message headers cannot be re-encoded (%r); dropping the foreign ones", exc)
+            own = {k: v for k, v in headers.items() if isinstance(k, str) and k.startswith("x-cqrs-")}
+            own["x-cqrs-dropped-headers"] = True
+            self.channel.basic_publish(
+                "", routing_key, body, properties=message_properties(own, expiration), mandatory=True
+            )
 
     def _publish_retry(self, message: InboundMessage, outcome: Outcome) -> None:
-        assert outcome.payload is not None and self.publish_channel is not None
+        assert outcome.payload is not None and self.channel is not None
         delay_ms = max(int(round(outcome.delay * 1000)), 0)
-        payload = outcome.payload.with_changes(retries=outcome.payload.retries + 1)
-        body = encoding.dumps_bytes(encoding.restore_exact(payload.to_dict()))
         headers = failure_headers(message, outcome)
+        headers[DELAY_HEADER] = delay_ms
+        body = retry_body(outcome.payload)
         if delay_ms == 0:
-            self._confirmed_publish("", self.queue, body, headers)
+            self._publish(self.queue, body, headers)
             return
         name = retry_queue_name(self.queue, delay_ms)
-        if delay_ms not in self._declared_retry_queues:
-            self.publish_channel.queue_declare(
-                name,
-                durable=True,
-                arguments={
-                    "x-message-ttl": delay_ms,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": self.queue,
-                    "x-expires": delay_ms + RETRY_QUEUE_EXPIRES_EXTRA_MS,
-                },
-            )
-            self._declared_retry_queues.add(delay_ms)
-        self._confirmed_publish("", name, body, headers)
+        declared = self._retry_queues_declared.get(delay_ms)
+        if declared is None or time.monotonic() - declared > RETRY_QUEUE_REDECLARE_SECONDS:
+            self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
+            self._retry_queues_declared[delay_ms] = time.monotonic()
+        self._publish(name, body, headers)
 
     def _publish_dead_letter(self, message: InboundMessage, outcome: Outcome) -> None:
-        ttl = cqrs_settings.replica.dead_message_ttl
-        expiration = str(int(ttl) * 1000) if ttl else None
+        ttl = dead_letter_ttl()
+        expiration = str(ttl * 1000) if ttl else None
         headers = failure_headers(message, outcome)
         # Straight into the dead-letter queue through the default exchange: routable even for a
         # cqrs_id this service has no binding for.
-        self._confirmed_publish("", self.dead_letter_queue, message.body, headers, expiration)
+        self._publish(self.dead_letter_queue, message.body, headers, expiration)

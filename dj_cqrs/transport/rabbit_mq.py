@@ -5,7 +5,9 @@ each replica service a durable queue ``CQRS['queue']`` bound with ``<cqrs_id>`` 
 ``cqrs.<queue>.<cqrs_id>`` (direct sync), and a dead-letter queue bound with
 ``cqrs.<dead_letter_queue>.<cqrs_id>``. Retries wait in per-delay queues
 ``<queue>.retry.<milliseconds>`` (a TTL that dead-letters back into the replica queue), so a
-message waiting for its retry survives a worker crash.
+message waiting for its retry survives a worker crash. The consumer lives in
+:mod:`dj_cqrs.transport.rabbit_consumer`, the dead-letter tools in
+:mod:`dj_cqrs.transport.rabbit_dead_letters`.
 
 Publishing uses one connection per thread (re-created after a fork), publisher confirms and
 ``mandatory``; a publish that is not confirmed is retried and then raises ``PublishFailed``.
@@ -239,6 +241,11 @@ class RabbitMQTransport(BaseTransport):
             self._local.producer = None
 
     # -- consuming -------------------------------------------------------------------------------
+
+    def dead_letter_store(self) -> Any:
+        from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
+
+        return RabbitDeadLetterStore()
 
     def consume(self, cqrs_ids: list[str] | None = None, **kwargs: Any) -> None:
         from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer

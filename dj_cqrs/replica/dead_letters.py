@@ -1,0 +1,340 @@
+"""Dead letters: list (non-destructively), count, retry and purge them (``cqrs_dead_letters``).
+
+The operations are written once against a small :class:`DeadLetterStore` interface that each
+transport implements (RabbitMQ, kombu, and the in-memory transport for tests):
+
+* a *session* hands out the letters one at a time, each held (unacknowledged) until the session
+  ends, when the ones not acknowledged go back to the queue. No prefetch window is involved, so
+  reading more letters than any prefetch never blocks, and at most the number of letters present
+  when the session started is read, so letters arriving meanwhile cannot make it loop forever;
+* ``retry`` re-publishes a letter to this replica's queue only (routing key
+  ``cqrs.<queue>.<cqrs_id>``), with ``retries`` reset to 0 and a fresh ``expires`` from
+  ``master.CQRS_MESSAGE_TTL``; the master's original routing key travels in
+  ``x-cqrs-routing-key``, so a direct sync stays direct. The letter is acknowledged only after
+  the broker confirmed the re-publish.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from dj_cqrs import encoding
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.dataclasses import TransportPayload, message_expiration
+from dj_cqrs.exceptions import ConfigurationError, PayloadError
+from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica.retry import (
+    DEAD_UNTIL_HEADER,
+    FAILURE_HEADERS,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    carried_headers,
+)
+
+if TYPE_CHECKING:
+    from dj_cqrs.transport.base import BaseTransport
+
+
+@dataclasses.dataclass
+class DeadLetter:
+    body: bytes
+    headers: dict[str, Any]
+    routing_key: str = ""
+    #: Transport handle (delivery tag, kombu message, index ...).
+    handle: Any = None
+
+    @functools.cached_property
+    def data(self) -> dict[str, Any] | None:
+        """The decoded JSON body, or None when it is not a JSON object."""
+        try:
+            value = encoding.loads(self.body)
+        except Exception:  # noqa: BLE001 - a malformed letter is still a letter
+            return None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def cqrs_id(self) -> str | None:
+        data = self.data
+        value = data.get("cqrs_id") if data is not None else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def reason(self) -> str:
+        value = self.headers.get(REASON_HEADER)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        return str(value) if value else "unknown"
+
+    def expired(self, now: float | None = None) -> bool:
+        """Past its ``x-cqrs-dead-until`` (set where the broker has no message TTL)."""
+        until = self.headers.get(DEAD_UNTIL_HEADER)
+        if isinstance(until, bool) or not isinstance(until, (int, float)):
+            return False
+        return until <= (time.time() if now is None else now)
+
+    def text(self) -> str:
+        return bytes(self.body).decode("utf-8", "backslashreplace")
+
+    def as_json(self) -> str:
+        return encoding.dumps(
+            {"routing_key": self.routing_key, "headers": _plain(self.headers), "body": self.text()}
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class Unroutable(Exception):
+    """The broker could not route a re-published letter (no binding for it)."""
+
+
+class DeadLetterSession(abc.ABC):
+    @abc.abstractmethod
+    def get(self) -> DeadLetter | None:
+        """The next letter, held until acknowledged or the session ends; None when none is left."""
+
+    @abc.abstractmethod
+    def ack(self, letter: DeadLetter) -> None:
+        """Remove ``letter`` from the dead-letter queue."""
+
+    @abc.abstractmethod
+    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
+        """Publish (confirmed) to the CQRS exchange; raise :class:`Unroutable` if not routed."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give back every letter still held."""
+
+
+class DeadLetterStore(abc.ABC):
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many letters the dead-letter queue holds."""
+
+    @abc.abstractmethod
+    def open(self) -> contextlib.AbstractContextManager[DeadLetterSession]:
+        """A session; letters not acknowledged go back to the queue when it ends."""
+
+    @abc.abstractmethod
+    def purge_all(self) -> int:
+        """Delete every letter; return how many."""
+
+
+@dataclasses.dataclass
+class Report:
+    """What a ``retry`` or ``purge`` did."""
+
+    done: int = 0
+    matched: int = 0
+    malformed: int = 0
+    unknown: int = 0
+    unroutable: int = 0
+    expired: int = 0
+
+
+def store_for(transport: BaseTransport) -> DeadLetterStore:
+    """The dead-letter store of a transport; ConfigurationError if it keeps none."""
+    from dj_cqrs.transport.memory import MemoryTransport
+
+    if isinstance(transport, MemoryTransport):
+        return MemoryDeadLetterStore(transport)
+    factory: Callable[[], DeadLetterStore] | None = getattr(transport, "dead_letter_store", None)
+    if factory is None:
+        raise ConfigurationError(f"the transport {type(transport).__name__} keeps no dead letters")
+    return factory()
+
+
+def _matches(letter: DeadLetter, cqrs_id: str | None) -> bool:
+    return cqrs_id is None or letter.cqrs_id == cqrs_id
+
+
+def browse(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None) -> Iterator[DeadLetter]:
+    """Yield letters (matching ``cqrs_id``) without removing any; at most ``limit``."""
+    if limit is not None and limit <= 0:
+        return
+    available = store.count()
+    with store.open() as session:
+        seen = shown = 0
+        while seen < available:
+            letter = session.get()
+            if letter is None:
+                break
+            seen += 1
+            if _matches(letter, cqrs_id):
+                yield letter
+                shown += 1
+                if limit is not None and shown >= limit:
+                    break
+
+
+def count(store: DeadLetterStore, cqrs_id: str | None = None) -> int:
+    if cqrs_id is None:
+        return store.count()
+    return sum(1 for _ in browse(store, cqrs_id))
+
+
+def summary(store: DeadLetterStore, cqrs_id: str | None = None) -> dict[tuple[str, str], int]:
+    """Letters per ``(cqrs_id, reason)``; malformed bodies are counted under cqrs_id ``?``."""
+    result: dict[tuple[str, str], int] = {}
+    for letter in browse(store, cqrs_id):
+        key = (letter.cqrs_id or "?", letter.reason)
+        result[key] = result.get(key, 0) + 1
+    return result
+
+
+def retry_message(letter: DeadLetter, queue: str) -> tuple[str, bytes, dict[str, Any]]:
+    """Routing key, body and headers that give ``letter`` a new start on ``queue``.
+
+    Raises :class:`PayloadError` for a body that is not a valid CQRS payload.
+    """
+    data = letter.data
+    if data is None:
+        raise PayloadError("the body is not a JSON object", reason="malformed")
+    payload = TransportPayload.from_message(data)
+    fresh = payload.with_changes(retries=0, expires=message_expiration())
+    headers = {k: v for k, v in carried_headers(letter.headers).items() if k not in FAILURE_HEADERS}
+    original = headers.get(ROUTING_KEY_HEADER)
+    if not isinstance(original, str) or not original:
+        # A django-cqrs dead letter: the master's routing key is lost; treat it as a broadcast.
+        headers[ROUTING_KEY_HEADER] = payload.cqrs_id
+    body = encoding.dumps_bytes(encoding.restore_exact(fresh.to_dict()))
+    return f"cqrs.{queue}.{payload.cqrs_id}", body, headers
+
+
+def _select(
+    store: DeadLetterStore,
+    cqrs_id: str | None,
+    limit: int | None,
+    action: Callable[[DeadLetterSession, DeadLetter, Report], None],
+) -> Report:
+    report = Report()
+    if limit is not None and limit <= 0:
+        return report
+    available = store.count()
+    now = time.time()
+    with store.open() as session:
+        seen = 0
+        while seen < available:
+            letter = session.get()
+            if letter is None:
+                break
+            seen += 1
+            if letter.expired(now):
+                session.ack(letter)  # past its dead-letter TTL: the broker would have dropped it
+                report.expired += 1
+                continue
+            if not _matches(letter, cqrs_id):
+                continue
+            report.matched += 1
+            action(session, letter, report)
+            if limit is not None and report.matched >= limit:
+                break
+    return report
+
+
+def retry(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None) -> Report:
+    """Re-publish matching letters to this replica's queue; each is removed once confirmed."""
+    queue = cqrs_settings.queue
+    if not queue:
+        raise ConfigurationError("dj_cqrs.E006: CQRS['queue'] is required to retry dead letters")
+
+    def do(session: DeadLetterSession, letter: DeadLetter, report: Report) -> None:
+        try:
+            routing_key, body, headers = retry_message(letter, queue)
+        except PayloadError:
+            report.malformed += 1
+            return
+        if letter.cqrs_id not in replica_registry:
+            report.unknown += 1
+            return
+        try:
+            session.publish(routing_key, body, headers)
+        except Unroutable:
+            report.unroutable += 1
+            return
+        session.ack(letter)
+        report.done += 1
+
+    return _select(store, cqrs_id, limit, do)
+
+
+def purge(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None) -> Report:
+    """Delete matching letters (all of them without a filter)."""
+    if cqrs_id is None and limit is None:
+        removed = store.purge_all()
+        return Report(done=removed, matched=removed)
+
+    def do(session: DeadLetterSession, letter: DeadLetter, report: Report) -> None:
+        session.ack(letter)
+        report.done += 1
+
+    return _select(store, cqrs_id, limit, do)
+
+
+# -- the in-memory transport's dead letters (unit tests) ---------------------------------------------
+
+
+class _MemorySession(DeadLetterSession):
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.position = 0
+        self.taken: list[Any] = []
+
+    def get(self) -> DeadLetter | None:
+        letters = self.transport.dead_letters
+        if self.position >= len(letters):
+            return None
+        entry = letters[self.position]
+        self.position += 1
+        stored, outcome = entry
+        headers = dict(stored.headers)
+        headers.setdefault(REASON_HEADER, getattr(outcome, "reason", "") or "unknown")
+        if stored.routing_key:
+            headers.setdefault(ROUTING_KEY_HEADER, stored.routing_key)
+        return DeadLetter(stored.body, headers, stored.routing_key, handle=entry)
+
+    def ack(self, letter: DeadLetter) -> None:
+        self.taken.append(letter.handle)
+
+    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
+        self.transport.send_raw(body, routing_key, headers)
+
+    def release(self) -> None:
+        taken = {id(entry) for entry in self.taken}
+        self.transport.dead_letters[:] = [e for e in self.transport.dead_letters if id(e) not in taken]
+
+
+class MemoryDeadLetterStore(DeadLetterStore):
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def count(self) -> int:
+        return len(self.transport.dead_letters)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[DeadLetterSession]:
+        session = _MemorySession(self.transport)
+        try:
+            yield session
+        finally:
+            session.release()
+
+    def purge_all(self) -> int:
+        removed = len(self.transport.dead_letters)
+        self.transport.dead_letters.clear()
+        return removed

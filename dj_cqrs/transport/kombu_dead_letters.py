@@ -1,0 +1,102 @@
+"""The kombu dead-letter queue as a :class:`~dj_cqrs.replica.dead_letters.DeadLetterStore`.
+
+Letters are read one at a time with ``basic_get`` and held unacknowledged; closing the session
+requeues every letter not acknowledged, so a dump is non-destructive. Letters past their
+``x-cqrs-dead-until`` (brokers without message TTLs, e.g. Redis) are dropped by ``retry`` and
+``purge``. Only letters for this service's replica models are retried, so the exchange always has
+a binding for them (kombu's virtual brokers drop unroutable messages silently).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from dj_cqrs.exceptions import ConnectionFailed
+from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica.dead_letters import DeadLetter, DeadLetterSession, DeadLetterStore
+from dj_cqrs.transport.kombu import connection_errors, new_connection
+
+if TYPE_CHECKING:
+    from dj_cqrs.transport.kombu import KombuTransport
+
+
+class _Session(DeadLetterSession):
+    def __init__(self, transport: KombuTransport, channel: Any, dlq: Any, queue: Any) -> None:
+        self.transport = transport
+        self.dlq = dlq(channel)
+        self.queue = queue
+        self.held: dict[int, Any] = {}
+
+    def get(self) -> DeadLetter | None:
+        message = self.dlq.get(no_ack=False, accept=None)
+        if message is None:
+            return None
+        self.held[id(message)] = message
+        body = message.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        return DeadLetter(
+            body=body or b"",
+            headers=dict(message.headers or {}),
+            routing_key=(message.delivery_info or {}).get("routing_key", "") or "",
+            handle=message,
+        )
+
+    def ack(self, letter: DeadLetter) -> None:
+        letter.handle.ack()
+        self.held.pop(id(letter.handle), None)
+
+    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
+        self.transport.publish_raw(self.transport.exchange(), routing_key, body, headers, declare=[self.queue])
+
+    def release(self) -> None:
+        held, self.held = self.held, {}
+        for message in held.values():
+            with contextlib.suppress(Exception):
+                message.requeue()
+
+
+class KombuDeadLetterStore(DeadLetterStore):
+    def __init__(self, transport: KombuTransport) -> None:
+        self.transport = transport
+
+    @contextlib.contextmanager
+    def _channel(self) -> Iterator[tuple[Any, Any, Any]]:
+        conn = new_connection()
+        errors = connection_errors(conn)
+        try:
+            conn.ensure_connection(max_retries=1)
+            queue, _retry, dlq = self.transport.queues(sorted(replica_registry.models))
+            channel = conn.channel()
+            queue(channel).declare()
+            dlq(channel).declare()
+            yield channel, queue, dlq
+        except errors as exc:
+            raise ConnectionFailed(f"broker error while handling dead letters: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                conn.release()
+
+    def count(self) -> int:
+        with self._channel() as (channel, _queue, dlq):
+            # Not passive: Redis has no empty queues, a passive declare of one fails.
+            result = dlq(channel).queue_declare()
+            return int(result.message_count)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[DeadLetterSession]:
+        with self._channel() as (channel, queue, dlq):
+            session = _Session(self.transport, channel, dlq, queue)
+            try:
+                yield session
+            finally:
+                session.release()
+
+    def purge_all(self) -> int:
+        with self._channel() as (channel, _queue, dlq):
+            return int(dlq(channel).purge() or 0)
+
+
+__all__ = ["KombuDeadLetterStore"]
