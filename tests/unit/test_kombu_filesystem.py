@@ -9,7 +9,7 @@ import kombu
 import pytest
 from django.conf import settings as django_settings
 
-from dj_cqrs.transport.kombu import _new_connection
+from dj_cqrs.transport.kombu import new_connection
 from dj_cqrs.transport.kombu_filesystem import Transport
 
 
@@ -32,13 +32,13 @@ def test_kombu_transport_uses_it_for_filesystem_urls(settings, folder):
         "url": "filesystem://",
         "transport_options": {"data_folder_in": str(folder), "data_folder_out": str(folder)},
     }
-    with _new_connection() as conn:
+    with new_connection() as conn:
         assert conn.get_transport_cls() is Transport
 
 
 def test_other_urls_keep_kombus_transport(settings):
     settings.CQRS = {**copy.deepcopy(django_settings.CQRS), "url": "memory://"}
-    with _new_connection() as conn:
+    with new_connection() as conn:
         assert conn.get_transport_cls() is not Transport
 
 

@@ -14,7 +14,8 @@ from django.conf import settings as django_settings
 from dj_cqrs.conf import cqrs_settings, validate
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport import get_transport
-from dj_cqrs.transport.kombu import KombuConsumer, KombuTransport, _new_connection
+from dj_cqrs.transport.kombu import KombuTransport, new_connection
+from dj_cqrs.transport.kombu_consumer import KombuConsumer
 from tests.apps.master_app.models import SimplestModel
 from tests.apps.replica_app.models import SimplestModelRef
 
@@ -33,7 +34,7 @@ def test_transport_options_accepts_a_dict_or_none():
 def test_transport_options_rejects_other_values(bad, settings):
     assert _problems(bad) == ["dj_cqrs.E005"]
     settings.CQRS = {**django_settings.CQRS, "transport_options": bad}
-    with pytest.raises(ConfigurationError, match="dj_cqrs.E010: CQRS\\['transport_options'\\]"):
+    with pytest.raises(ConfigurationError, match="dj_cqrs.E005: CQRS\\['transport_options'\\]"):
         assert cqrs_settings.transport_options is None  # raises first
 
 
@@ -69,8 +70,8 @@ def test_filesystem_round_trip_uses_transport_options(filesystem_cqrs):
     transport = get_transport()
     assert isinstance(transport, KombuTransport)
     # The replica declares its queue and bindings first (published messages need a binding).
-    queue, dlq = transport.queues(["simplest"])
-    with _new_connection() as conn:
+    queue, dlq, *_retry = transport.queues(["simplest"])
+    with new_connection() as conn:
         channel = conn.channel()
         queue(channel).declare()
         dlq(channel).declare()

@@ -49,7 +49,8 @@ def test_zero_max_retries_dead_letters_at_once():
     with cqrs_settings_and_transport(replica={"CQRS_MAX_RETRIES": 0}) as transport:
         send(transport, "SAVE", row(1, 0), "always_failing")
     assert len(AlwaysFailing.attempts) == 1
-    assert transport.dead_letters[0][1].reason == "exception"
+    letter = transport.dead_letters[0][1]
+    assert letter.reason == "max_retries" and letter.failure == "exception" and "ValueError" in letter.detail
 
 
 def test_none_max_retries_retries_until_it_works():
