@@ -96,6 +96,16 @@ MASTER_OPTIONS: dict[str, Option] = {
     "publish_retries": Option(3, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "publish_retry_delay": Option(0.2, _non_negative_number, "a number >= 0 (seconds)"),
     "confirm_timeout": Option(10, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
+    "CQRS_OUTBOX": Option(True, _bool, "a bool"),
+    "outbox_publish": Option(
+        "thread", lambda v: v in ("thread", "sync", "relay"), "'thread', 'sync' or 'relay'"
+    ),
+    "outbox_batch_size": Option(500, _positive_int, "an int > 0"),
+    "outbox_retention": Option(86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"),
+    "outbox_alert_age": Option(300, _positive_int_or_none, "an int > 0 (seconds) or None"),
+    "outbox_grace": Option(2, _non_negative_number, "a number >= 0 (seconds)"),
+    "outbox_sweep_interval": Option(5, _non_negative_number, "a number >= 0 (seconds)"),
+    "outbox_sweep_limit": Option(200, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
 }
 
 REPLICA_OPTIONS: dict[str, Option] = {
@@ -117,6 +127,7 @@ REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_QUERY_LOGGER": Option("", lambda v: isinstance(v, str), "a logger name"),
     # dj_cqrs additions
     "CQRS_BATCH_SIZE": Option(100, _positive_int, "an int > 0"),
+    "tombstone_horizon": Option(7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None"),
     "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
 }
 

@@ -87,27 +87,49 @@ class RawMasterMixin(models.Model):
                     self.cqrs_revision = known.revision
                 if update_fields is not None:
                     kwargs["update_fields"] = {*update_fields, "cqrs_revision", "cqrs_updated"}
+            if adding and publish:
+                self._continue_revision_after_delete(using)
             previous = tracking.changes(self, created=adding) if publish else None
             self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": previous}
             try:
                 super().save(**kwargs)
             finally:
                 self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
-            if bumped:
+            if bumped and serializers.is_expression(self.__dict__.get("cqrs_revision")):
+                # The outbox already read the new revision back in its INSERT; otherwise read it.
                 self.__dict__["cqrs_revision"] = (
                     type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).get()
                 )
-            if publish:
                 event = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
                 if event is not None and event.signal is SignalType.SAVE:
-                    event.revision = self.__dict__.get("cqrs_revision")
+                    event.revision = self.__dict__["cqrs_revision"]
             tracking.reset(self)
+
+    def _continue_revision_after_delete(self, using: str) -> None:
+        """An object re-created with the primary key of one deleted earlier continues its
+        revisions, so replicas that remember the deletion accept it (see ``replica.tombstones``)."""
+        from dj_cqrs.master import outbox
+
+        pk_field = type(self)._meta.pk
+        if self.pk is None or pk_field.has_default() or getattr(pk_field, "db_returning", False):
+            return
+        if not outbox.enabled():
+            return
+        last = outbox.last_delete_revision(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+        current = self.__dict__.get("cqrs_revision")
+        if last is not None and isinstance(current, int) and current <= last:
+            self.cqrs_revision = last + 1
 
     def delete(self, using: str | None = None, keep_parents: bool = False) -> Any:
         using = using or router.db_for_write(type(self), instance=self)
-        if serializers.is_expression(self.__dict__.get("cqrs_revision")):
-            serializers.refresh_expressions(self, using)
         with transaction.atomic(using=using, savepoint=False):
+            if self.pk is not None:
+                # The DELETE carries the stored revision + 1, not a stale in-memory one.
+                stored = (
+                    type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).first()
+                )
+                if stored is not None:
+                    self.__dict__["cqrs_revision"] = stored
             return super().delete(using=using, keep_parents=keep_parents)
 
     # -- serialization ---------------------------------------------------------------------------
@@ -148,7 +170,7 @@ class RawMasterMixin(models.Model):
                 return False
         if not (type(self).CQRS_PRODUCE and self.is_sync_instance()):
             return False
-        from dj_cqrs.master.signals import _flusher
+        from dj_cqrs.master import dispatch
 
         tracked = tracking.tracked_fields(type(self))
         event = pending.PendingEvent(
@@ -161,7 +183,7 @@ class RawMasterMixin(models.Model):
             queue=queue,
         )
         # A sync is not tied to a transaction of this object: publish when the current one commits.
-        pending.add(event, _flusher)
+        dispatch.add(event)
         return True
 
     # -- hooks -----------------------------------------------------------------------------------

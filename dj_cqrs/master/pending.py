@@ -130,10 +130,21 @@ def find(using: str, cqrs_id: str, pk: Any) -> PendingEvent | None:
     return None if state is None else state.find(cqrs_id, pk)
 
 
-def add(event: PendingEvent, flusher: Flusher) -> PendingEvent:
-    """Record ``event`` for the commit of the current transaction; publish now in autocommit."""
+def add(
+    event: PendingEvent,
+    flusher: Flusher,
+    on_new: Callable[[PendingEvent], None] | None = None,
+    on_merge: Callable[[PendingEvent], None] | None = None,
+) -> PendingEvent:
+    """Record ``event`` for the commit of the current transaction; publish now in autocommit.
+
+    ``on_new`` runs for an event that is new in this transaction, ``on_merge`` when it merged
+    into an earlier event of the same object (both inside the transaction).
+    """
     conn = connections[event.using]
     if not conn.in_atomic_block:
+        if on_new is not None:
+            on_new(event)
         flusher([event])
         return event
     state = current(event.using)
@@ -141,4 +152,42 @@ def add(event: PendingEvent, flusher: Flusher) -> PendingEvent:
         state = TransactionEvents(event.using, flusher)
         setattr(conn, _CONN_ATTR, state)
         transaction.on_commit(state.callback, using=event.using)
-    return state.add(event)
+    result = state.add(event)
+    if result is event:
+        if on_new is not None:
+            on_new(event)
+    elif on_merge is not None:
+        on_merge(result)
+    return result
+
+
+def add_many(
+    events: list[PendingEvent],
+    flusher: Flusher,
+    on_new_many: Callable[[list[PendingEvent]], None] | None = None,
+    on_merge: Callable[[PendingEvent], None] | None = None,
+) -> None:
+    """:func:`add` for many events of one database (bulk operations)."""
+    if not events:
+        return
+    using = events[0].using
+    conn = connections[using]
+    if not conn.in_atomic_block:
+        if on_new_many is not None:
+            on_new_many(events)
+        flusher(events)
+        return
+    state = current(using)
+    if state is None:
+        state = TransactionEvents(using, flusher)
+        setattr(conn, _CONN_ATTR, state)
+        transaction.on_commit(state.callback, using=using)
+    new: list[PendingEvent] = []
+    for event in events:
+        result = state.add(event)
+        if result is event:
+            new.append(event)
+        elif on_merge is not None:
+            on_merge(result)
+    if new and on_new_many is not None:
+        on_new_many(new)

@@ -19,21 +19,11 @@ logger = logging.getLogger("django-cqrs.master")
 SAVE_CONTEXT_ATTR = "_cqrs_save_context"
 
 
-def _flusher(events: list[pending.PendingEvent]) -> None:
-    from dj_cqrs.master import dispatch
-
-    dispatch.flush(events)
-
-
 def _produces(instance: Any) -> bool:
     return bool(type(instance).CQRS_PRODUCE) and bool(instance.is_sync_instance())
 
 
-def record_save(
-    instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
-) -> pending.PendingEvent | None:
-    if not _produces(instance):
-        return None
+def save_event(instance: Any, using: str, previous_data: dict[str, Any] | None) -> pending.PendingEvent:
     event = pending.PendingEvent(
         signal=SignalType.SAVE,
         model=type(instance),
@@ -45,7 +35,17 @@ def record_save(
     revision = instance.__dict__.get("cqrs_revision")
     if isinstance(revision, int):
         event.revision = revision
-    return pending.add(event, _flusher)
+    return event
+
+
+def record_save(
+    instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
+) -> pending.PendingEvent | None:
+    if not _produces(instance):
+        return None
+    from dj_cqrs.master import dispatch
+
+    return dispatch.add(save_event(instance, using, previous_data))
 
 
 def on_post_save(sender: type[models.Model], instance: Any, created: bool = False, **kwargs: Any) -> None:
@@ -85,27 +85,42 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
         instance_data=data,
         meta=meta,
     )
-    pending.add(event, _flusher)
+    from dj_cqrs.master import dispatch
+
+    dispatch.add(event)
+
+
+def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | None, previous: dict[Any, Any]) -> None:
+    from dj_cqrs.master import dispatch
+
+    by_db: dict[str, list[pending.PendingEvent]] = {}
+    for instance in instances:
+        if not _produces(instance):
+            continue
+        db = using or router.db_for_write(sender, instance=instance)
+        by_db.setdefault(db, []).append(save_event(instance, db, previous.get(id(instance))))
+    for events in by_db.values():
+        dispatch.add_many(events)
 
 
 def on_post_bulk_create(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+    previous: dict[Any, Any] = {}
     for instance in instances:
-        db = using or router.db_for_write(sender, instance=instance)
-        previous = instance.__dict__.pop("_cqrs_bulk_previous", None)
-        if previous is None:
-            previous = tracking.changes(instance, created=True)
-        record_save(instance, db, created=True, previous_data=previous)
+        value = instance.__dict__.pop("_cqrs_bulk_previous", None)
+        previous[id(instance)] = value if value is not None else tracking.changes(instance, created=True)
         tracking.reset(instance)
+    _record_bulk(sender, instances, using, previous)
 
 
 def on_post_update(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
     previous_map = kwargs.get("previous_data") or {}
+    previous: dict[Any, Any] = {}
     for instance in instances:
-        db = using or router.db_for_write(sender, instance=instance)
-        previous = previous_map.get(instance.pk)
-        if previous is None:
-            previous = instance.__dict__.pop("_cqrs_bulk_previous", None)
-        record_save(instance, db, created=False, previous_data=previous)
+        value = previous_map.get(instance.pk)
+        if value is None:
+            value = instance.__dict__.pop("_cqrs_bulk_previous", None)
+        previous[id(instance)] = value
+    _record_bulk(sender, instances, using, previous)
 
 
 def connect(model: type[models.Model]) -> None:

@@ -1,0 +1,355 @@
+"""The transactional outbox: master events stored in the transaction of the change.
+
+``record``/``record_many`` run inside the transaction (the event exists if and only if the change
+commits). ``claim``/``publish_rows``/``mark_published`` are used after commit by the immediate
+dispatcher (:mod:`dj_cqrs.master.dispatcher`) and by the relay (:mod:`dj_cqrs.master.relay`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Iterable
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from dj_cqrs import encoding
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.master import publisher, serializers
+from dj_cqrs.registry import master_registry
+
+if TYPE_CHECKING:
+    from dj_cqrs.master.pending import PendingEvent
+    from dj_cqrs.models import OutboxEvent
+
+logger = logging.getLogger("django-cqrs.outbox")
+
+
+def enabled() -> bool:
+    return bool(cqrs_settings.master.CQRS_OUTBOX)
+
+
+def _outbox_model() -> type[OutboxEvent]:
+    from dj_cqrs.models import OutboxEvent
+
+    return OutboxEvent
+
+
+def _meta_needed(instance: Any) -> bool:
+    from dj_cqrs.master.mixins import RawMasterMixin
+
+    return cqrs_settings.master.meta_function is not None or (
+        type(instance).get_cqrs_meta is not RawMasterMixin.get_cqrs_meta
+    )
+
+
+def _data(event: PendingEvent, correlation_id: str | None, meta: dict[str, Any] | None) -> str:
+    data: dict[str, Any] = {"correlation_id": correlation_id, "meta": meta}
+    if event.signal is SignalType.DELETE:
+        data["instance_data"] = event.instance_data
+    else:
+        data["previous_data"] = event.previous_data
+    return encoding.dumps(data)
+
+
+def _correlation(event: PendingEvent) -> str | None:
+    return publisher.correlation_id(event.signal, event.cqrs_id, publisher.instance_pk(event.pk), None)
+
+
+def _stored_revision(event: PendingEvent) -> int:
+    model = event.model
+    value = model._base_manager.using(event.using).filter(pk=event.pk).values_list("cqrs_revision", flat=True).get()
+    return int(value)
+
+
+def record(event: PendingEvent) -> None:
+    """Write ``event`` to the outbox of its database (call inside the transaction)."""
+    instance = event.instance
+    correlation = _correlation(event)
+    if event.signal is SignalType.DELETE:
+        assert event.instance_data is not None
+        revision = event.instance_data.get("cqrs_revision")
+        event.outbox_id = _insert(event, revision, _data(event, correlation, event.meta))
+        event.revision = revision
+        return
+    assert instance is not None
+    revision = instance.__dict__.get("cqrs_revision")
+    pending_bump = serializers.is_expression(revision)
+    if _meta_needed(instance):
+        if pending_bump:
+            revision = _stored_revision(event)
+            instance.__dict__["cqrs_revision"] = revision
+            pending_bump = False
+        instance_data = publisher.serialize(instance)
+        meta = instance.get_cqrs_meta(
+            instance_data=instance_data, previous_data=event.previous_data, signal_type=SignalType.SAVE
+        )
+    else:
+        meta = {}
+    data = _data(event, correlation, meta)
+    if pending_bump:
+        event.outbox_id, revision = _insert_reading_revision(event, data)
+        instance.__dict__["cqrs_revision"] = revision
+    else:
+        event.outbox_id = _insert(event, revision, data)
+    event.revision = revision
+
+
+def record_many(events: list[PendingEvent]) -> None:
+    """Bulk version of :func:`record` for events whose revision is known (bulk operations)."""
+    if not events:
+        return
+    model = _outbox_model()
+    now = timezone.now()
+    rows = []
+    for event in events:
+        instance = event.instance
+        if event.signal is SignalType.SAVE and instance is not None and _meta_needed(instance):
+            meta = instance.get_cqrs_meta(
+                instance_data=publisher.serialize(instance),
+                previous_data=event.previous_data,
+                signal_type=SignalType.SAVE,
+            )
+        else:
+            meta = event.meta if event.signal is SignalType.DELETE else {}
+        revision = event.revision
+        if revision is None and instance is not None:
+            revision = instance.__dict__.get("cqrs_revision")
+        rows.append(
+            model(
+                created_at=now,
+                cqrs_id=event.cqrs_id,
+                signal_type=event.signal.value,
+                object_pk=str(event.pk),
+                revision=revision if isinstance(revision, int) else None,
+                data=_data(event, _correlation(event), meta),
+            )
+        )
+    using = events[0].using
+    created = model.objects.using(using).bulk_create(rows, batch_size=1000)
+    for event, row in zip(events, created):
+        event.outbox_id = row.pk
+
+
+def update_data(event: PendingEvent) -> None:
+    """Rewrite the captured data of an event merged with a later save in the same transaction."""
+    if event.outbox_id is None:
+        return
+    model = _outbox_model()
+    row = model.objects.using(event.using).only("data").get(pk=event.outbox_id)
+    stored = encoding.loads(row.data)
+    stored["previous_data"] = event.previous_data
+    model.objects.using(event.using).filter(pk=event.outbox_id).update(data=encoding.dumps(encoding.restore_exact(stored)))
+
+
+def _insert(event: PendingEvent, revision: Any, data: str) -> int:
+    row = _outbox_model().objects.using(event.using).create(
+        created_at=timezone.now(),
+        cqrs_id=event.cqrs_id,
+        signal_type=event.signal.value,
+        object_pk=str(event.pk),
+        revision=revision if isinstance(revision, int) else None,
+        data=data,
+    )
+    return int(row.pk)
+
+
+def _insert_reading_revision(event: PendingEvent, data: str) -> tuple[int, int]:
+    """One statement: INSERT the outbox row with the revision the change just wrote."""
+    outbox = _outbox_model()
+    model = event.model
+    conn = connections[event.using]
+    qn = conn.ops.quote_name
+    opts = outbox._meta
+    columns = ", ".join(
+        qn(opts.get_field(name).column)
+        for name in ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
+    )
+    sql = (
+        f"INSERT INTO {qn(opts.db_table)} ({columns}) "
+        f"SELECT %s, %s, %s, %s, {qn(model._meta.get_field('cqrs_revision').column)}, %s, 0, '' "
+        f"FROM {qn(model._meta.db_table)} WHERE {qn(model._meta.pk.column)} = %s"
+    )
+    params = [
+        opts.get_field("created_at").get_db_prep_value(timezone.now(), conn),
+        event.cqrs_id,
+        event.signal.value,
+        str(event.pk),
+        data,
+        model._meta.pk.get_db_prep_value(event.pk, conn),
+    ]
+    returning = conn.features.can_return_columns_from_insert
+    if returning:
+        sql += f" RETURNING {qn(opts.pk.column)}, {qn(opts.get_field('revision').column)}"
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            row = cursor.fetchone()
+            if row is None:
+                raise RuntimeError(f"{event.cqrs_id} {event.pk!r}: row not found for the outbox")
+            return int(row[0]), int(row[1])
+        new_id = cursor.lastrowid
+    revision = _stored_revision(event)
+    return int(new_id), revision
+
+
+def last_delete_revision(using: str, cqrs_id: str, pk: Any) -> int | None:
+    """The revision of the last DELETE of this object still in the outbox, if any."""
+    value = (
+        _outbox_model()
+        .objects.using(using)
+        .filter(cqrs_id=cqrs_id, object_pk=str(pk), signal_type=SignalType.DELETE.value)
+        .order_by("-id")
+        .values_list("revision", flat=True)
+        .first()
+    )
+    return int(value) if value is not None else None
+
+
+# -- publishing -------------------------------------------------------------------------------------
+
+
+def _pk_value(model: Any, text: str) -> Any:
+    return model._meta.pk.to_python(text)
+
+
+def _expires(created_at: datetime.datetime) -> datetime.datetime | None:
+    ttl = cqrs_settings.master.CQRS_MESSAGE_TTL
+    if ttl is None:
+        return None
+    return created_at + datetime.timedelta(seconds=ttl)
+
+
+def build_payloads(rows: Iterable[OutboxEvent], using: str) -> list[tuple[OutboxEvent, TransportPayload | None]]:
+    """Payloads for outbox rows, in row order; ``None`` where there is nothing to send (the object
+    of a SAVE no longer exists: its DELETE follows). Rows of a SAVE are read in one query per model."""
+    rows = list(rows)
+    wanted: dict[str, set[Any]] = defaultdict(set)
+    for row in rows:
+        if row.signal_type != SignalType.DELETE.value:
+            model = master_registry.get_model_by_cqrs_id(row.cqrs_id)
+            if model is not None:
+                wanted[row.cqrs_id].add(_pk_value(model, row.object_pk))
+    current: dict[str, dict[str, Any]] = {}
+    for cqrs_id, pks in wanted.items():
+        model = master_registry.get_model_by_cqrs_id(cqrs_id)
+        fetched = publisher._fetch_rows(model, using, list(pks))  # noqa: SLF001 - same package
+        current[cqrs_id] = {str(pk): obj for pk, obj in fetched.items()}
+    result: list[tuple[OutboxEvent, TransportPayload | None]] = []
+    for row in rows:
+        model = master_registry.get_model_by_cqrs_id(row.cqrs_id)
+        if model is None:
+            logger.error("Outbox row %s has unknown CQRS_ID %r; it stays unpublished", row.pk, row.cqrs_id)
+            continue
+        data = encoding.loads(row.data)
+        data = encoding.restore_exact(data)
+        signal = SignalType(row.signal_type)
+        if signal is SignalType.DELETE:
+            payload = TransportPayload(
+                signal_type=signal,
+                cqrs_id=row.cqrs_id,
+                instance_data=data["instance_data"],
+                instance_pk=data["instance_data"].get("id"),
+                previous_data=None,
+                correlation_id=data.get("correlation_id"),
+                expires=_expires(row.created_at),
+                meta=data.get("meta"),
+            )
+            result.append((row, payload))
+            continue
+        obj = current.get(row.cqrs_id, {}).get(str(_pk_value(model, row.object_pk)))
+        if obj is None:
+            result.append((row, None))
+            continue
+        payload = TransportPayload(
+            signal_type=signal,
+            cqrs_id=row.cqrs_id,
+            instance_data=publisher.serialize(obj),
+            instance_pk=publisher.instance_pk(obj.pk),
+            previous_data=data.get("previous_data"),
+            correlation_id=data.get("correlation_id"),
+            expires=_expires(row.created_at),
+            meta=data.get("meta") if data.get("meta") is not None else {},
+        )
+        result.append((row, payload))
+    return result
+
+
+def supports_skip_locked(using: str) -> bool:
+    return bool(connections[using].features.has_select_for_update_skip_locked)
+
+
+def publish_ids(using: str, ids: list[int]) -> int:
+    """Publish the still-unpublished rows among ``ids`` (the immediate path); return how many."""
+    model = _outbox_model()
+    with transaction.atomic(using=using):
+        qs = model.objects.using(using).filter(id__in=ids, published_at__isnull=True).order_by("id")
+        if supports_skip_locked(using):
+            qs = qs.select_for_update(skip_locked=True)
+        rows = list(qs)
+        return _publish_locked(using, rows)
+
+
+def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
+    """Publish up to ``limit`` of the oldest unpublished rows (the relay and the sweep)."""
+    model = _outbox_model()
+    with transaction.atomic(using=using):
+        qs = model.objects.using(using).filter(published_at__isnull=True)
+        if min_age > 0:
+            qs = qs.filter(created_at__lte=timezone.now() - datetime.timedelta(seconds=min_age))
+        qs = qs.order_by("id")
+        if supports_skip_locked(using):
+            qs = qs.select_for_update(skip_locked=True)
+        rows = list(qs[:limit])
+        return _publish_locked(using, rows)
+
+
+def _publish_locked(using: str, rows: list[OutboxEvent]) -> int:
+    if not rows:
+        return 0
+    model = _outbox_model()
+    built = build_payloads(rows, using)
+    payloads = [p for _, p in built if p is not None]
+    done_ids = [row.pk for row, _ in built]
+    publisher.publish(payloads)
+    model.objects.using(using).filter(id__in=done_ids).update(published_at=timezone.now())
+    return len(payloads)
+
+
+def note_failure(using: str, ids: list[int], error: BaseException) -> None:
+    """Count a failed attempt on rows that stay in the outbox (best effort)."""
+    from django.db.models import F
+
+    try:
+        _outbox_model().objects.using(using).filter(id__in=ids, published_at__isnull=True).update(
+            attempts=F("attempts") + 1, last_error=repr(error)[:2000]
+        )
+    except Exception:  # noqa: BLE001 - the database may be what failed; the rows stay pending anyway
+        logger.debug("Could not record the outbox failure", exc_info=True)
+
+
+def oldest_pending_age(using: str) -> float | None:
+    created = (
+        _outbox_model().objects.using(using).filter(published_at__isnull=True).order_by("id").values_list("created_at", flat=True).first()
+    )
+    if created is None:
+        return None
+    return (timezone.now() - created).total_seconds()
+
+
+def prune(using: str, retention: float, chunk: int = 5000) -> int:
+    """Delete published rows older than ``retention`` seconds; return how many."""
+    model = _outbox_model()
+    cutoff = timezone.now() - datetime.timedelta(seconds=retention)
+    total = 0
+    while True:
+        ids = list(
+            model.objects.using(using).filter(published_at__lt=cutoff).order_by("id").values_list("id", flat=True)[:chunk]
+        )
+        if not ids:
+            return total
+        total += model.objects.using(using).filter(id__in=ids).delete()[0]
