@@ -46,6 +46,9 @@ def get_transport() -> BaseTransport:
     """The transport instance for the current settings (created on first use)."""
     from dj_cqrs.conf import cqrs_settings
 
+    explicit = _state.get("explicit")
+    if explicit is not None:
+        return explicit  # type: ignore[no-any-return]
     path = cqrs_settings.transport
     key = path if isinstance(path, str) else repr(path)
     current = _state.get("transport")
@@ -63,23 +66,20 @@ def get_transport() -> BaseTransport:
 
 
 def set_transport(transport: BaseTransport | None) -> None:
-    """Install a transport instance explicitly (tests); ``None`` goes back to the settings."""
+    """Install a transport instance explicitly (tests); it stays until ``set_transport(None)``,
+    settings changes included. ``None`` goes back to the transport named by the settings."""
     with _lock:
-        if transport is None:
-            _state.clear()
-        else:
-            from dj_cqrs.conf import cqrs_settings
-
-            path = cqrs_settings.transport
-            _state["transport"] = transport
-            _state["key"] = path if isinstance(path, str) else repr(path)
+        _state.pop("explicit", None)
+        if transport is not None:
+            _state["explicit"] = transport
 
 
 def reset_transport() -> None:
-    """Forget the cached transport, closing its connections."""
+    """Forget the transport resolved from the settings, closing its connections (an explicitly
+    installed one stays)."""
     with _lock:
         transport = _state.pop("transport", None)
-        _state.clear()
+        _state.pop("key", None)
     if transport is not None:
         try:
             transport.close()
