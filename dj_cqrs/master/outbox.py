@@ -284,7 +284,7 @@ def supports_skip_locked(using: str) -> bool:
 
 
 def publish_ids(using: str, ids: list[int]) -> int:
-    """Publish the still-unpublished rows among ``ids`` (the immediate path); return how many."""
+    """Publish the still-unpublished rows among ``ids`` (the immediate path); return how many rows."""
     model = _outbox_model()
     with transaction.atomic(using=using):
         qs = model.objects.using(using).filter(id__in=ids, published_at__isnull=True).order_by("id")
@@ -295,7 +295,8 @@ def publish_ids(using: str, ids: list[int]) -> int:
 
 
 def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
-    """Publish up to ``limit`` of the oldest unpublished rows (the relay and the sweep)."""
+    """Publish up to ``limit`` of the oldest unpublished rows (the relay and the sweep); return
+    how many rows were handled (a SAVE whose object is gone is handled without a message)."""
     model = _outbox_model()
     with transaction.atomic(using=using):
         qs = model.objects.using(using).filter(published_at__isnull=True)
@@ -309,6 +310,7 @@ def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
 
 
 def _publish_locked(using: str, rows: list[OutboxEvent]) -> int:
+    """Publish claimed rows and mark them published; return how many rows were handled."""
     if not rows:
         return 0
     model = _outbox_model()
@@ -317,7 +319,7 @@ def _publish_locked(using: str, rows: list[OutboxEvent]) -> int:
     done_ids = [row.pk for row, _ in built]
     publisher.publish(payloads)
     model.objects.using(using).filter(id__in=done_ids).update(published_at=timezone.now())
-    return len(payloads)
+    return len(done_ids)
 
 
 def note_failure(using: str, ids: list[int], error: BaseException) -> None:

@@ -49,6 +49,15 @@ def cqrs_settings(role):
             "CQRS_MESSAGE_TTL": 3600,
             "correlation_function": "catalog.correlation.correlation_id",
         }
+        # dj_cqrs-only keys, set only by the tests that need them (django-cqrs peers never get them)
+        if os.environ.get("IT_MASTER_CQRS_URL"):
+            settings["url"] = os.environ["IT_MASTER_CQRS_URL"]
+        if os.environ.get("IT_OUTBOX_PUBLISH"):
+            settings["master"]["outbox_publish"] = os.environ["IT_OUTBOX_PUBLISH"]
+        if os.environ.get("IT_OUTBOX_GRACE"):
+            settings["master"]["outbox_grace"] = float(os.environ["IT_OUTBOX_GRACE"])
+        if os.environ.get("IT_PUBLISH_RETRIES"):
+            settings["master"]["publish_retries"] = int(os.environ["IT_PUBLISH_RETRIES"])
     return settings
 
 

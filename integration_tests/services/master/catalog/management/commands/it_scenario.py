@@ -6,6 +6,8 @@ Values are strings/numbers as JSON allows; fields are converted with the model f
 """
 
 import json
+import os
+import signal
 import sys
 
 from django.core.management.base import BaseCommand
@@ -34,6 +36,13 @@ def run(step):
     op = step["op"]
     if op == "atomic":
         with transaction.atomic():
+            for inner in step["steps"]:
+                run(inner)
+        return
+    if op == "crash_after_commit":
+        # The process dies right after COMMIT, before any other commit hook (publishing) runs.
+        with transaction.atomic():
+            transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
             for inner in step["steps"]:
                 run(inner)
         return
