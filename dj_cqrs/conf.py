@@ -54,7 +54,6 @@ class Option:
     default: Any
     check: Callable[[Any], bool] | None = None
     expect: str = ""
-    check_id: str = "dj_cqrs.E010"
 
 
 def _non_negative_int_or_none(v: Any) -> bool:
@@ -148,6 +147,10 @@ MISNAMED_KEYS: dict[str, str] = {
     "CQRS_DELAY_QUEUE_MAX_SIZE": "delay_queue_max_size",
 }
 
+#: System-check ids of invalid values; a run-time ``ConfigurationError`` carries the same id.
+ROOT_CHECK_ID = "dj_cqrs.E005"
+SECTION_CHECK_IDS: dict[str, str] = {"master": "dj_cqrs.E007", "replica": "dj_cqrs.E008"}
+
 
 class Section:
     """Read-only view of ``settings.CQRS[<name>]`` with defaults."""
@@ -168,7 +171,7 @@ class Section:
             value = self._raw[key]
             if option is not None and option.check is not None and not option.check(value):
                 raise ConfigurationError(
-                    f"{option.check_id}: CQRS[{self._name!r}][{key!r}] must be {option.expect},"
+                    f"{SECTION_CHECK_IDS[self._name]}: CQRS[{self._name!r}][{key!r}] must be {option.expect},"
                     f" got {value!r}"
                 )
             return value
@@ -224,7 +227,7 @@ class CqrsSettings:
         value = raw[key]
         if option.check is not None and not option.check(value):
             raise ConfigurationError(
-                f"{option.check_id}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
+                f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
             )
         return value
 
@@ -235,9 +238,9 @@ class CqrsSettings:
 
     def reload(self) -> None:
         self._cache.clear()
-        from dj_cqrs.transport import reset_transport
+        from dj_cqrs.transport import settings_changed
 
-        reset_transport()
+        settings_changed()
 
 
 cqrs_settings = CqrsSettings()
@@ -282,7 +285,7 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         if option.check is not None and not option.check(raw[key]):
             problems.append(
                 Problem(
-                    "dj_cqrs.E005",
+                    ROOT_CHECK_ID,
                     f"CQRS[{key!r}] must be {option.expect}, got {raw[key]!r}.",
                     f"Fix CQRS[{key!r}] or remove it to use the default ({option.default!r}).",
                 )
@@ -296,8 +299,8 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
             )
         )
     for section, options, check_id in (
-        ("master", MASTER_OPTIONS, "dj_cqrs.E007"),
-        ("replica", REPLICA_OPTIONS, "dj_cqrs.E008"),
+        ("master", MASTER_OPTIONS, SECTION_CHECK_IDS["master"]),
+        ("replica", REPLICA_OPTIONS, SECTION_CHECK_IDS["replica"]),
     ):
         value = raw.get(section)
         if value is None:

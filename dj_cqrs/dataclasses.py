@@ -168,7 +168,13 @@ class TransportPayload:
         }
 
     def is_expired(self) -> bool:
-        return self._expires is not None and self._expires <= timezone.now()
+        if self._expires is None:
+            return False
+        expires = self._expires
+        if timezone.is_naive(expires):
+            expires = expires.replace(tzinfo=datetime.timezone.utc)
+        # An aware "now" whatever USE_TZ is: received expiries are always aware (see parse_expires).
+        return expires <= datetime.datetime.now(datetime.timezone.utc)
 
     def with_changes(self, **changes: Any) -> TransportPayload:
         """A copy with some attributes replaced (payloads are otherwise immutable)."""

@@ -110,4 +110,8 @@ def loads(data: str | bytes | bytearray | memoryview) -> Any:
         data = bytes(data)
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")
-    return simplejson.loads(data, parse_float=ExactFloat)
+    try:
+        return simplejson.loads(data, parse_float=ExactFloat)
+    except RecursionError as exc:
+        # Absurdly deep nesting: malformed input like any other, not a crash of the caller.
+        raise ValueError(f"JSON nested too deeply: {exc}") from exc

@@ -14,10 +14,20 @@ def transport() -> MemoryTransport:
 
 @pytest.fixture(autouse=True)
 def _reset_replica_state():
-    from tests.apps.replica_app.models import CustomDeleteRef, EventLog, FlakyModelRef
+    from tests.apps.master_app import hooks
+    from tests.apps.replica_app.models import (
+        AlwaysFailing,
+        CustomDeleteRef,
+        EventLog,
+        FlakyModelRef,
+        RecordingQuerySet,
+    )
 
     EventLog.events.clear()
     CustomDeleteRef.deleted_custom.clear()
     FlakyModelRef.fail_times = 0
     FlakyModelRef.attempts = 0
+    AlwaysFailing.attempts.clear()
+    RecordingQuerySet.calls.clear()
+    hooks.calls.clear()
     yield

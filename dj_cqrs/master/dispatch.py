@@ -44,9 +44,9 @@ def flush(events: list[PendingEvent]) -> None:
     for event in events:
         if event.outbox_id is not None:
             by_db[event.using].append(event.outbox_id)
+    if direct:
+        publisher.flush(direct)
     for using, ids in by_db.items():
         from dj_cqrs.master.dispatcher import dispatcher
 
         dispatcher.submit(using, ids)
-    if direct:
-        publisher.flush(direct)

@@ -42,7 +42,14 @@ class RawMasterMixin(models.Model):
 
     @property
     def cqrs_saves_count(self) -> int:
-        """How many times this Python object was saved in the current transaction."""
+        """How many times this Python object was saved in the current transaction (0 again once
+        that transaction has committed or rolled back)."""
+        marker = self.__dict__.get("_cqrs_saves_transaction")
+        if marker is not None:
+            using, token = marker
+            state = pending.current(using)
+            if state is None or state.token != token:
+                return 0
         return int(self.__dict__.get("_cqrs_saves_count", 0))
 
     @property
@@ -51,6 +58,18 @@ class RawMasterMixin(models.Model):
 
     def reset_cqrs_saves_count(self) -> None:
         self.__dict__["_cqrs_saves_count"] = 0
+
+    def _count_cqrs_save(self, using: str) -> None:
+        from dj_cqrs.master.dispatch import flush
+
+        if not connections[using].in_atomic_block:
+            self.__dict__["_cqrs_saves_transaction"] = None
+            self.__dict__["_cqrs_saves_count"] = 1
+            return
+        marker = (using, pending.ensure(using, flush).token)
+        count = self.cqrs_saves_count if self.__dict__.get("_cqrs_saves_transaction") == marker else 0
+        self.__dict__["_cqrs_saves_transaction"] = marker
+        self.__dict__["_cqrs_saves_count"] = count + 1
 
     # -- persistence -----------------------------------------------------------------------------
 
@@ -70,11 +89,17 @@ class RawMasterMixin(models.Model):
             update_fields = list(update_fields)
         publish = update_fields is None or auto or "cqrs_revision" in update_fields
 
-        if connections[using].in_atomic_block:
-            self.__dict__["_cqrs_saves_count"] = self.cqrs_saves_count + 1
-        else:
-            self.__dict__["_cqrs_saves_count"] = 1
+        autocommit = not connections[using].in_atomic_block
+        self._count_cqrs_save(using)
+        try:
+            self._cqrs_save(using, kwargs, update_fields, publish)
+        finally:
+            if autocommit:
+                self.reset_cqrs_saves_count()
 
+    def _cqrs_save(
+        self, using: str, kwargs: dict[str, Any], update_fields: list[str] | None, publish: bool
+    ) -> None:
         with transaction.atomic(using=using, savepoint=False):
             adding = self._state.adding
             bumped = False

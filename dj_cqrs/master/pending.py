@@ -9,6 +9,7 @@ commit time so it carries the final state.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 from django.db import connections, transaction
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from django.db import models
 
 _CONN_ATTR = "_dj_cqrs_transaction_events"
+_tokens = itertools.count(1)
 
 
 @dataclasses.dataclass
@@ -39,6 +41,9 @@ class PendingEvent:
     revision: int | None = None
     #: Free slot for the outbox (the id of its row).
     outbox_id: Any = None
+    #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
+    #: kept only so that the row's revision is bumped once per transaction.
+    silent: bool = False
 
     @property
     def cqrs_id(self) -> str:
@@ -61,6 +66,8 @@ class TransactionEvents:
 
     def __init__(self, using: str, flusher: Flusher) -> None:
         self.using = using
+        #: Identifies this transaction (kept on instances for ``cqrs_saves_count``; picklable).
+        self.token = next(_tokens)
         self.events: dict[tuple[str, Any], list[PendingEvent]] = {}
         self._flusher = flusher
         self.callback = self._on_commit
@@ -69,7 +76,7 @@ class TransactionEvents:
         conn = connections[self.using]
         if getattr(conn, _CONN_ATTR, None) is self:
             setattr(conn, _CONN_ATTR, None)
-        events = [e for group in self.events.values() for e in group]
+        events = [e for group in self.events.values() for e in group if not e.silent]
         self.events = {}
         if events:
             self._flusher(events)
@@ -105,6 +112,7 @@ class TransactionEvents:
             and event.instance is not None
         ):
             last.merge_save(event.instance, event.previous_data)
+            last.silent = last.silent and event.silent
             if event.revision is not None:
                 last.revision = event.revision
             return last
@@ -122,6 +130,16 @@ def current(using: str) -> TransactionEvents | None:
     if state is not None and not state.is_live():
         setattr(conn, _CONN_ATTR, None)
         return None
+    return state
+
+
+def ensure(using: str, flusher: Flusher) -> TransactionEvents:
+    """The pending-event set of the current transaction on ``using`` (created if needed)."""
+    state = current(using)
+    if state is None:
+        state = TransactionEvents(using, flusher)
+        setattr(connections[using], _CONN_ATTR, state)
+        transaction.on_commit(state.callback, using=using)
     return state
 
 
@@ -143,22 +161,30 @@ def add(
     """
     conn = connections[event.using]
     if not conn.in_atomic_block:
-        if on_new is not None:
+        if on_new is not None and not event.silent:
             on_new(event)
-        flusher([event])
+        if not event.silent:
+            flusher([event])
         return event
-    state = current(event.using)
-    if state is None:
-        state = TransactionEvents(event.using, flusher)
-        setattr(conn, _CONN_ATTR, state)
-        transaction.on_commit(state.callback, using=event.using)
-    result = state.add(event)
-    if result is event:
+    result = ensure(event.using, flusher).add(event)
+    _after_add(event, result, on_new, on_merge)
+    return result
+
+
+def _after_add(
+    event: PendingEvent,
+    result: PendingEvent,
+    on_new: Callable[[PendingEvent], None] | None,
+    on_merge: Callable[[PendingEvent], None] | None,
+) -> None:
+    if result.silent:
+        return
+    if result is event or result.outbox_id is None:
+        # New in this transaction (or a silent save that now publishes).
         if on_new is not None:
-            on_new(event)
+            on_new(result)
     elif on_merge is not None:
         on_merge(result)
-    return result
 
 
 def add_many(
@@ -172,21 +198,21 @@ def add_many(
         return
     using = events[0].using
     conn = connections[using]
+    loud = [e for e in events if not e.silent]
     if not conn.in_atomic_block:
-        if on_new_many is not None:
-            on_new_many(events)
-        flusher(events)
+        if loud and on_new_many is not None:
+            on_new_many(loud)
+        if loud:
+            flusher(loud)
         return
-    state = current(using)
-    if state is None:
-        state = TransactionEvents(using, flusher)
-        setattr(conn, _CONN_ATTR, state)
-        transaction.on_commit(state.callback, using=using)
+    state = ensure(using, flusher)
     new: list[PendingEvent] = []
     for event in events:
         result = state.add(event)
-        if result is event:
-            new.append(event)
+        if result.silent:
+            continue
+        if result is event or result.outbox_id is None:
+            new.append(result)
         elif on_merge is not None:
             on_merge(result)
     if new and on_new_many is not None:

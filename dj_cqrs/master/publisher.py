@@ -144,6 +144,11 @@ def build_payloads(events: list[PendingEvent]) -> list[TransportPayload]:
             if row is None:
                 logger.debug("%s %r is gone at commit: no SAVE sent", event.cqrs_id, event.pk)
                 continue
+            committed = row.__dict__.get("cqrs_revision")
+            if isinstance(event.revision, int) and isinstance(committed, int) and committed < event.revision:
+                # The change was rolled back with a savepoint: the row never had that revision.
+                logger.debug("%s %r change was rolled back: no SAVE sent", event.cqrs_id, event.pk)
+                continue
             if event.instance is not None:
                 _refresh_revision(event.instance, row)
             data = serialize(row)

@@ -31,6 +31,8 @@ def save_event(instance: Any, using: str, previous_data: dict[str, Any] | None) 
         using=using,
         instance=instance,
         previous_data=previous_data,
+        # Not published, but remembered so that the revision is bumped once per transaction.
+        silent=not _produces(instance),
     )
     revision = instance.__dict__.get("cqrs_revision")
     if isinstance(revision, int):
@@ -41,8 +43,6 @@ def save_event(instance: Any, using: str, previous_data: dict[str, Any] | None) 
 def record_save(
     instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
 ) -> pending.PendingEvent | None:
-    if not _produces(instance):
-        return None
     from dj_cqrs.master import dispatch
 
     return dispatch.add(save_event(instance, using, previous_data))
@@ -95,8 +95,6 @@ def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | 
 
     by_db: dict[str, list[pending.PendingEvent]] = {}
     for instance in instances:
-        if not _produces(instance):
-            continue
         db = using or router.db_for_write(sender, instance=instance)
         by_db.setdefault(db, []).append(save_event(instance, db, previous.get(id(instance))))
     for events in by_db.values():

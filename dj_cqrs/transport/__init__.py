@@ -66,20 +66,28 @@ def get_transport() -> BaseTransport:
 
 
 def set_transport(transport: BaseTransport | None) -> None:
-    """Install a transport instance explicitly (tests); it stays until ``set_transport(None)``,
-    settings changes included. ``None`` goes back to the transport named by the settings."""
+    """Install a transport instance explicitly (tests); ``None`` goes back to the settings.
+
+    An explicit transport stays in use when ``settings.CQRS`` changes (e.g. ``override_settings``
+    inside ``use_memory_transport()``), until ``set_transport(None)`` or ``reset_transport()``.
+    """
     with _lock:
-        _state.pop("explicit", None)
+        _state.clear()
         if transport is not None:
             _state["explicit"] = transport
 
 
+def settings_changed() -> None:
+    """``settings.CQRS`` changed: drop the transport built from the old settings (not an explicit one)."""
+    if _state.get("explicit") is None:
+        reset_transport()
+
+
 def reset_transport() -> None:
-    """Forget the transport resolved from the settings, closing its connections (an explicitly
-    installed one stays)."""
+    """Forget the cached transport, closing its connections."""
     with _lock:
-        transport = _state.pop("transport", None)
-        _state.pop("key", None)
+        transport = _state.pop("transport", None) or _state.get("explicit")
+        _state.clear()
     if transport is not None:
         try:
             transport.close()

@@ -169,3 +169,46 @@ class EventLog(RawReplicaMixin):
 
 
 ReplicaMeta.register(EventLog)
+
+
+class RecordingQuerySet(models.QuerySet):
+    """Records ``select_for_update()`` calls (SQLite ignores the lock itself)."""
+
+    calls: list = []
+
+    def select_for_update(self, *args, **kwargs):
+        RecordingQuerySet.calls.append(self.model.__name__)
+        return super().select_for_update(*args, **kwargs)
+
+
+class SelectForUpdateRef(ReplicaMixin):
+    CQRS_ID = "select_for_update"
+    CQRS_SELECT_FOR_UPDATE = True
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=20, default="")
+
+    objects = RecordingQuerySet.as_manager()
+
+    class Meta:
+        base_manager_name = "objects"
+
+
+class AlwaysFailing(RawReplicaMixin):
+    """A non-model replica whose handlers always raise."""
+
+    CQRS_ID = "always_failing"
+    attempts: list = []
+
+    @classmethod
+    def cqrs_save(cls, master_data, previous_data=None, sync=False):
+        cls.attempts.append(master_data)
+        raise ValueError("always failing")
+
+    @classmethod
+    def cqrs_delete(cls, master_data):
+        cls.attempts.append(master_data)
+        return False
+
+
+ReplicaMeta.register(AlwaysFailing)
