@@ -159,11 +159,18 @@ class Section:
         self._name = name
         self._raw = raw if isinstance(raw, dict) else {}
         self._options = options
+        self._values: dict[str, Any] = {}
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
             raise AttributeError(key)
-        return self.get(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            pass
+        value = self.get(key)
+        self._values[key] = value
+        return value
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         option = self._options.get(key)
@@ -218,6 +225,9 @@ class CqrsSettings:
                 cached = Section(key, self.raw.get(key), options)
                 self._cache[key] = cached
             return cached
+        cache_key = "root:" + key
+        if cache_key in self._cache:
+            return self._cache[cache_key]
         option = ROOT_OPTIONS.get(key)
         if option is None:
             raise AttributeError(f"Unknown CQRS setting {key!r}")
@@ -229,6 +239,7 @@ class CqrsSettings:
             raise ConfigurationError(
                 f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
             )
+        self._cache[cache_key] = value
         return value
 
     @property

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from django.db import close_old_connections, connections
+from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.master import outbox
@@ -155,7 +155,8 @@ class Dispatcher:
                     if item is _STOP:
                         stop = True
                         item = None
-                close_old_connections()
+                # No close_old_connections() here: with CONN_MAX_AGE=0 it would reconnect on every
+                # batch. The connection is closed when a batch fails on it (see _reset_connection).
                 for using, ids in pending.items():
                     self.publish(using, ids)
                     self.maybe_sweep(using)

@@ -146,55 +146,132 @@ def update_data(event: PendingEvent) -> None:
     model.objects.using(event.using).filter(pk=event.outbox_id).update(data=encoding.dumps(encoding.restore_exact(stored)))
 
 
+_COLUMNS = ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
+_sql_cache: dict[tuple[str, str, str], str] = {}
+
+
+def _sql(kind: str, conn: Any, model: Any = None) -> str:
+    """SQL for the outbox writes (cached per database vendor and model)."""
+    key = (kind, conn.vendor, model._meta.label if model is not None else "")
+    cached = _sql_cache.get(key)
+    if cached is not None:
+        return cached
+    outbox = _outbox_model()
+    opts = outbox._meta
+    qn = conn.ops.quote_name
+    columns = ", ".join(qn(opts.get_field(name).column) for name in _COLUMNS)
+    returning = conn.features.can_return_columns_from_insert
+    id_col, rev_col = qn(opts.pk.column), qn(opts.get_field("revision").column)
+    if kind == "values":
+        sql = f"INSERT INTO {qn(opts.db_table)} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, 0, '')"
+        if returning:
+            sql += f" RETURNING {id_col}"
+    else:
+        source = (
+            f"SELECT %s, %s, %s, {qn(model._meta.pk.column)}, {qn(model._meta.get_field('cqrs_revision').column)}, %s, 0, '' "
+            f"FROM {qn(model._meta.db_table)} WHERE {qn(model._meta.pk.column)} "
+        )
+        if kind == "select_one":
+            sql = f"INSERT INTO {qn(opts.db_table)} ({columns}) {source}= %s"
+            if returning:
+                sql += f" RETURNING {id_col}, {rev_col}"
+        else:  # select_many: the pk list is appended by the caller
+            sql = f"INSERT INTO {qn(opts.db_table)} ({columns}) {source}IN "
+    _sql_cache[key] = sql
+    return sql
+
+
+def _created_at(conn: Any) -> Any:
+    return _outbox_model()._meta.get_field("created_at").get_db_prep_value(timezone.now(), conn)
+
+
 def _insert(event: PendingEvent, revision: Any, data: str) -> int:
-    row = _outbox_model().objects.using(event.using).create(
-        created_at=timezone.now(),
-        cqrs_id=event.cqrs_id,
-        signal_type=event.signal.value,
-        object_pk=str(event.pk),
-        revision=revision if isinstance(revision, int) else None,
-        data=data,
-    )
-    return int(row.pk)
+    conn = connections[event.using]
+    params = [
+        _created_at(conn),
+        event.cqrs_id,
+        event.signal.value,
+        str(event.pk),
+        revision if isinstance(revision, int) else None,
+        data,
+    ]
+    with conn.cursor() as cursor:
+        cursor.execute(_sql("values", conn), params)
+        if conn.features.can_return_columns_from_insert:
+            return int(cursor.fetchone()[0])
+        return int(cursor.lastrowid)
 
 
 def _insert_reading_revision(event: PendingEvent, data: str) -> tuple[int, int]:
     """One statement: INSERT the outbox row with the revision the change just wrote."""
-    outbox = _outbox_model()
-    model = event.model
     conn = connections[event.using]
-    qn = conn.ops.quote_name
-    opts = outbox._meta
-    columns = ", ".join(
-        qn(opts.get_field(name).column)
-        for name in ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
-    )
-    sql = (
-        f"INSERT INTO {qn(opts.db_table)} ({columns}) "
-        f"SELECT %s, %s, %s, %s, {qn(model._meta.get_field('cqrs_revision').column)}, %s, 0, '' "
-        f"FROM {qn(model._meta.db_table)} WHERE {qn(model._meta.pk.column)} = %s"
-    )
+    model = event.model
     params = [
-        opts.get_field("created_at").get_db_prep_value(timezone.now(), conn),
+        _created_at(conn),
         event.cqrs_id,
         event.signal.value,
-        str(event.pk),
         data,
         model._meta.pk.get_db_prep_value(event.pk, conn),
     ]
-    returning = conn.features.can_return_columns_from_insert
-    if returning:
-        sql += f" RETURNING {qn(opts.pk.column)}, {qn(opts.get_field('revision').column)}"
     with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        if returning:
+        cursor.execute(_sql("select_one", conn, model), params)
+        if conn.features.can_return_columns_from_insert:
             row = cursor.fetchone()
             if row is None:
                 raise RuntimeError(f"{event.cqrs_id} {event.pk!r}: row not found for the outbox")
             return int(row[0]), int(row[1])
         new_id = cursor.lastrowid
-    revision = _stored_revision(event)
-    return int(new_id), revision
+    return int(new_id), _stored_revision(event)
+
+
+def record_rows(model: Any, using: str, pks: list[Any], data: str) -> list[tuple[int, Any, int]]:
+    """Bulk path: one outbox SAVE row per primary key with the same captured ``data``, revisions
+    read from the table in the same statement. Returns ``[(outbox_id, pk_text, revision)]``."""
+    conn = connections[using]
+    pk_field = model._meta.pk
+    result: list[tuple[int, Any, int]] = []
+    created = _created_at(conn)
+    for start in range(0, len(pks), 500):
+        chunk = pks[start : start + 500]
+        sql = _sql("select_many", conn, model) + "(" + ", ".join(["%s"] * len(chunk)) + ")"
+        params = [created, model.CQRS_ID, SignalType.SAVE.value, data]
+        params += [pk_field.get_db_prep_value(pk, conn) for pk in chunk]
+        if conn.features.can_return_columns_from_insert:
+            opts = _outbox_model()._meta
+            qn = conn.ops.quote_name
+            sql += f" RETURNING {qn(opts.pk.column)}, {qn(opts.get_field('object_pk').column)}, {qn(opts.get_field('revision').column)}"
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                result.extend((int(i), p, int(r)) for i, p, r in cursor.fetchall())
+        else:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+            rows = (
+                _outbox_model()
+                .objects.using(using)
+                .filter(cqrs_id=model.CQRS_ID, object_pk__in=[str(p) for p in chunk], published_at__isnull=True)
+                .order_by("-id")
+                .values_list("id", "object_pk", "revision")[: len(chunk)]
+            )
+            result.extend((int(i), p, int(r)) for i, p, r in rows)
+    return result
+
+
+def constant_data(model: Any) -> str | None:
+    """The captured data every bulk-updated row of ``model`` would get, when it does not depend on
+    the row (no tracked fields, default meta, no correlation function); None otherwise."""
+    from dj_cqrs.master import tracking
+    from dj_cqrs.master.mixins import RawMasterMixin
+
+    if tracking.tracked_fields(model):
+        return None
+    if cqrs_settings.master.meta_function is not None or model.get_cqrs_meta is not RawMasterMixin.get_cqrs_meta:
+        return None
+    if cqrs_settings.master.correlation_function is not None:
+        return None
+    from dj_cqrs.correlation import current_correlation_id
+
+    return encoding.dumps({"correlation_id": current_correlation_id(), "meta": {}, "previous_data": None})
 
 
 def last_delete_revision(using: str, cqrs_id: str, pk: Any) -> int | None:
@@ -309,10 +386,20 @@ def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
         return _publish_locked(using, rows)
 
 
+def _relaxed_commit(using: str) -> None:
+    """Marking rows published need not wait for the WAL flush: if that commit is lost in a crash,
+    the events are published again, which replicas ignore (same revision)."""
+    conn = connections[using]
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def _publish_locked(using: str, rows: list[OutboxEvent]) -> int:
     """Publish claimed rows and mark them published; return how many rows were handled."""
     if not rows:
         return 0
+    _relaxed_commit(using)
     model = _outbox_model()
     built = build_payloads(rows, using)
     payloads = [p for _, p in built if p is not None]

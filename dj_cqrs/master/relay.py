@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Iterable
 
-from django.db import close_old_connections, connections
+from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.master import outbox
@@ -103,7 +103,6 @@ class Relay:
         backoff = Backoff(0.5, 30.0)
         while not self.stop.is_set():
             try:
-                close_old_connections()
                 sent = self.run_once()
                 self.housekeeping()
                 backoff.reset()

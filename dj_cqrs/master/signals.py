@@ -111,6 +111,8 @@ def on_post_bulk_create(sender: type[models.Model], instances: list[Any], using:
 
 
 def on_post_update(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+    if kwargs.get("cqrs_recorded"):
+        return  # Model.cqrs.bulk_update already wrote these events
     previous_map = kwargs.get("previous_data") or {}
     previous: dict[Any, Any] = {}
     for instance in instances:
