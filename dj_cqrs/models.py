@@ -25,6 +25,9 @@ class OutboxEvent(models.Model):
     published_at = models.DateTimeField(null=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(default="", blank=True)
+    #: PostgreSQL transaction id, set by the CQRS_DB_TRIGGERS triggers (one SAVE per row and
+    #: transaction).
+    txid = models.BigIntegerField(null=True)
 
     class Meta:
         db_table = "dj_cqrs_outbox"

@@ -20,8 +20,17 @@ def _uses_outbox(event: PendingEvent) -> bool:
     return event.signal is not SignalType.SYNC and outbox.enabled()
 
 
+def _via_trigger(event: PendingEvent) -> bool:
+    from dj_cqrs.master import triggers
+
+    return event.signal is not SignalType.SYNC and triggers.active(event.model, event.using)
+
+
 def add(event: PendingEvent) -> PendingEvent:
     """Record an event of the current transaction."""
+    if _via_trigger(event):
+        event.via_trigger = True
+        return pending.add(event, flush)
     if _uses_outbox(event):
         return pending.add(event, flush, on_new=outbox.record, on_merge=outbox.update_data)
     return pending.add(event, flush)
@@ -31,7 +40,11 @@ def add_many(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database)."""
     if not events:
         return
-    if _uses_outbox(events[0]):
+    if _via_trigger(events[0]):
+        for event in events:
+            event.via_trigger = True
+        pending.add_many(events, flush)
+    elif _uses_outbox(events[0]):
         pending.add_many(events, flush, on_new_many=outbox.record_many, on_merge=outbox.update_data)
     else:
         pending.add_many(events, flush)
@@ -39,14 +52,20 @@ def add_many(events: list[PendingEvent]) -> None:
 
 def flush(events: list[PendingEvent]) -> None:
     """Commit hook: publish the events of a committed transaction."""
-    direct = [e for e in events if e.outbox_id is None]
+    from dj_cqrs.master.dispatcher import dispatcher
+
+    direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
     by_db: dict[str, list[int]] = defaultdict(list)
+    claims: set[str] = set()
     for event in events:
         if event.outbox_id is not None:
             by_db[event.using].append(event.outbox_id)
+        elif event.via_trigger:
+            claims.add(event.using)
     if direct:
         publisher.flush(direct)
     for using, ids in by_db.items():
-        from dj_cqrs.master.dispatcher import dispatcher
-
         dispatcher.submit(using, ids)
+    for using in claims:
+        # The triggers wrote the rows; their ids are unknown here: publish what is pending.
+        dispatcher.submit(using, [], claim=True)

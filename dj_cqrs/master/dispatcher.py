@@ -57,15 +57,27 @@ class Dispatcher:
             return "sync"
         return str(mode)
 
-    def submit(self, using: str, ids: list[int]) -> None:
+    def submit(self, using: str, ids: list[int], claim: bool = False) -> None:
+        """Publish these outbox rows (or, with ``claim``, whatever is pending) after a commit."""
         mode = self.mode()
-        if mode == "relay" or not ids:
+        if mode == "relay" or not (ids or claim):
             return
         if mode == "sync":
+            if claim:
+                self.claim(using)
             self.publish(using, ids)
             self.maybe_sweep(using)
             return
-        self._ensure_thread().put((using, list(ids)))
+        self._ensure_thread().put((using, None if claim else list(ids)))
+
+    def claim(self, using: str) -> None:
+        batch = cqrs_settings.master.outbox_batch_size
+        try:
+            while outbox.claim_and_publish(using, batch, min_age=0) >= batch:
+                pass
+        except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
+            logger.error("CQRS outbox publish failed; events stay in the outbox: %r", exc, exc_info=True)
+            self._reset_connection(using)
 
     # -- work ------------------------------------------------------------------------------------
 
@@ -140,10 +152,14 @@ class Dispatcher:
                 if item is _STOP:
                     break
                 pending: dict[str, list[int]] = {}
+                claims: set[str] = set()
                 count = 0
                 stop = False
                 while item is not None:
                     using, ids = item
+                    if ids is None:
+                        claims.add(using)
+                        ids = []
                     pending.setdefault(using, []).extend(ids)
                     count += len(ids)
                     if count >= batch_size:
@@ -157,8 +173,11 @@ class Dispatcher:
                         item = None
                 # No close_old_connections() here: with CONN_MAX_AGE=0 it would reconnect on every
                 # batch. The connection is closed when a batch fails on it (see _reset_connection).
+                for using in claims:
+                    self.claim(using)
                 for using, ids in pending.items():
-                    self.publish(using, ids)
+                    if ids:
+                        self.publish(using, ids)
                     self.maybe_sweep(using)
                 if stop:
                     break

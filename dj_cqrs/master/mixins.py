@@ -26,6 +26,8 @@ class RawMasterMixin(models.Model):
     CQRS_FIELDS: ClassVar[Any] = ALL_BASIC_FIELDS
     CQRS_SERIALIZER: ClassVar[str | None] = None
     CQRS_TRACKED_FIELDS: ClassVar[Any] = None
+    #: PostgreSQL: capture every write (QuerySet.update, raw SQL ...) with database triggers.
+    CQRS_DB_TRIGGERS: ClassVar[bool] = False
 
     cqrs_revision = models.IntegerField(
         default=0, help_text="Revision of this row, incremented once per transaction that changes it."
@@ -100,6 +102,19 @@ class RawMasterMixin(models.Model):
     def _cqrs_save(
         self, using: str, kwargs: dict[str, Any], update_fields: list[str] | None, publish: bool
     ) -> None:
+        from dj_cqrs.master import triggers
+
+        if triggers.active(type(self), using):
+            # The table's triggers bump the revision and write the outbox row.
+            with transaction.atomic(using=using, savepoint=False):
+                self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": None}
+                try:
+                    super().save(**kwargs)
+                finally:
+                    self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
+            # The stored revision is the trigger's: read it lazily on next access.
+            self.__dict__.pop("cqrs_revision", None)
+            return
         with transaction.atomic(using=using, savepoint=False):
             adding = self._state.adding
             bumped = False
@@ -260,10 +275,13 @@ class MasterMeta(ModelBase):
         """Register a master model (use it directly with ``RawMasterMixin``)."""
         from dj_cqrs.master import signals
 
+        from dj_cqrs.master import triggers
+
         serializers.forget_cached(model_cls)
         master_registry.register_model(model_cls)
         tracking.install(model_cls)
         signals.connect(model_cls)
+        triggers.register(model_cls)
         return model_cls
 
 

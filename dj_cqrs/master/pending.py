@@ -41,6 +41,8 @@ class PendingEvent:
     revision: int | None = None
     #: Free slot for the outbox (the id of its row).
     outbox_id: Any = None
+    #: Written to the outbox by the table's triggers (``CQRS_DB_TRIGGERS``), not by Python.
+    via_trigger: bool = False
     #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
     #: kept only so that the row's revision is bumped once per transaction.
     silent: bool = False

@@ -15,6 +15,12 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "dj_cqrs", "catalog"]
+try:  # CQRS_DB_TRIGGERS models (dj_cqrs only) need django-pgtrigger
+    import pgtrigger  # noqa: F401
+
+    INSTALLED_APPS.insert(2, "pgtrigger")
+except ImportError:
+    pass
 
 _engine = os.environ.get("IT_DB_ENGINE", "postgresql")
 if _engine == "sqlite3":

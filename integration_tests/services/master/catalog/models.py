@@ -31,3 +31,16 @@ class Tag(MasterMixin):
 
     code = models.UUIDField(primary_key=True, default=uuid.uuid4)
     label = models.CharField(max_length=100)
+
+
+class Gadget(MasterMixin):
+    """Every write is captured by database triggers (dj_cqrs on PostgreSQL; a plain master model
+    for django-cqrs, which ignores the attribute)."""
+
+    CQRS_ID = "it_gadget"
+    CQRS_DB_TRIGGERS = True
+    CQRS_TRACKED_FIELDS = ["qty"]
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=100)
+    qty = models.IntegerField(default=0)

@@ -22,3 +22,11 @@ class TagRef(ReplicaMixin):
 
     code = models.UUIDField(primary_key=True)
     label = models.CharField(max_length=100)
+
+
+class GadgetRef(ReplicaMixin):
+    CQRS_ID = "it_gadget"
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=100)
+    qty = models.IntegerField(default=0)

@@ -13,10 +13,10 @@ import sys
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from catalog.models import Category, Product, Tag
+from catalog.models import Category, Gadget, Product, Tag
 from state_dump import dump
 
-MODELS = {"product": Product, "tag": Tag}
+MODELS = {"product": Product, "tag": Tag, "gadget": Gadget}
 
 
 def convert(model, fields):
@@ -38,6 +38,12 @@ def run(step):
         with transaction.atomic():
             for inner in step["steps"]:
                 run(inner)
+        return
+    if op == "sql":
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(step["sql"], step.get("params", []))
         return
     if op == "crash_after_commit":
         # The process dies right after COMMIT, before any other commit hook (publishing) runs.
@@ -62,6 +68,15 @@ def run(step):
     elif op == "bulk_create":
         objs = [model(pk=item["id"], **convert(model, item.get("fields", {}))) for item in step["items"]]
         model.cqrs.bulk_create(objs)
+    elif op == "qs_update":
+        model.objects.filter(pk__in=step["ids"]).update(**convert(model, step.get("fields", {})))
+    elif op == "django_bulk_update":
+        objs = list(model.objects.filter(pk__in=[item["id"] for item in step["items"]]).order_by("pk"))
+        by_pk = {str(item["id"]): convert(model, item["fields"]) for item in step["items"]}
+        for obj in objs:
+            for name, value in by_pk[str(obj.pk)].items():
+                setattr(obj, name, value)
+        model.objects.bulk_update(objs, step["fields"])
     elif op == "bulk_update":
         model.cqrs.bulk_update(model.objects.filter(pk__in=step["ids"]), **convert(model, step.get("fields", {})))
     else:
@@ -76,4 +91,4 @@ class Command(BaseCommand):
         raw = sys.stdin.read() if options["steps"] == "-" else options["steps"]
         for step in json.loads(raw):
             run(step)
-        self.stdout.write(dump({"it_product": Product, "it_tag": Tag}))
+        self.stdout.write(dump({"it_product": Product, "it_tag": Tag, "it_gadget": Gadget}))

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand
 
-from catalog.models import ProductRef, TagRef
+from catalog.models import GadgetRef, ProductRef, TagRef
 from state_dump import dump
 
 
 class Command(BaseCommand):
     def handle(self, *args, **options):
-        self.stdout.write(dump({"it_product": ProductRef, "it_tag": TagRef}))
+        self.stdout.write(dump({"it_product": ProductRef, "it_tag": TagRef, "it_gadget": GadgetRef}))
