@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.master import outbox, pending, publisher
 from dj_cqrs.master.pending import PendingEvent
 
@@ -56,16 +57,21 @@ def flush(events: list[PendingEvent]) -> None:
 
     direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
     by_db: dict[str, list[int]] = defaultdict(list)
+    ready: dict[str, list[tuple[int, TransportPayload]]] = defaultdict(list)
     claims: set[str] = set()
     for event in events:
         if event.outbox_id is not None:
-            by_db[event.using].append(event.outbox_id)
+            payload = outbox.snapshot_payload(event)
+            if payload is None:
+                by_db[event.using].append(event.outbox_id)
+            else:
+                ready[event.using].append((event.outbox_id, payload))
         elif event.via_trigger:
             claims.add(event.using)
     if direct:
         publisher.flush(direct)
-    for using, ids in by_db.items():
-        dispatcher.submit(using, ids)
+    for using in set(by_db) | set(ready):
+        dispatcher.submit(using, by_db.get(using, []), ready=ready.get(using))
     for using in claims:
         # The triggers wrote the rows; their ids are unknown here: publish what is pending.
         dispatcher.submit(using, [], claim=True)

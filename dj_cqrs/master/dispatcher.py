@@ -27,6 +27,7 @@ from typing import Any
 from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.master import outbox
 
 logger = logging.getLogger("django-cqrs.outbox")
@@ -57,18 +58,50 @@ class Dispatcher:
             return "sync"
         return str(mode)
 
-    def submit(self, using: str, ids: list[int], claim: bool = False) -> None:
-        """Publish these outbox rows (or, with ``claim``, whatever is pending) after a commit."""
+    def submit(
+        self,
+        using: str,
+        ids: list[int],
+        claim: bool = False,
+        ready: list[tuple[int, TransportPayload]] | None = None,
+    ) -> None:
+        """Publish these outbox rows after a commit: ``ready`` ones with the payload built at
+        commit, ``ids`` by reading their rows, and with ``claim`` whatever is pending."""
         mode = self.mode()
-        if mode == "relay" or not (ids or claim):
+        if mode == "relay" or not (ids or claim or ready):
             return
         if mode == "sync":
             if claim:
                 self.claim(using)
-            self.publish(using, ids)
+            if ready:
+                self.publish_ready(using, ready)
+            if ids:
+                self.publish(using, ids)
             self.maybe_sweep(using)
             return
-        self._ensure_thread().put((using, None if claim else list(ids)))
+        work = self._ensure_thread()
+        if claim:
+            work.put((using, None))
+        if ids:
+            work.put((using, list(ids)))
+        if ready:
+            work.put((using, ready))
+
+    def publish_ready(self, using: str, items: list[tuple[int, TransportPayload]]) -> None:
+        batch = cqrs_settings.master.outbox_batch_size
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            try:
+                outbox.publish_payloads(using, chunk)
+            except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
+                logger.error(
+                    "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
+                    len(chunk),
+                    exc,
+                    exc_info=True,
+                )
+                outbox.note_failure(using, [i for i, _ in chunk], exc)
+                self._reset_connection(using)
 
     def claim(self, using: str) -> None:
         batch = cqrs_settings.master.outbox_batch_size
@@ -152,16 +185,21 @@ class Dispatcher:
                 if item is _STOP:
                     break
                 pending: dict[str, list[int]] = {}
+                ready: dict[str, list[tuple[int, TransportPayload]]] = {}
                 claims: set[str] = set()
                 count = 0
                 stop = False
                 while item is not None:
                     using, ids = item
+                    pending.setdefault(using, [])
                     if ids is None:
                         claims.add(using)
-                        ids = []
-                    pending.setdefault(using, []).extend(ids)
-                    count += len(ids)
+                    elif ids and isinstance(ids[0], tuple):
+                        ready.setdefault(using, []).extend(ids)
+                        count += len(ids)
+                    else:
+                        pending[using].extend(ids)
+                        count += len(ids)
                     if count >= batch_size:
                         break
                     try:
@@ -175,6 +213,8 @@ class Dispatcher:
                 # batch. The connection is closed when a batch fails on it (see _reset_connection).
                 for using in claims:
                     self.claim(using)
+                for using, items in ready.items():
+                    self.publish_ready(using, items)
                 for using, ids in pending.items():
                     if ids:
                         self.publish(using, ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -70,6 +71,7 @@ def record(event: PendingEvent) -> None:
     """Write ``event`` to the outbox of its database (call inside the transaction)."""
     instance = event.instance
     correlation = _correlation(event)
+    event.correlation_id = correlation
     if event.signal is SignalType.DELETE:
         assert event.instance_data is not None
         revision = event.instance_data.get("cqrs_revision")
@@ -90,6 +92,7 @@ def record(event: PendingEvent) -> None:
         )
     else:
         meta = {}
+    event.meta = meta
     data = _data(event, correlation, meta)
     if pending_bump:
         event.outbox_id, revision = _insert_reading_revision(event, data)
@@ -354,6 +357,125 @@ def build_payloads(rows: Iterable[OutboxEvent], using: str) -> list[tuple[Outbox
         )
         result.append((row, payload))
     return result
+
+
+def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
+    """The payload of a committed event built from memory, when memory is known to hold the
+    committed state (no savepoint involved, no pending expression, default serializer); else None
+    and the publisher reads the row."""
+    if event.in_savepoint:
+        return None
+    if event.signal is SignalType.DELETE:
+        if event.instance_data is None:
+            return None
+        return TransportPayload(
+            signal_type=SignalType.DELETE,
+            cqrs_id=event.cqrs_id,
+            instance_data=event.instance_data,
+            instance_pk=event.instance_data.get("id"),
+            correlation_id=event.correlation_id,
+            expires=_expires(timezone.now()),
+            meta=event.meta,
+        )
+    instance = event.instance
+    if (
+        event.signal is not SignalType.SAVE
+        or instance is None
+        or event.in_savepoint
+        or event.revision is None
+        or serializers.serializer_class(event.model) is not None
+    ):
+        return None
+    overrides = _stored_overrides(instance)
+    if overrides is None:
+        return None
+    data = serializers.default_serialize(instance)
+    for name, value in overrides.items():
+        if name in data:
+            data[name] = value
+    data["cqrs_revision"] = event.revision
+    return TransportPayload(
+        signal_type=SignalType.SAVE,
+        cqrs_id=event.cqrs_id,
+        instance_data=data,
+        instance_pk=publisher.instance_pk(instance.pk),
+        previous_data=event.previous_data,
+        correlation_id=event.correlation_id,
+        expires=_expires(timezone.now()),
+        meta=event.meta if event.meta is not None else {},
+    )
+
+
+_SAFE_TYPES = (str, int, float, bool, uuid.UUID, datetime.date, datetime.time, datetime.timedelta)
+
+
+def _stored_overrides(instance: Any) -> dict[str, Any] | None:
+    """Whether every serialized value in memory is exactly what the database stored, so that the
+    payload can be built without reading the row back: returns the values to correct (decimals
+    quantized to their column, as the database does, without losing a digit), or None when
+    anything is unusual (expressions, deferred fields, JSON, binary, custom types, naive
+    datetimes with USE_TZ) and the publisher must read the row."""
+    from decimal import Decimal, InvalidOperation
+
+    from django.conf import settings
+
+    values = instance.__dict__
+    overrides: dict[str, Any] = {}
+    for field in instance._meta.concrete_fields:
+        attname = field.attname
+        if attname not in values:
+            return None
+        value = values[attname]
+        if value is None:
+            continue
+        if isinstance(value, Decimal):
+            places = getattr(field, "decimal_places", None)
+            if places is None:
+                return None
+            try:
+                quantized = value.quantize(Decimal(1).scaleb(-places))
+            except InvalidOperation:
+                return None
+            if quantized != value or len(quantized.as_tuple().digits) > (field.max_digits or 0):
+                return None
+            overrides[field.name] = quantized
+            continue
+        if isinstance(value, datetime.datetime) and settings.USE_TZ and timezone.is_naive(value):
+            return None
+        if not isinstance(value, _SAFE_TYPES):
+            return None
+    return overrides
+
+
+def _relaxed_session(using: str) -> None:
+    """The publishing thread's own connection does not wait for WAL flushes when it marks rows
+    published: a mark lost in a crash only means the event is published again (a duplicate,
+    which replicas ignore)."""
+    conn = connections[using]
+    if conn.vendor != "postgresql":
+        return
+    conn.ensure_connection()
+    raw = conn.connection
+    if getattr(raw, "_dj_cqrs_relaxed", False):
+        return
+    with conn.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+    try:
+        raw._dj_cqrs_relaxed = True
+    except AttributeError:  # a driver connection that takes no attributes: set it every time
+        pass
+
+
+def publish_payloads(using: str, items: list[tuple[int, TransportPayload]]) -> int:
+    """Publish payloads built at commit and mark their outbox rows published (one UPDATE)."""
+    if not items:
+        return 0
+    publisher.publish([payload for _, payload in items])
+    _relaxed_session(using)
+    _outbox_model().objects.using(using).filter(
+        id__in=[outbox_id for outbox_id, _ in items], published_at__isnull=True
+    ).update(published_at=timezone.now())
+    return len(items)
 
 
 def supports_skip_locked(using: str) -> bool:

@@ -43,6 +43,11 @@ class PendingEvent:
     outbox_id: Any = None
     #: Written to the outbox by the table's triggers (``CQRS_DB_TRIGGERS``), not by Python.
     via_trigger: bool = False
+    #: A save of this object happened inside a savepoint (which may have been rolled back since):
+    #: its in-memory state may not be the committed one.
+    in_savepoint: bool = False
+    #: Captured at change time by the outbox.
+    correlation_id: str | None = None
     #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
     #: kept only so that the row's revision is bumped once per transaction.
     silent: bool = False
@@ -54,6 +59,8 @@ class PendingEvent:
     def merge_save(self, instance: models.Model, previous_data: dict[str, Any] | None) -> None:
         """Another save of the same row in the same transaction."""
         self.instance = instance
+        if connections[self.using].savepoint_ids:
+            self.in_savepoint = True
         if previous_data is not None:
             merged = dict(previous_data)
             merged.update(self.previous_data or {})  # the first-seen old values win

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import models, router
+from django.db import connections, models, router
 from django.db.models.signals import post_delete, post_save
 
 from dj_cqrs.constants import SignalType
@@ -37,6 +37,8 @@ def save_event(instance: Any, using: str, previous_data: dict[str, Any] | None) 
     revision = instance.__dict__.get("cqrs_revision")
     if isinstance(revision, int):
         event.revision = revision
+    if connections[using].savepoint_ids:
+        event.in_savepoint = True
     return event
 
 
@@ -84,6 +86,7 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
         instance=instance,
         instance_data=data,
         meta=meta,
+        in_savepoint=bool(connections[using].savepoint_ids),
     )
     from dj_cqrs.master import dispatch
 
