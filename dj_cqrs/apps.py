@@ -11,4 +11,21 @@ class CQRSConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from dj_cqrs import checks  # noqa: F401 - registers the checks
+
+        post_migrate.connect(_install_triggers, sender=self, dispatch_uid="dj_cqrs_install_triggers")
+
+
+def _install_triggers(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
+    """Install the triggers of ``CQRS_DB_TRIGGERS`` models after ``migrate`` (PostgreSQL)."""
+    from dj_cqrs.master import triggers
+    from dj_cqrs.registry import master_registry
+
+    if any(triggers.wanted(m) for m in master_registry):
+        try:
+            import pgtrigger  # noqa: F401
+        except ImportError:
+            return  # reported by the system check dj_cqrs.E050
+        triggers.install(using)

@@ -162,6 +162,8 @@ def _check_master(model: Any) -> list[checks.CheckMessage]:
             errors.append(
                 checks.Error(str(exc).split(": ", 1)[-1], hint="Give the dotted path of a serializer class.", obj=model, id="dj_cqrs.E033")
             )
+    if getattr(model, "CQRS_DB_TRIGGERS", False):
+        errors.extend(_check_triggers(model))
     tracked = getattr(model, "CQRS_TRACKED_FIELDS", None)
     if tracked is not None and tracked != ALL_BASIC_FIELDS:
         if not isinstance(tracked, (list, tuple)):
@@ -185,6 +187,33 @@ def _check_master(model: Any) -> list[checks.CheckMessage]:
                     )
                 )
     return errors
+
+
+def _check_triggers(model: Any) -> list[checks.CheckMessage]:
+    from django.apps import apps
+
+    try:
+        import pgtrigger  # noqa: F401
+    except ImportError:
+        return [
+            checks.Error(
+                f"{model.__name__} sets CQRS_DB_TRIGGERS but django-pgtrigger is not installed.",
+                hint="pip install 'dj-cqrs[postgres]' (or django-pgtrigger) and add 'pgtrigger' to INSTALLED_APPS.",
+                obj=model,
+                id="dj_cqrs.E050",
+            )
+        ]
+    if not apps.is_installed("pgtrigger"):
+        return [
+            checks.Warning(
+                f"{model.__name__} sets CQRS_DB_TRIGGERS but 'pgtrigger' is not in INSTALLED_APPS:"
+                " its triggers are installed after `migrate`, not by migrations.",
+                hint="Add 'pgtrigger' to INSTALLED_APPS and run makemigrations.",
+                obj=model,
+                id="dj_cqrs.W050",
+            )
+        ]
+    return []
 
 
 def _check_replica(model: Any) -> list[checks.CheckMessage]:

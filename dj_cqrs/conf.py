@@ -99,6 +99,16 @@ MASTER_OPTIONS: dict[str, Option] = {
     "publish_retries": Option(3, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "publish_retry_delay": Option(0.2, _non_negative_number, "a number >= 0 (seconds)"),
     "confirm_timeout": Option(10, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
+    "CQRS_OUTBOX": Option(True, _bool, "a bool"),
+    "outbox_publish": Option(
+        "thread", lambda v: v in ("thread", "sync", "relay"), "'thread', 'sync' or 'relay'"
+    ),
+    "outbox_batch_size": Option(500, _positive_int, "an int > 0"),
+    "outbox_retention": Option(86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"),
+    "outbox_alert_age": Option(300, _positive_int_or_none, "an int > 0 (seconds) or None"),
+    "outbox_grace": Option(2, _non_negative_number, "a number >= 0 (seconds)"),
+    "outbox_sweep_interval": Option(5, _non_negative_number, "a number >= 0 (seconds)"),
+    "outbox_sweep_limit": Option(200, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
 }
 
 REPLICA_OPTIONS: dict[str, Option] = {
@@ -122,6 +132,7 @@ REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_QUERY_LOGGER": Option("", lambda v: isinstance(v, str), "a logger name"),
     # dj_cqrs additions
     "CQRS_BATCH_SIZE": Option(100, _positive_int, "an int > 0"),
+    "tombstone_horizon": Option(7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None"),
     "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
     # Exponential back-off of the default ``get_cqrs_retry_delay``: the n-th retry (n = 0, 1 ...)
     # waits ``CQRS_RETRY_DELAY * CQRS_RETRY_BACKOFF ** n`` seconds, capped at
@@ -166,11 +177,18 @@ class Section:
         self._name = name
         self._raw = raw if isinstance(raw, dict) else {}
         self._options = options
+        self._values: dict[str, Any] = {}
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
             raise AttributeError(key)
-        return self.get(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            pass
+        value = self.get(key)
+        self._values[key] = value
+        return value
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         option = self._options.get(key)
@@ -225,6 +243,9 @@ class CqrsSettings:
                 cached = Section(key, self.raw.get(key), options)
                 self._cache[key] = cached
             return cached
+        cache_key = "root:" + key
+        if cache_key in self._cache:
+            return self._cache[cache_key]
         option = ROOT_OPTIONS.get(key)
         if option is None:
             raise AttributeError(f"Unknown CQRS setting {key!r}")
@@ -236,6 +257,7 @@ class CqrsSettings:
             raise ConfigurationError(
                 f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
             )
+        self._cache[cache_key] = value
         return value
 
     @property

@@ -28,6 +28,7 @@ def use_memory_transport() -> Iterator[MemoryTransport]:
     try:
         yield transport
     finally:
+        set_transport(None)
         reset_transport()
 
 

@@ -204,3 +204,59 @@ def log_text(process: Any) -> str:
 
 
 OUR_PYTHON = sys.executable
+
+
+def pg_query(dbname: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params or [])
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+class CaptureQueue:
+    """A durable queue bound to the test exchange that records every message published."""
+
+    def __init__(self, exchange: str, routing_keys: list[str], name: str | None = None) -> None:
+        import pika
+
+        self.name = name or unique("capture")
+        self.conn = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+        self.channel = self.conn.channel()
+        self.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        self.channel.queue_declare(self.name, durable=False, auto_delete=False)
+        for key in routing_keys:
+            self.channel.queue_bind(self.name, exchange, routing_key=key)
+
+    def count(self) -> int:
+        return int(self.channel.queue_declare(self.name, passive=True).method.message_count)
+
+    def drain(self) -> list[tuple[str, bytes]]:
+        messages = []
+        while True:
+            method, _props, body = self.channel.basic_get(self.name, auto_ack=True)
+            if method is None:
+                return messages
+            messages.append((method.routing_key, body))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.channel.queue_delete(self.name)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def publish_raw(exchange: str, routing_key: str, body: bytes) -> None:
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(content_type="text/plain", delivery_mode=2))
+    finally:
+        conn.close()

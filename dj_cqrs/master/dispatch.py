@@ -1,11 +1,77 @@
-"""Where committed events go: straight to the transport (this module) or, later, an outbox."""
+"""Where master events go: into the outbox (default) or straight to the transport.
+
+With ``master.CQRS_OUTBOX`` (default True) each event is written to the outbox inside the
+transaction of the change; after commit the dispatcher publishes it at once (in a background
+thread by default) and marks it published; whatever it could not publish stays in the outbox for
+the relay (``cqrs_relay``) or the opportunistic sweep. With the outbox off, events are published
+when the transaction commits and a failed publish raises ``PublishFailed``.
+"""
 
 from __future__ import annotations
 
-from dj_cqrs.master import publisher
+from collections import defaultdict
+
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.master import outbox, pending, publisher
 from dj_cqrs.master.pending import PendingEvent
 
 
+def _uses_outbox(event: PendingEvent) -> bool:
+    return event.signal is not SignalType.SYNC and outbox.enabled()
+
+
+def _via_trigger(event: PendingEvent) -> bool:
+    from dj_cqrs.master import triggers
+
+    return event.signal is not SignalType.SYNC and triggers.active(event.model, event.using)
+
+
+def add(event: PendingEvent) -> PendingEvent:
+    """Record an event of the current transaction."""
+    if _via_trigger(event):
+        event.via_trigger = True
+        return pending.add(event, flush)
+    if _uses_outbox(event):
+        return pending.add(event, flush, on_new=outbox.record, on_merge=outbox.update_data)
+    return pending.add(event, flush)
+
+
+def add_many(events: list[PendingEvent]) -> None:
+    """Record events of one bulk operation (one database)."""
+    if not events:
+        return
+    if _via_trigger(events[0]):
+        for event in events:
+            event.via_trigger = True
+        pending.add_many(events, flush)
+    elif _uses_outbox(events[0]):
+        pending.add_many(events, flush, on_new_many=outbox.record_many, on_merge=outbox.update_data)
+    else:
+        pending.add_many(events, flush)
+
+
 def flush(events: list[PendingEvent]) -> None:
-    """Publish the events of a committed transaction; raises ``PublishFailed`` on failure."""
-    publisher.flush(events)
+    """Commit hook: publish the events of a committed transaction."""
+    from dj_cqrs.master.dispatcher import dispatcher
+
+    direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
+    by_db: dict[str, list[int]] = defaultdict(list)
+    ready: dict[str, list[tuple[int, TransportPayload]]] = defaultdict(list)
+    claims: set[str] = set()
+    for event in events:
+        if event.outbox_id is not None:
+            payload = outbox.snapshot_payload(event)
+            if payload is None:
+                by_db[event.using].append(event.outbox_id)
+            else:
+                ready[event.using].append((event.outbox_id, payload))
+        elif event.via_trigger:
+            claims.add(event.using)
+    if direct:
+        publisher.flush(direct)
+    for using in set(by_db) | set(ready):
+        dispatcher.submit(using, by_db.get(using, []), ready=ready.get(using))
+    for using in claims:
+        # The triggers wrote the rows; their ids are unknown here: publish what is pending.
+        dispatcher.submit(using, [], claim=True)

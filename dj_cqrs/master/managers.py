@@ -8,8 +8,10 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from dj_cqrs.constants import SignalType
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.master import tracking
+from dj_cqrs.signals import post_update
 
 
 class MasterManager(models.Manager):  # type: ignore[type-arg]
@@ -57,10 +59,53 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
                 count += base.filter(pk__in=pks[start : start + 1000]).update(
                     cqrs_revision=F("cqrs_revision") + 1, cqrs_updated=now, **kwargs
                 )
+            recorded = _record_in_bulk(model, using, pks)
+            if recorded and not _has_other_receivers(post_update, model):
+                return count
             instances: list[Any] = []
             for start in range(0, len(pks), 1000):
                 instances.extend(base.filter(pk__in=pks[start : start + 1000]))
             model.call_post_update(  # type: ignore[attr-defined]
-                instances, using=using, previous_data=previous if fields else None
+                instances, using=using, previous_data=previous if fields else None, cqrs_recorded=recorded
             )
         return count
+
+
+def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
+    """Fast path of ``bulk_update``: write the outbox rows with one INSERT ... SELECT per chunk,
+    when what is captured does not depend on the row. Returns False when it does not apply."""
+    from dj_cqrs.master import dispatch, outbox, pending
+    from dj_cqrs.master.mixins import RawMasterMixin
+
+    if not (outbox.enabled() and model.CQRS_PRODUCE) or model.is_sync_instance is not RawMasterMixin.is_sync_instance:
+        return False
+    data = outbox.constant_data(model)
+    if data is None:
+        return False
+    pk_field = model._meta.pk
+    events = [
+        pending.PendingEvent(
+            signal=SignalType.SAVE,
+            model=model,
+            pk=pk_field.to_python(pk_text),
+            using=using,
+            revision=revision,
+            outbox_id=outbox_id,
+        )
+        for outbox_id, pk_text, revision in outbox.record_rows(model, using, pks, data)
+    ]
+    pending.add_many(events, dispatch.flush)
+    return True
+
+
+def _has_other_receivers(signal: Any, sender: Any) -> bool:
+    """Whether anything but dj_cqrs listens to ``signal`` for ``sender``."""
+    from django.dispatch.dispatcher import NONE_ID, _make_id
+
+    ours = f"dj_cqrs_{sender._meta.label_lower}_{id(sender)}"
+    wanted = {NONE_ID, _make_id(sender)}
+    for entry in signal.receivers:
+        receiver_key, sender_key = entry[0]
+        if sender_key in wanted and receiver_key != ours:
+            return True
+    return False

@@ -26,6 +26,8 @@ class RawMasterMixin(models.Model):
     CQRS_FIELDS: ClassVar[Any] = ALL_BASIC_FIELDS
     CQRS_SERIALIZER: ClassVar[str | None] = None
     CQRS_TRACKED_FIELDS: ClassVar[Any] = None
+    #: PostgreSQL: capture every write (QuerySet.update, raw SQL ...) with database triggers.
+    CQRS_DB_TRIGGERS: ClassVar[bool] = False
 
     # Field definitions (help_text included) are exactly django-cqrs 3.1.0's as seen by the
     # migration autodetector: swapping packages must not produce a migration. The text is theirs.
@@ -66,13 +68,13 @@ class RawMasterMixin(models.Model):
         self.__dict__["_cqrs_saves_count"] = 0
 
     def _count_cqrs_save(self, using: str) -> None:
-        from dj_cqrs.master.signals import _flusher
+        from dj_cqrs.master.dispatch import flush
 
         if not connections[using].in_atomic_block:
             self.__dict__["_cqrs_saves_transaction"] = None
             self.__dict__["_cqrs_saves_count"] = 1
             return
-        marker = (using, pending.ensure(using, _flusher).token)
+        marker = (using, pending.ensure(using, flush).token)
         count = self.cqrs_saves_count if self.__dict__.get("_cqrs_saves_transaction") == marker else 0
         self.__dict__["_cqrs_saves_transaction"] = marker
         self.__dict__["_cqrs_saves_count"] = count + 1
@@ -106,6 +108,19 @@ class RawMasterMixin(models.Model):
     def _cqrs_save(
         self, using: str, kwargs: dict[str, Any], update_fields: list[str] | None, publish: bool
     ) -> None:
+        from dj_cqrs.master import triggers
+
+        if triggers.active(type(self), using):
+            # The table's triggers bump the revision and write the outbox row.
+            with transaction.atomic(using=using, savepoint=False):
+                self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": None}
+                try:
+                    super().save(**kwargs)
+                finally:
+                    self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
+            # The stored revision is the trigger's: read it lazily on next access.
+            self.__dict__.pop("cqrs_revision", None)
+            return
         with transaction.atomic(using=using, savepoint=False):
             adding = self._state.adding
             bumped = False
@@ -118,27 +133,49 @@ class RawMasterMixin(models.Model):
                     self.cqrs_revision = known.revision
                 if update_fields is not None:
                     kwargs["update_fields"] = {*update_fields, "cqrs_revision", "cqrs_updated"}
+            if adding and publish:
+                self._continue_revision_after_delete(using)
             previous = tracking.changes(self, created=adding) if publish else None
             self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": previous}
             try:
                 super().save(**kwargs)
             finally:
                 self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
-            if bumped:
+            if bumped and serializers.is_expression(self.__dict__.get("cqrs_revision")):
+                # The outbox already read the new revision back in its INSERT; otherwise read it.
                 self.__dict__["cqrs_revision"] = (
                     type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).get()
                 )
-            if publish:
                 event = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
                 if event is not None and event.signal is SignalType.SAVE:
-                    event.revision = self.__dict__.get("cqrs_revision")
+                    event.revision = self.__dict__["cqrs_revision"]
             tracking.reset(self)
+
+    def _continue_revision_after_delete(self, using: str) -> None:
+        """An object re-created with the primary key of one deleted earlier continues its
+        revisions, so replicas that remember the deletion accept it (see ``replica.tombstones``)."""
+        from dj_cqrs.master import outbox
+
+        pk_field = type(self)._meta.pk
+        if self.pk is None or pk_field.has_default() or getattr(pk_field, "db_returning", False):
+            return
+        if not outbox.enabled():
+            return
+        last = outbox.last_delete_revision(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+        current = self.__dict__.get("cqrs_revision")
+        if last is not None and isinstance(current, int) and current <= last:
+            self.cqrs_revision = last + 1
 
     def delete(self, using: str | None = None, keep_parents: bool = False) -> Any:
         using = using or router.db_for_write(type(self), instance=self)
-        if serializers.is_expression(self.__dict__.get("cqrs_revision")):
-            serializers.refresh_expressions(self, using)
         with transaction.atomic(using=using, savepoint=False):
+            if self.pk is not None:
+                # The DELETE carries the stored revision + 1, not a stale in-memory one.
+                stored = (
+                    type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).first()
+                )
+                if stored is not None:
+                    self.__dict__["cqrs_revision"] = stored
             return super().delete(using=using, keep_parents=keep_parents)
 
     # -- serialization ---------------------------------------------------------------------------
@@ -179,7 +216,7 @@ class RawMasterMixin(models.Model):
                 return False
         if not (type(self).CQRS_PRODUCE and self.is_sync_instance()):
             return False
-        from dj_cqrs.master.signals import _flusher
+        from dj_cqrs.master import dispatch
 
         tracked = tracking.tracked_fields(type(self))
         event = pending.PendingEvent(
@@ -192,7 +229,7 @@ class RawMasterMixin(models.Model):
             queue=queue,
         )
         # A sync is not tied to a transaction of this object: publish when the current one commits.
-        pending.add(event, _flusher)
+        dispatch.add(event)
         return True
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -244,10 +281,13 @@ class MasterMeta(ModelBase):
         """Register a master model (use it directly with ``RawMasterMixin``)."""
         from dj_cqrs.master import signals
 
+        from dj_cqrs.master import triggers
+
         serializers.forget_cached(model_cls)
         master_registry.register_model(model_cls)
         tracking.install(model_cls)
         signals.connect(model_cls)
+        triggers.register(model_cls)
         return model_cls
 
 

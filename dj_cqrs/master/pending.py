@@ -41,6 +41,13 @@ class PendingEvent:
     revision: int | None = None
     #: Free slot for the outbox (the id of its row).
     outbox_id: Any = None
+    #: Written to the outbox by the table's triggers (``CQRS_DB_TRIGGERS``), not by Python.
+    via_trigger: bool = False
+    #: A save of this object happened inside a savepoint (which may have been rolled back since):
+    #: its in-memory state may not be the committed one.
+    in_savepoint: bool = False
+    #: Captured at change time by the outbox.
+    correlation_id: str | None = None
     #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
     #: kept only so that the row's revision is bumped once per transaction.
     silent: bool = False
@@ -52,6 +59,8 @@ class PendingEvent:
     def merge_save(self, instance: models.Model, previous_data: dict[str, Any] | None) -> None:
         """Another save of the same row in the same transaction."""
         self.instance = instance
+        if connections[self.using].savepoint_ids:
+            self.in_savepoint = True
         if previous_data is not None:
             merged = dict(previous_data)
             merged.update(self.previous_data or {})  # the first-seen old values win
@@ -148,11 +157,72 @@ def find(using: str, cqrs_id: str, pk: Any) -> PendingEvent | None:
     return None if state is None else state.find(cqrs_id, pk)
 
 
-def add(event: PendingEvent, flusher: Flusher) -> PendingEvent:
-    """Record ``event`` for the commit of the current transaction; publish now in autocommit."""
+def add(
+    event: PendingEvent,
+    flusher: Flusher,
+    on_new: Callable[[PendingEvent], None] | None = None,
+    on_merge: Callable[[PendingEvent], None] | None = None,
+) -> PendingEvent:
+    """Record ``event`` for the commit of the current transaction; publish now in autocommit.
+
+    ``on_new`` runs for an event that is new in this transaction, ``on_merge`` when it merged
+    into an earlier event of the same object (both inside the transaction).
+    """
     conn = connections[event.using]
     if not conn.in_atomic_block:
+        if on_new is not None and not event.silent:
+            on_new(event)
         if not event.silent:
             flusher([event])
         return event
-    return ensure(event.using, flusher).add(event)
+    result = ensure(event.using, flusher).add(event)
+    _after_add(event, result, on_new, on_merge)
+    return result
+
+
+def _after_add(
+    event: PendingEvent,
+    result: PendingEvent,
+    on_new: Callable[[PendingEvent], None] | None,
+    on_merge: Callable[[PendingEvent], None] | None,
+) -> None:
+    if result.silent:
+        return
+    if result is event or result.outbox_id is None:
+        # New in this transaction (or a silent save that now publishes).
+        if on_new is not None:
+            on_new(result)
+    elif on_merge is not None:
+        on_merge(result)
+
+
+def add_many(
+    events: list[PendingEvent],
+    flusher: Flusher,
+    on_new_many: Callable[[list[PendingEvent]], None] | None = None,
+    on_merge: Callable[[PendingEvent], None] | None = None,
+) -> None:
+    """:func:`add` for many events of one database (bulk operations)."""
+    if not events:
+        return
+    using = events[0].using
+    conn = connections[using]
+    loud = [e for e in events if not e.silent]
+    if not conn.in_atomic_block:
+        if loud and on_new_many is not None:
+            on_new_many(loud)
+        if loud:
+            flusher(loud)
+        return
+    state = ensure(using, flusher)
+    new: list[PendingEvent] = []
+    for event in events:
+        result = state.add(event)
+        if result.silent:
+            continue
+        if result is event or result.outbox_id is None:
+            new.append(result)
+        elif on_merge is not None:
+            on_merge(result)
+    if new and on_new_many is not None:
+        on_new_many(new)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import models, router
+from django.db import connections, models, router
 from django.db.models.signals import post_delete, post_save
 
 from dj_cqrs.constants import SignalType
@@ -19,19 +19,11 @@ logger = logging.getLogger("django-cqrs.master")
 SAVE_CONTEXT_ATTR = "_cqrs_save_context"
 
 
-def _flusher(events: list[pending.PendingEvent]) -> None:
-    from dj_cqrs.master import dispatch
-
-    dispatch.flush(events)
-
-
 def _produces(instance: Any) -> bool:
     return bool(type(instance).CQRS_PRODUCE) and bool(instance.is_sync_instance())
 
 
-def record_save(
-    instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
-) -> pending.PendingEvent | None:
+def save_event(instance: Any, using: str, previous_data: dict[str, Any] | None) -> pending.PendingEvent:
     event = pending.PendingEvent(
         signal=SignalType.SAVE,
         model=type(instance),
@@ -45,7 +37,17 @@ def record_save(
     revision = instance.__dict__.get("cqrs_revision")
     if isinstance(revision, int):
         event.revision = revision
-    return pending.add(event, _flusher)
+    if connections[using].savepoint_ids:
+        event.in_savepoint = True
+    return event
+
+
+def record_save(
+    instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
+) -> pending.PendingEvent | None:
+    from dj_cqrs.master import dispatch
+
+    return dispatch.add(save_event(instance, using, previous_data))
 
 
 def on_post_save(sender: type[models.Model], instance: Any, created: bool = False, **kwargs: Any) -> None:
@@ -84,28 +86,44 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
         instance=instance,
         instance_data=data,
         meta=meta,
+        in_savepoint=bool(connections[using].savepoint_ids),
     )
-    pending.add(event, _flusher)
+    from dj_cqrs.master import dispatch
+
+    dispatch.add(event)
+
+
+def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | None, previous: dict[Any, Any]) -> None:
+    from dj_cqrs.master import dispatch
+
+    by_db: dict[str, list[pending.PendingEvent]] = {}
+    for instance in instances:
+        db = using or router.db_for_write(sender, instance=instance)
+        by_db.setdefault(db, []).append(save_event(instance, db, previous.get(id(instance))))
+    for events in by_db.values():
+        dispatch.add_many(events)
 
 
 def on_post_bulk_create(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+    previous: dict[Any, Any] = {}
     for instance in instances:
-        db = using or router.db_for_write(sender, instance=instance)
-        previous = instance.__dict__.pop("_cqrs_bulk_previous", None)
-        if previous is None:
-            previous = tracking.changes(instance, created=True)
-        record_save(instance, db, created=True, previous_data=previous)
+        value = instance.__dict__.pop("_cqrs_bulk_previous", None)
+        previous[id(instance)] = value if value is not None else tracking.changes(instance, created=True)
         tracking.reset(instance)
+    _record_bulk(sender, instances, using, previous)
 
 
 def on_post_update(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
+    if kwargs.get("cqrs_recorded"):
+        return  # Model.cqrs.bulk_update already wrote these events
     previous_map = kwargs.get("previous_data") or {}
+    previous: dict[Any, Any] = {}
     for instance in instances:
-        db = using or router.db_for_write(sender, instance=instance)
-        previous = previous_map.get(instance.pk)
-        if previous is None:
-            previous = instance.__dict__.pop("_cqrs_bulk_previous", None)
-        record_save(instance, db, created=False, previous_data=previous)
+        value = previous_map.get(instance.pk)
+        if value is None:
+            value = instance.__dict__.pop("_cqrs_bulk_previous", None)
+        previous[id(instance)] = value
+    _record_bulk(sender, instances, using, previous)
 
 
 def connect(model: type[models.Model]) -> None:

@@ -207,11 +207,16 @@ def route_signal_to_replica_model(
             logger.info("CQRS broadcast sync ignored for %s (CQRS_ONLY_DIRECT_SYNCS).", cqrs_id)
             context.current()["status"] = "ignored_broadcast_sync"
             return True
+    scratch = context.current()
+    scratch["direct_sync"] = signal is SignalType.SYNC and queue is not None and queue == cqrs_settings.queue
     meta_kwargs = _meta_kwargs(model, meta)
     if getattr(model, "CQRS_NO_DB_OPERATIONS", False):
         return _call_handler(model, signal, instance_data, previous_data, meta_kwargs)
     db = router.db_for_write(model)
     close_old_connections()
+    from dj_cqrs.replica import tombstones
+
+    tombstones.prune_if_due(db)
     result: Any = None
     try:
         with transaction.atomic(using=db, savepoint=False):

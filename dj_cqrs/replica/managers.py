@@ -53,6 +53,8 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         instance = qs.filter(pk=pk).first()
         mapped_previous = self._map_previous_data(previous_data)
         if instance is None:
+            if not self._tombstone_allows(pk, mapped, sync):
+                return True
             return self.create_instance(mapped, mapped_previous, sync=sync, meta=meta)
         return self.update_instance(instance, mapped, mapped_previous, sync=sync, meta=meta)
 
@@ -151,8 +153,34 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             kwargs["meta"] = meta
         return instance.cqrs_update(sync, mapped_data, **kwargs)
 
+    def _tombstone_allows(self, pk: Any, mapped: dict[str, Any], sync: bool) -> bool:
+        """False (and logged) when ``pk`` was deleted after the state this SAVE carries."""
+        from dj_cqrs.replica import context, tombstones
+
+        if sync and context.current().get("direct_sync"):
+            tombstones.clear(self.model, [pk])
+            return True
+        found = tombstones.find(self.model, [pk]).get(tombstones.pk_key(pk))
+        if found is None:
+            return True
+        if tombstones.allows(found, mapped["cqrs_revision"], mapped.get("cqrs_updated")):
+            tombstones.clear(self.model, [pk])
+            return True
+        logger.warning(
+            "CQRS object was deleted: pk = %s, cqrs_revision = %s ignored, deleted at revision %s (%s).",
+            pk,
+            mapped["cqrs_revision"],
+            found.revision,
+            self.model.CQRS_ID,
+        )
+        context.current()["status"] = "ignored_deleted"
+        return False
+
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
-        """Delete the row named by ``master_data['id']`` (the key is ``id`` whatever the PK is)."""
+        """Delete the row named by ``master_data['id']`` (the key is ``id`` whatever the PK is)
+        and remember the deletion (a tombstone), unless the stored row is newer than the DELETE."""
+        from dj_cqrs.replica import context, tombstones
+
         pk = master_data.get("id")
         if pk is None:
             self._log_pk_data_error()
@@ -163,7 +191,23 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         except ValidationError:
             logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, pk)
             return False
-        self.model._base_manager.using(self.db).filter(pk=pk).delete()
+        qs = self.model._base_manager.using(self.db).filter(pk=pk)
+        revision = master_data.get("cqrs_revision")
+        deleted_at = tombstones.parse_updated(master_data.get("cqrs_updated"))
+        stored = qs.values_list("cqrs_revision", "cqrs_updated").first()
+        if stored is not None and tombstones.delete_is_stale(stored[0], stored[1], revision, deleted_at):
+            logger.warning(
+                "CQRS delete is older than the stored row (a re-created object): pk = %s,"
+                " cqrs_revision = %s / existing %s ignored (%s).",
+                pk,
+                revision,
+                stored[0],
+                self.model.CQRS_ID,
+            )
+            context.current()["status"] = "ignored_stale_delete"
+            return True
+        qs.delete()
+        tombstones.record(self.model, pk, master_data.get("cqrs_revision"), master_data.get("cqrs_updated"))
         return True
 
     # -- mapping ---------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ class BaseTransport(abc.ABC):
     supports_confirms: ClassVar[bool] = False
     #: Whether the transport can hold retries and dead letters on the broker.
     supports_dead_letters: ClassVar[bool] = False
+    #: Whether the outbox may publish through it from a background thread (False for in-process
+    #: transports used in tests, so that publishing stays synchronous there).
+    background_publish: ClassVar[bool] = True
 
     @abc.abstractmethod
     def produce(self, payload: TransportPayload) -> Any:

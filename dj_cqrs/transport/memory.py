@@ -51,6 +51,7 @@ class MemoryTransport(BaseTransport):
 
     supports_confirms = True
     supports_dead_letters = True
+    background_publish = False
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

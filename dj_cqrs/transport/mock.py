@@ -11,6 +11,8 @@ from dj_cqrs.transport.base import BaseTransport
 class TransportMock(BaseTransport):
     """``produce`` returns the payload and sends nothing; ``consume`` returns at once."""
 
+    background_publish = False
+
     def produce(self, payload: TransportPayload) -> TransportPayload:
         return payload
 

@@ -15,6 +15,13 @@ USE_TZ = os.environ.get("IT_USE_TZ", "1") == "1"  # IT_USE_TZ=0: naive datetimes
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "dj_cqrs", "catalog"]
+try:  # CQRS_DB_TRIGGERS models: dj_cqrs (not django-cqrs) with django-pgtrigger
+    import dj_cqrs.master.triggers  # noqa: F401
+    import pgtrigger  # noqa: F401
+
+    TRIGGERS = True
+except ImportError:
+    TRIGGERS = False
 
 _engine = os.environ.get("IT_DB_ENGINE", "postgresql")
 if _engine == "sqlite3":
@@ -54,6 +61,15 @@ def cqrs_settings(role):
             "correlation_function": correlation_id,
             "meta_function": cqrs_meta,
         }
+        # dj_cqrs-only keys, set only by the tests that need them (django-cqrs peers never get them)
+        if os.environ.get("IT_MASTER_CQRS_URL"):
+            settings["url"] = os.environ["IT_MASTER_CQRS_URL"]
+        if os.environ.get("IT_OUTBOX_PUBLISH"):
+            settings["master"]["outbox_publish"] = os.environ["IT_OUTBOX_PUBLISH"]
+        if os.environ.get("IT_OUTBOX_GRACE"):
+            settings["master"]["outbox_grace"] = float(os.environ["IT_OUTBOX_GRACE"])
+        if os.environ.get("IT_PUBLISH_RETRIES"):
+            settings["master"]["publish_retries"] = int(os.environ["IT_PUBLISH_RETRIES"])
     return settings
 
 

@@ -20,7 +20,8 @@ def canonical(value):
     return value
 
 
-def dump(models_by_id):
+def dump(models_by_id, optional=()):
+    """JSON of every table; the ``optional`` ones (apps a peer may not have) only when not empty."""
     result = {}
     for cqrs_id, model in models_by_id.items():
         rows = {}
@@ -32,5 +33,6 @@ def dump(models_by_id):
                 value = getattr(obj, field.attname)
                 row[field.name] = canonical(value)
             rows[str(obj.pk)] = row
-        result[cqrs_id] = rows
+        if rows or cqrs_id not in optional:
+            result[cqrs_id] = rows
     return json.dumps(result, sort_keys=True)

@@ -19,6 +19,7 @@ NEEDS_APP_REGISTRY = {
     "dj_cqrs.replica.mixins": "defines the abstract ReplicaMixin model",
     "dj_cqrs.mixins": "re-exports the model mixins (django-cqrs import path)",
     "dj_cqrs.metas": "re-exports the metaclasses of the model mixins (django-cqrs import path)",
+    "dj_cqrs.models": "defines the outbox and tombstone models of the dj_cqrs app",
 }
 
 #: Third-party modules imported once by the driver before it forks a child per dj_cqrs module;

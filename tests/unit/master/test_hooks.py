@@ -39,7 +39,7 @@ def test_meta_function_callable_gets_the_documented_kwargs():
     received = []
 
     def meta_function(**kwargs):
-        received.append(kwargs)
+        received.append({**kwargs, "obj_pk": kwargs["obj"].pk})
         return {"n": len(received)}
 
     with cqrs_settings_and_transport(master={"meta_function": meta_function}) as transport:
@@ -49,12 +49,12 @@ def test_meta_function_callable_gets_the_documented_kwargs():
 
     assert [m.data["meta"] for m in transport.published] == [{"n": 1}, {"n": 2}]
     save_kwargs, delete_kwargs = received
-    assert set(save_kwargs) == {"obj", "instance_data", "previous_data", "signal_type"}
-    assert save_kwargs["obj"].pk == pk
+    assert set(save_kwargs) == {"obj", "obj_pk", "instance_data", "previous_data", "signal_type"}
+    assert save_kwargs["obj_pk"] == pk
     assert save_kwargs["signal_type"] == "SAVE"
     assert save_kwargs["previous_data"] == {"status": None}
     assert save_kwargs["instance_data"]["status"] == "s"
-    assert set(delete_kwargs) == {"obj", "instance_data", "signal_type"}  # DELETE: no previous_data
+    assert set(delete_kwargs) == {"obj", "obj_pk", "instance_data", "signal_type"}  # DELETE: no previous_data
     assert delete_kwargs["instance_data"]["id"] == pk
 
 

@@ -59,3 +59,11 @@ class NoteMeta(models.Model):
     revision = models.IntegerField()
     sync = models.BooleanField()
     meta = models.JSONField(null=True)
+
+
+class GadgetRef(ReplicaMixin):
+    CQRS_ID = "it_gadget"
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=100)
+    qty = models.IntegerField(default=0)

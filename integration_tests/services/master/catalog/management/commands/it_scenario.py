@@ -7,6 +7,8 @@ Values are strings/numbers as JSON allows; fields are converted with the model f
 """
 
 import json
+import os
+import signal
 import sys
 
 from django.core.management.base import BaseCommand
@@ -14,8 +16,9 @@ from django.db import transaction
 
 from catalog.models import Category, Note, Product, Tag
 from state_dump import dump
+from catalog.extra import extra_dumps, extra_models  # noqa: I001
 
-MODELS = {"product": Product, "tag": Tag, "note": Note}
+MODELS = {"product": Product, "tag": Tag, "note": Note, **extra_models()}
 
 
 def convert(model, fields):
@@ -41,6 +44,19 @@ def run(step, objects=None):
             for inner in step["steps"]:
                 run(inner, shared)
         return
+    if op == "sql":
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(step["sql"], step.get("params", []))
+        return
+    if op == "crash_after_commit":
+        # The process dies right after COMMIT, before any other commit hook (publishing) runs.
+        with transaction.atomic():
+            transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
+            for inner in step["steps"]:
+                run(inner)
+        return
     model = MODELS[step.get("model", "product")]
     if op == "create":
         model.objects.create(pk=model._meta.pk.to_python(step["id"]), **convert(model, step.get("fields", {})))
@@ -63,6 +79,15 @@ def run(step, objects=None):
     elif op == "bulk_create":
         objs = [model(pk=item["id"], **convert(model, item.get("fields", {}))) for item in step["items"]]
         model.cqrs.bulk_create(objs)
+    elif op == "qs_update":
+        model.objects.filter(pk__in=step["ids"]).update(**convert(model, step.get("fields", {})))
+    elif op == "django_bulk_update":
+        objs = list(model.objects.filter(pk__in=[item["id"] for item in step["items"]]).order_by("pk"))
+        by_pk = {str(item["id"]): convert(model, item["fields"]) for item in step["items"]}
+        for obj in objs:
+            for name, value in by_pk[str(obj.pk)].items():
+                setattr(obj, name, value)
+        model.objects.bulk_update(objs, step["fields"])
     elif op == "bulk_update":
         model.cqrs.bulk_update(model.objects.filter(pk__in=step["ids"]), **convert(model, step.get("fields", {})))
     else:
@@ -77,4 +102,4 @@ class Command(BaseCommand):
         raw = sys.stdin.read() if options["steps"] == "-" else options["steps"]
         for step in json.loads(raw):
             run(step)
-        self.stdout.write(dump({"it_product": Product, "it_tag": Tag, "it_note": Note}))
+        self.stdout.write(dump({"it_product": Product, "it_tag": Tag, "it_note": Note, **extra_dumps()}, optional=("it_gadget",)))

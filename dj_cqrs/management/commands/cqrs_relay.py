@@ -1,0 +1,43 @@
+"""``manage.py cqrs_relay``: publish outbox events the immediate path could not publish."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Publish pending CQRS outbox events (run it next to the master service; several may run)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--database", action="append", dest="databases", help="Database alias (repeatable; default: every database with the outbox table).")
+        parser.add_argument("--batch", "-b", type=int, default=None, help="Events per batch (default master.outbox_batch_size).")
+        parser.add_argument("--interval", type=float, default=1.0, help="Seconds to wait when the outbox is empty (default 1).")
+        parser.add_argument("--min-age", type=float, default=None, help="Only publish events at least this old (default master.outbox_grace).")
+        parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from dj_cqrs.master.relay import Relay
+        from dj_cqrs.replica.lifecycle import StopFlag
+
+        stop = StopFlag()
+        relay = Relay(
+            databases=options["databases"],
+            batch_size=options["batch"],
+            interval=options["interval"],
+            min_age=options["min_age"],
+            stop=stop,
+        )
+        if options["once"]:
+            sent = relay.run_once()
+            self.stderr.write(f"Published {sent} event(s).")
+            return
+
+        def _stop(signum: int, frame: Any) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        relay.run()

@@ -1,0 +1,247 @@
+"""Publishes committed outbox events right after commit.
+
+``master.outbox_publish``:
+
+* ``"thread"`` (default for broker transports): a per-process background thread publishes events
+  in batches with publisher confirms and marks them published, so ``save()`` does not wait for the
+  broker. Events still queued when the process dies stay in the outbox (relay, sweep).
+* ``"sync"`` (default for in-memory transports): publish in the committing thread; a failure is
+  logged and the event stays in the outbox.
+* ``"relay"``: never publish here; ``manage.py cqrs_relay`` does it.
+
+After publishing, a bounded sweep (``outbox_sweep_limit`` rows at most every
+``outbox_sweep_interval`` seconds) also publishes older rows left behind by an earlier failure, so
+a service without a relay heals as long as it keeps committing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from django.db import connections
+
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.master import outbox
+
+logger = logging.getLogger("django-cqrs.outbox")
+
+_STOP = object()
+
+
+def _background_allowed() -> bool:
+    from dj_cqrs.transport import get_transport
+
+    return bool(getattr(get_transport(), "background_publish", True))
+
+
+class Dispatcher:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._last_sweep: dict[str, float] = {}
+        self._atexit_registered = False
+
+    # -- entry point -----------------------------------------------------------------------------
+
+    def mode(self) -> str:
+        mode = cqrs_settings.master.outbox_publish
+        if mode == "thread" and not _background_allowed():
+            return "sync"
+        return str(mode)
+
+    def submit(
+        self,
+        using: str,
+        ids: list[int],
+        claim: bool = False,
+        ready: list[tuple[int, TransportPayload]] | None = None,
+    ) -> None:
+        """Publish these outbox rows after a commit: ``ready`` ones with the payload built at
+        commit, ``ids`` by reading their rows, and with ``claim`` whatever is pending."""
+        mode = self.mode()
+        if mode == "relay" or not (ids or claim or ready):
+            return
+        if mode == "sync":
+            if claim:
+                self.claim(using)
+            if ready:
+                self.publish_ready(using, ready)
+            if ids:
+                self.publish(using, ids)
+            self.maybe_sweep(using)
+            return
+        work = self._ensure_thread()
+        if claim:
+            work.put((using, None))
+        if ids:
+            work.put((using, list(ids)))
+        if ready:
+            work.put((using, ready))
+
+    def publish_ready(self, using: str, items: list[tuple[int, TransportPayload]]) -> None:
+        batch = cqrs_settings.master.outbox_batch_size
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            try:
+                outbox.publish_payloads(using, chunk)
+            except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
+                logger.error(
+                    "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
+                    len(chunk),
+                    exc,
+                    exc_info=True,
+                )
+                outbox.note_failure(using, [i for i, _ in chunk], exc)
+                self._reset_connection(using)
+
+    def claim(self, using: str) -> None:
+        batch = cqrs_settings.master.outbox_batch_size
+        try:
+            while outbox.claim_and_publish(using, batch, min_age=0) >= batch:
+                pass
+        except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
+            logger.error("CQRS outbox publish failed; events stay in the outbox: %r", exc, exc_info=True)
+            self._reset_connection(using)
+
+    # -- work ------------------------------------------------------------------------------------
+
+    def publish(self, using: str, ids: list[int]) -> None:
+        batch = cqrs_settings.master.outbox_batch_size
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            try:
+                outbox.publish_ids(using, chunk)
+            except Exception as exc:  # the event is safe in the outbox; the relay or sweep retries
+                logger.error(
+                    "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
+                    len(chunk),
+                    exc,
+                    exc_info=True,
+                )
+                outbox.note_failure(using, chunk, exc)
+                self._reset_connection(using)
+
+    def maybe_sweep(self, using: str) -> None:
+        limit = cqrs_settings.master.outbox_sweep_limit
+        interval = cqrs_settings.master.outbox_sweep_interval
+        if not limit:
+            return
+        now = time.monotonic()
+        if now - self._last_sweep.get(using, 0.0) < interval:
+            return
+        self._last_sweep[using] = now
+        try:
+            sent = outbox.claim_and_publish(using, limit, min_age=cqrs_settings.master.outbox_grace)
+        except Exception as exc:  # noqa: BLE001 - the sweep is opportunistic
+            logger.warning("CQRS outbox sweep failed: %r", exc)
+            self._reset_connection(using)
+            return
+        if sent:
+            logger.info("CQRS outbox sweep published %s older event(s)", sent)
+
+    @staticmethod
+    def _reset_connection(using: str) -> None:
+        conn = connections[using]
+        if conn.in_atomic_block:
+            return
+        try:
+            if conn.connection is not None and not conn.is_usable():
+                conn.close()
+        except Exception:  # noqa: BLE001
+            conn.close()
+
+    # -- background thread -----------------------------------------------------------------------
+
+    def _ensure_thread(self) -> queue.SimpleQueue[Any]:
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._run, args=(self._queue,), name="dj_cqrs-outbox", daemon=True)
+                self._thread.start()
+                if not self._atexit_registered:
+                    atexit.register(self.shutdown)
+                    self._atexit_registered = True
+            assert self._queue is not None
+            return self._queue
+
+    def _run(self, work: queue.SimpleQueue[Any]) -> None:
+        batch_size = cqrs_settings.master.outbox_batch_size
+        try:
+            while True:
+                try:
+                    item = work.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if item is _STOP:
+                    break
+                pending: dict[str, list[int]] = {}
+                ready: dict[str, list[tuple[int, TransportPayload]]] = {}
+                claims: set[str] = set()
+                count = 0
+                stop = False
+                while item is not None:
+                    using, ids = item
+                    pending.setdefault(using, [])
+                    if ids is None:
+                        claims.add(using)
+                    elif ids and isinstance(ids[0], tuple):
+                        ready.setdefault(using, []).extend(ids)
+                        count += len(ids)
+                    else:
+                        pending[using].extend(ids)
+                        count += len(ids)
+                    if count >= batch_size:
+                        break
+                    try:
+                        item = work.get_nowait()
+                    except queue.Empty:
+                        item = None
+                    if item is _STOP:
+                        stop = True
+                        item = None
+                # No close_old_connections() here: with CONN_MAX_AGE=0 it would reconnect on every
+                # batch. The connection is closed when a batch fails on it (see _reset_connection).
+                for using in claims:
+                    self.claim(using)
+                for using, items in ready.items():
+                    self.publish_ready(using, items)
+                for using, ids in pending.items():
+                    if ids:
+                        self.publish(using, ids)
+                    self.maybe_sweep(using)
+                if stop:
+                    break
+        finally:
+            for alias in connections:
+                try:
+                    connections[alias].close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until the background thread has handled what was submitted (tests, shutdown)."""
+        with self._lock:
+            thread, work = self._thread, self._queue
+            if thread is None or work is None or not thread.is_alive() or self._pid != os.getpid():
+                return True
+            self._thread = None
+            self._queue = None
+        work.put(_STOP)
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def shutdown(self) -> None:
+        self.drain(timeout=5.0)
+
+
+dispatcher = Dispatcher()

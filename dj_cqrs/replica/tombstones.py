@@ -1,0 +1,182 @@
+"""Deletes that stay deleted: the replica remembers deletions for ``replica.tombstone_horizon``.
+
+When a DELETE is applied, a tombstone records the object's DELETE revision and the master's time
+of deletion (its ``cqrs_updated``). A later SAVE or broadcast SYNC of that object is:
+
+* applied if its revision is above the tombstone's (the same object moved on; dj_cqrs masters
+  also give an object re-created with the same primary key a revision above its DELETE's);
+* applied if its ``cqrs_updated`` is more than ``CLOCK_MARGIN`` after the deletion (a re-created
+  object from a master whose revisions restart at 0, such as django-cqrs);
+* ignored otherwise (a message of the deleted object delivered late), and logged.
+
+A direct sync (``cqrs_sync(queue=...)`` to this replica's queue) always applies. Applying a SAVE
+removes the tombstone. A DELETE is ignored when the stored row is a later incarnation: its
+revision is at or above the DELETE's *and* it was written after the deletion. Times come from the
+master hosts' clocks; keep them in sync (NTP).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+from django.db import router
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from dj_cqrs.conf import cqrs_settings
+
+logger = logging.getLogger("django-cqrs.replica")
+
+PRUNE_EVERY = 600.0
+_state: dict[str, Any] = {"last_prune": 0.0, "missing_table_logged": False}
+
+
+#: How much later than a deletion a SAVE must be stamped, by the master's clock, to be taken for a
+#: re-created object when its revision does not say so (absorbs clock differences between hosts).
+CLOCK_MARGIN = datetime.timedelta(seconds=1)
+
+
+def enabled() -> bool:
+    return cqrs_settings.replica.tombstone_horizon is not None
+
+
+def parse_updated(value: Any) -> datetime.datetime | None:
+    if isinstance(value, datetime.datetime):
+        parsed: datetime.datetime | None = value
+    elif isinstance(value, str):
+        try:
+            parsed = parse_datetime(value)
+        except ValueError:
+            parsed = None
+    else:
+        parsed = None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed
+
+
+def pk_key(value: Any) -> str:
+    return str(value)
+
+
+def _model() -> Any:
+    from dj_cqrs.models import Tombstone
+
+    return Tombstone
+
+
+def _db(model: Any) -> str:
+    return router.db_for_write(model)
+
+
+def _table_ready(using: str) -> bool:
+    """Whether the tombstone table exists on ``using`` (checked once per process and alias)."""
+    known = _state.setdefault("tables", {})
+    if using not in known:
+        from django.db import connections
+
+        with connections[using].cursor() as cursor:
+            names = connections[using].introspection.table_names(cursor)
+        known[using] = _model()._meta.db_table in names
+        if not known[using]:
+            _log_missing_table()
+    return bool(known[using])
+
+
+def find(model: Any, pks: list[Any]) -> dict[str, Any]:
+    """Tombstones of ``model`` for these primary keys, by ``pk_key``."""
+    if not enabled() or not pks:
+        return {}
+    using = _db(model)
+    if not _table_ready(using):
+        return {}
+    keys = [pk_key(pk) for pk in pks]
+    rows = _model().objects.using(using).filter(cqrs_id=model.CQRS_ID, object_pk__in=keys)
+    return {row.object_pk: row for row in rows}
+
+
+def allows(tombstone: Any, revision: int, updated: Any) -> bool:
+    """Whether a SAVE with ``revision``/``updated`` is newer than the deletion."""
+    if revision > tombstone.revision:
+        return True
+    moment = parse_updated(updated)
+    # A master whose revisions restart at 0 for a re-created object (django-cqrs): recognised by
+    # time, with a margin for clock differences between master hosts.
+    return moment is not None and moment > tombstone.deleted_at + CLOCK_MARGIN
+
+
+def delete_is_stale(
+    stored_revision: int, stored_updated: datetime.datetime | None, revision: Any, deleted_at: datetime.datetime | None
+) -> bool:
+    """Whether a DELETE must be ignored because the stored row is a later incarnation of the object.
+
+    Both signs are required: a revision at or above the DELETE's (dj_cqrs masters give a re-created
+    object a revision above its DELETE's) and a ``cqrs_updated`` after the deletion. A DELETE sent
+    with a stale revision by a django-cqrs master, or a stored row stamped by a master host whose
+    clock runs ahead, still deletes.
+    """
+    if not (isinstance(revision, int) and not isinstance(revision, bool) and stored_revision >= revision):
+        return False
+    return stored_updated is not None and deleted_at is not None and stored_updated > deleted_at
+
+
+def record(model: Any, pk: Any, revision: Any, updated: Any) -> None:
+    """Remember that ``pk`` of ``model`` was deleted at ``revision``."""
+    if not enabled():
+        return
+    moment = parse_updated(updated) or timezone.now()
+    if not isinstance(revision, int) or isinstance(revision, bool):
+        revision = 0
+    using = _db(model)
+    if not _table_ready(using):
+        return
+    _model().objects.using(using).update_or_create(
+        cqrs_id=model.CQRS_ID,
+        object_pk=pk_key(pk),
+        defaults={"revision": revision, "deleted_at": moment, "recorded_at": timezone.now()},
+    )
+
+
+def clear(model: Any, pks: list[Any]) -> None:
+    if not enabled() or not pks:
+        return
+    using = _db(model)
+    if not _table_ready(using):
+        return
+    _model().objects.using(using).filter(cqrs_id=model.CQRS_ID, object_pk__in=[pk_key(p) for p in pks]).delete()
+
+
+def prune_if_due(using: str | None = None) -> int:
+    """Delete tombstones older than the horizon (at most every 10 minutes)."""
+    horizon = cqrs_settings.replica.tombstone_horizon
+    if horizon is None:
+        return 0
+    now = time.monotonic()
+    if now - _state["last_prune"] < PRUNE_EVERY:
+        return 0
+    _state["last_prune"] = now
+    return prune(horizon, using)
+
+
+def prune(horizon: float, using: str | None = None) -> int:
+    tombstone = _model()
+    alias = using or router.db_for_write(tombstone)
+    if not _table_ready(alias):
+        return 0
+    cutoff = timezone.now() - datetime.timedelta(seconds=horizon)
+    deleted, _ = tombstone.objects.using(alias).filter(recorded_at__lt=cutoff).delete()
+    if deleted:
+        logger.info("Pruned %s CQRS tombstone(s) older than %ss", deleted, horizon)
+    return int(deleted)
+
+
+def _log_missing_table() -> None:
+    if not _state["missing_table_logged"]:
+        _state["missing_table_logged"] = True
+        logger.error(
+            "The dj_cqrs_tombstone table is missing: deletes are not remembered, so a late SAVE can"
+            " re-create a deleted row. Run `manage.py migrate dj_cqrs`."
+        )
