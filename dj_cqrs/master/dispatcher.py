@@ -5,8 +5,8 @@
 * ``"thread"`` (default for broker transports): a per-process background thread publishes events
   in batches with publisher confirms and marks them published, so ``save()`` does not wait for the
   broker. Events still queued when the process dies stay in the outbox (relay, sweep).
-* ``"sync"`` (default for in-memory transports): publish in the committing thread; a failure is
-  logged and the event stays in the outbox.
+* ``"sync"`` (default for in-memory transports and SQLite databases): publish in the committing
+  thread; a failure is logged and the event stays in the outbox.
 * ``"relay"``: never publish here; ``manage.py cqrs_relay`` does it.
 
 After publishing, a bounded sweep (``outbox_sweep_limit`` rows at most every
@@ -52,9 +52,13 @@ class Dispatcher:
 
     # -- entry point -----------------------------------------------------------------------------
 
-    def mode(self) -> str:
+    def mode(self, using: str | None = None) -> str:
         mode = cqrs_settings.master.outbox_publish
         if mode == "thread" and not _background_allowed():
+            return "sync"
+        if mode == "thread" and using is not None and connections[using].vendor == "sqlite":
+            # One writer at a time: a second connection marking rows published would only wait
+            # for (or block) the application's own writes.
             return "sync"
         return str(mode)
 
@@ -67,7 +71,7 @@ class Dispatcher:
     ) -> None:
         """Publish these outbox rows after a commit: ``ready`` ones with the payload built at
         commit, ``ids`` by reading their rows, and with ``claim`` whatever is pending."""
-        mode = self.mode()
+        mode = self.mode(using)
         if mode == "relay" or not (ids or claim or ready):
             return
         if mode == "sync":
