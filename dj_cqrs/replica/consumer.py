@@ -386,6 +386,8 @@ _STATUS_TEXT = {
     "ignored_stale": "ignored (stale revision)",
     "ignored_duplicate": "ignored (duplicate revision)",
     "ignored_broadcast_sync": "ignored (broadcast sync, CQRS_ONLY_DIRECT_SYNCS)",
+    "ignored_deleted": "ignored (the object was deleted later: tombstone)",
+    "ignored_stale_delete": "ignored (delete older than the stored object)",
 }
 
 

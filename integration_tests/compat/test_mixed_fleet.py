@@ -382,7 +382,7 @@ def test_only_direct_syncs_on_our_replica_from_their_master(their_master_our_rep
     fleet.replica.manage("shell", "-c", "from catalog.models import NoteRef; NoteRef.objects.filter(pk=1).update(text='drift')")
     fleet.master.scenario([{"op": "sync", "model": "note", "id": 1}])
     wait_until(
-        lambda: "ignored_broadcast_sync: cqrs_id=it_note pk=1 " in log_text(consumer),
+        lambda: "ignored (broadcast sync, CQRS_ONLY_DIRECT_SYNCS): cqrs_id=it_note pk=1 " in log_text(consumer),
         30,
         message="broadcast sync seen and ignored",
     )
