@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import Error as DatabaseError
-from django.db import models
+from django.db import connections, models, router
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -47,8 +47,11 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             return None
         pk_name = model._meta.pk.name
         pk = mapped[pk_name]
-        qs = model._base_manager.using(self.db)
-        if getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
+        db = self._write_db()
+        qs = model._base_manager.using(db)
+        if connections[db].features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
+            # Always lock the row we compare revisions with: two workers applying revisions of
+            # the same object must not both read the old revision and commit out of order.
             qs = qs.select_for_update()
         instance = qs.filter(pk=pk).first()
         mapped_previous = self._map_previous_data(previous_data)
@@ -191,7 +194,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         except ValidationError:
             logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, pk)
             return False
-        qs = self.model._base_manager.using(self.db).filter(pk=pk)
+        qs = self.model._base_manager.using(self._write_db()).filter(pk=pk)
         revision = master_data.get("cqrs_revision")
         deleted_at = tombstones.parse_updated(master_data.get("cqrs_updated"))
         stored = qs.values_list("cqrs_revision", "cqrs_updated").first()
@@ -280,6 +283,10 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
     def _log_pk_data_error(self) -> None:
         logger.error("CQRS PK is not provided in data (%s).", self.model.CQRS_ID)
         last_error_holder()["reason"] = "missing_pk"
+
+    def _write_db(self) -> str:
+        """The database replica writes go to (the apply transaction's), not a read replica."""
+        return self._db or router.db_for_write(self.model)
 
     def _get_model_pk_name(self) -> str:
         return self.model._meta.pk.name  # type: ignore[no-any-return]
