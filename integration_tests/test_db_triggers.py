@@ -30,9 +30,9 @@ def test_writes_that_bypass_save_reach_the_replica(fleet):
         state = fleet.master.scenario([
             {"op": "qs_update", "model": "gadget", "ids": [1, 2], "fields": {"qty": 100}},
             {"op": "django_bulk_update", "model": "gadget", "items": [{"id": 3, "fields": {"qty": 300}}, {"id": 4, "fields": {"qty": 400}}], "fields": ["qty"]},
-            {"op": "sql", "sql": "UPDATE catalog_gadget SET name = 'raw sql' WHERE id = 5"},
-            {"op": "sql", "sql": "DELETE FROM catalog_gadget WHERE id = 6"},
-            {"op": "sql", "sql": "INSERT INTO catalog_gadget (id, name, qty) VALUES (7, 'raw insert', 7)"},
+            {"op": "sql", "sql": "UPDATE gadgets_gadget SET name = 'raw sql' WHERE id = 5"},
+            {"op": "sql", "sql": "DELETE FROM gadgets_gadget WHERE id = 6"},
+            {"op": "sql", "sql": "INSERT INTO gadgets_gadget (id, name, qty) VALUES (7, 'raw insert', 7)"},
         ])
         assert state["it_gadget"]["1"]["qty"] == 100 and state["it_gadget"]["1"]["cqrs_revision"] == 1
         assert state["it_gadget"]["5"]["name"] == "raw sql" and state["it_gadget"]["5"]["cqrs_revision"] == 1
@@ -44,7 +44,7 @@ def test_writes_that_bypass_save_reach_the_replica(fleet):
         state = fleet.master.scenario([{"op": "atomic", "steps": [
             {"op": "update", "model": "gadget", "id": 1, "fields": {"qty": 1}},
             {"op": "update", "model": "gadget", "id": 1, "fields": {"qty": 2}},
-            {"op": "sql", "sql": "UPDATE catalog_gadget SET qty = 3 WHERE id = 1"},
+            {"op": "sql", "sql": "UPDATE gadgets_gadget SET qty = 3 WHERE id = 1"},
         ]}])
         assert state["it_gadget"]["1"]["cqrs_revision"] == 2
         rows = outbox_rows(fleet)

@@ -26,7 +26,7 @@ def pending_count(fleet) -> int:
 
 def start_consumer(fleet, *args):
     consumer = fleet.replica.start("cqrs_consume", *args)
-    wait_until(lambda: _queue_exists(fleet.queue), 30, message="replica queue declared")
+    wait_until(lambda: _queue_exists(fleet.queue), 30, message="replica consuming")
     return consumer
 
 

@@ -18,7 +18,7 @@ from dj_cqrs.master.pending import PendingEvent
 
 
 def _uses_outbox(event: PendingEvent) -> bool:
-    return event.signal is not SignalType.SYNC and outbox.enabled()
+    return outbox.enabled()
 
 
 def _via_trigger(event: PendingEvent) -> bool:
@@ -56,22 +56,17 @@ def flush(events: list[PendingEvent]) -> None:
     from dj_cqrs.master.dispatcher import dispatcher
 
     direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
-    by_db: dict[str, list[int]] = defaultdict(list)
-    ready: dict[str, list[tuple[int, TransportPayload]]] = defaultdict(list)
+    ordered: dict[str, list[tuple[int, TransportPayload | None]]] = defaultdict(list)
     claims: set[str] = set()
     for event in events:
         if event.outbox_id is not None:
-            payload = outbox.snapshot_payload(event)
-            if payload is None:
-                by_db[event.using].append(event.outbox_id)
-            else:
-                ready[event.using].append((event.outbox_id, payload))
+            ordered[event.using].append((event.outbox_id, outbox.snapshot_payload(event)))
         elif event.via_trigger:
             claims.add(event.using)
     if direct:
         publisher.flush(direct)
-    for using in set(by_db) | set(ready):
-        dispatcher.submit(using, by_db.get(using, []), ready=ready.get(using))
+    for using, items in ordered.items():
+        dispatcher.submit(using, items)
     for using in claims:
         # The triggers wrote the rows; their ids are unknown here: publish what is pending.
         dispatcher.submit(using, [], claim=True)

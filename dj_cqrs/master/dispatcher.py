@@ -62,41 +62,30 @@ class Dispatcher:
             return "sync"
         return str(mode)
 
-    def submit(
-        self,
-        using: str,
-        ids: list[int],
-        claim: bool = False,
-        ready: list[tuple[int, TransportPayload]] | None = None,
-    ) -> None:
-        """Publish these outbox rows after a commit: ``ready`` ones with the payload built at
-        commit, ``ids`` by reading their rows, and with ``claim`` whatever is pending."""
+    def submit(self, using: str, items: list[tuple[int, TransportPayload | None]], claim: bool = False) -> None:
+        """Publish committed outbox rows, in commit order: ``(outbox_id, payload)`` items, the
+        payload built at commit or ``None`` (read from the database); with ``claim``, whatever is
+        pending (rows written by triggers)."""
         mode = self.mode(using)
-        if mode == "relay" or not (ids or claim or ready):
+        if mode == "relay" or not (items or claim):
             return
         if mode == "sync":
             if claim:
                 self.claim(using)
-            if ready:
-                self.publish_ready(using, ready)
-            if ids:
-                self.publish(using, ids)
+            if items:
+                self.publish(using, items)
             self.maybe_sweep(using)
             return
-        work = self._ensure_thread()
-        if claim:
-            work.put((using, None))
-        if ids:
-            work.put((using, list(ids)))
-        if ready:
-            work.put((using, ready))
+        self._ensure_thread().put((using, None if claim else list(items)))
 
-    def publish_ready(self, using: str, items: list[tuple[int, TransportPayload]]) -> None:
+    # -- work ------------------------------------------------------------------------------------
+
+    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]]) -> None:
         batch = cqrs_settings.master.outbox_batch_size
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             try:
-                outbox.publish_payloads(using, chunk)
+                outbox.publish_items(using, chunk)
             except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
                 logger.error(
                     "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
@@ -104,7 +93,7 @@ class Dispatcher:
                     exc,
                     exc_info=True,
                 )
-                outbox.note_failure(using, [i for i, _ in chunk], exc)
+                outbox.note_failure(using, [outbox_id for outbox_id, _ in chunk], exc)
                 self._reset_connection(using)
 
     def claim(self, using: str) -> None:
@@ -115,24 +104,6 @@ class Dispatcher:
         except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
             logger.error("CQRS outbox publish failed; events stay in the outbox: %r", exc, exc_info=True)
             self._reset_connection(using)
-
-    # -- work ------------------------------------------------------------------------------------
-
-    def publish(self, using: str, ids: list[int]) -> None:
-        batch = cqrs_settings.master.outbox_batch_size
-        for start in range(0, len(ids), batch):
-            chunk = ids[start : start + batch]
-            try:
-                outbox.publish_ids(using, chunk)
-            except Exception as exc:  # the event is safe in the outbox; the relay or sweep retries
-                logger.error(
-                    "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
-                    len(chunk),
-                    exc,
-                    exc_info=True,
-                )
-                outbox.note_failure(using, chunk, exc)
-                self._reset_connection(using)
 
     def maybe_sweep(self, using: str) -> None:
         limit = cqrs_settings.master.outbox_sweep_limit
@@ -188,22 +159,18 @@ class Dispatcher:
                     continue
                 if item is _STOP:
                     break
-                pending: dict[str, list[int]] = {}
-                ready: dict[str, list[tuple[int, TransportPayload]]] = {}
+                items: dict[str, list[tuple[int, TransportPayload | None]]] = {}
                 claims: set[str] = set()
                 count = 0
                 stop = False
                 while item is not None:
-                    using, ids = item
-                    pending.setdefault(using, [])
-                    if ids is None:
+                    using, batch = item
+                    items.setdefault(using, [])
+                    if batch is None:
                         claims.add(using)
-                    elif ids and isinstance(ids[0], tuple):
-                        ready.setdefault(using, []).extend(ids)
-                        count += len(ids)
                     else:
-                        pending[using].extend(ids)
-                        count += len(ids)
+                        items[using].extend(batch)
+                        count += len(batch)
                     if count >= batch_size:
                         break
                     try:
@@ -217,11 +184,9 @@ class Dispatcher:
                 # batch. The connection is closed when a batch fails on it (see _reset_connection).
                 for using in claims:
                     self.claim(using)
-                for using, items in ready.items():
-                    self.publish_ready(using, items)
-                for using, ids in pending.items():
-                    if ids:
-                        self.publish(using, ids)
+                for using, batch in items.items():
+                    if batch:
+                        self.publish(using, batch)
                     self.maybe_sweep(using)
                 if stop:
                     break

@@ -54,11 +54,13 @@ def _data(event: PendingEvent, correlation_id: str | None, meta: dict[str, Any] 
         data["instance_data"] = event.instance_data
     else:
         data["previous_data"] = event.previous_data
+    if event.queue:
+        data["queue"] = event.queue
     return encoding.dumps(data)
 
 
 def _correlation(event: PendingEvent) -> str | None:
-    return publisher.correlation_id(event.signal, event.cqrs_id, publisher.instance_pk(event.pk), None)
+    return publisher.correlation_id(event.signal, event.cqrs_id, publisher.instance_pk(event.pk), event.queue)
 
 
 def _stored_revision(event: PendingEvent) -> int:
@@ -122,6 +124,8 @@ def record_many(events: list[PendingEvent]) -> None:
         revision = event.revision
         if revision is None and instance is not None:
             revision = instance.__dict__.get("cqrs_revision")
+        event.correlation_id = _correlation(event)
+        event.meta = meta
         rows.append(
             model(
                 created_at=now,
@@ -129,7 +133,7 @@ def record_many(events: list[PendingEvent]) -> None:
                 signal_type=event.signal.value,
                 object_pk=str(event.pk),
                 revision=revision if isinstance(revision, int) else None,
-                data=_data(event, _correlation(event), meta),
+                data=_data(event, event.correlation_id, meta),
             )
         )
     using = events[0].using
@@ -350,6 +354,7 @@ def build_payloads(rows: Iterable[OutboxEvent], using: str) -> list[tuple[Outbox
             cqrs_id=row.cqrs_id,
             instance_data=publisher.serialize(obj),
             instance_pk=publisher.instance_pk(obj.pk),
+            queue=data.get("queue"),
             previous_data=data.get("previous_data"),
             correlation_id=data.get("correlation_id"),
             expires=_expires(row.created_at),
@@ -379,8 +384,7 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
         )
     instance = event.instance
     if (
-        event.signal is not SignalType.SAVE
-        or instance is None
+        instance is None
         or event.in_savepoint
         or event.revision is None
         or serializers.serializer_class(event.model) is not None
@@ -393,12 +397,14 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
     for name, value in overrides.items():
         if name in data:
             data[name] = value
-    data["cqrs_revision"] = event.revision
+    revision = instance.__dict__.get("cqrs_revision")
+    data["cqrs_revision"] = revision if isinstance(revision, int) else event.revision
     return TransportPayload(
-        signal_type=SignalType.SAVE,
+        signal_type=event.signal,
         cqrs_id=event.cqrs_id,
         instance_data=data,
         instance_pk=publisher.instance_pk(instance.pk),
+        queue=event.queue,
         previous_data=event.previous_data,
         correlation_id=event.correlation_id,
         expires=_expires(timezone.now()),
@@ -466,11 +472,26 @@ def _relaxed_session(using: str) -> None:
         pass
 
 
-def publish_payloads(using: str, items: list[tuple[int, TransportPayload]]) -> int:
-    """Publish payloads built at commit and mark their outbox rows published (one UPDATE)."""
+def publish_items(using: str, items: list[tuple[int, TransportPayload | None]]) -> int:
+    """Publish committed events in commit order and mark their rows published.
+
+    Each item is ``(outbox_id, payload)``; a payload built at commit is sent as is, a ``None`` one
+    is built from its outbox row and the committed object (one query per model for all of them).
+    """
     if not items:
         return 0
-    publisher.publish([payload for _, payload in items])
+    missing = [outbox_id for outbox_id, payload in items if payload is None]
+    built: dict[int, TransportPayload | None] = {}
+    if missing:
+        rows = list(_outbox_model().objects.using(using).filter(id__in=missing, published_at__isnull=True))
+        built = {row.pk: payload for row, payload in build_payloads(rows, using)}
+    payloads = []
+    for outbox_id, payload in items:
+        if payload is None:
+            payload = built.get(outbox_id)
+        if payload is not None:
+            payloads.append(payload)
+    publisher.publish(payloads)
     _relaxed_session(using)
     _outbox_model().objects.using(using).filter(
         id__in=[outbox_id for outbox_id, _ in items], published_at__isnull=True
