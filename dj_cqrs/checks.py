@@ -1,7 +1,8 @@
 """System checks (``manage.py check``): settings, transport, and model configuration.
 
-Ids: E001-E011 settings and transport, E020-E022 registries, E030-E035 master models,
-E040-E043 replica models, W001 unknown keys. Every message carries a hint.
+Ids: E001-E009, E011 settings and transport; E020-E022 registries; E030, E031, E033, E034 master
+models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
+keys. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
 
 from __future__ import annotations
@@ -192,10 +193,34 @@ def _check_master(model: Any) -> list[checks.CheckMessage]:
 def _check_triggers(model: Any) -> list[checks.CheckMessage]:
     from django.apps import apps
 
+    from dj_cqrs.master.mixins import RawMasterMixin
+
+    result: list[checks.CheckMessage] = []
+    if not getattr(model, "CQRS_PRODUCE", True):
+        result.append(
+            checks.Error(
+                f"{model.__name__} sets both CQRS_DB_TRIGGERS and CQRS_PRODUCE = False: its triggers"
+                " would publish every write anyway.",
+                hint="Remove CQRS_DB_TRIGGERS, or set CQRS_PRODUCE = True.",
+                obj=model,
+                id="dj_cqrs.E051",
+            )
+        )
+    if getattr(model, "is_sync_instance", None) is not RawMasterMixin.is_sync_instance:
+        result.append(
+            checks.Warning(
+                f"{model.__name__} overrides is_sync_instance(), which database triggers cannot call:"
+                " every write of the table is published.",
+                hint="Filter on the replica instead, or drop CQRS_DB_TRIGGERS.",
+                obj=model,
+                id="dj_cqrs.W051",
+            )
+        )
+
     try:
         import pgtrigger  # noqa: F401
     except ImportError:
-        return [
+        return result + [
             checks.Error(
                 f"{model.__name__} sets CQRS_DB_TRIGGERS but django-pgtrigger is not installed.",
                 hint="pip install 'dj-cqrs[postgres]' (or django-pgtrigger) and add 'pgtrigger' to INSTALLED_APPS.",
@@ -204,7 +229,7 @@ def _check_triggers(model: Any) -> list[checks.CheckMessage]:
             )
         ]
     if not apps.is_installed("pgtrigger"):
-        return [
+        return result + [
             checks.Warning(
                 f"{model.__name__} sets CQRS_DB_TRIGGERS but 'pgtrigger' is not in INSTALLED_APPS:"
                 " its triggers are installed after `migrate`, not by migrations.",
@@ -213,7 +238,7 @@ def _check_triggers(model: Any) -> list[checks.CheckMessage]:
                 id="dj_cqrs.W050",
             )
         ]
-    return []
+    return result
 
 
 def _check_replica(model: Any) -> list[checks.CheckMessage]:

@@ -308,6 +308,16 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
                 f" {', '.join(sorted(a for a in TRANSPORT_ALIASES if '.' not in a))}.",
             )
         )
+    for key in raw:
+        if key not in ROOT_OPTIONS and key not in ("master", "replica"):
+            problems.append(
+                Problem(
+                    "dj_cqrs.W002",
+                    f"Unknown setting CQRS[{key!r}] is ignored.",
+                    f"Known keys: {', '.join(sorted([*ROOT_OPTIONS, 'master', 'replica']))}.",
+                    warning=True,
+                )
+            )
     for key, option in ROOT_OPTIONS.items():
         if key == "transport" or key not in raw:
             continue

@@ -33,6 +33,7 @@ from dj_cqrs.master import outbox
 logger = logging.getLogger("django-cqrs.outbox")
 
 _STOP = object()
+PRUNE_EVERY = 600.0
 
 
 def _background_allowed() -> bool:
@@ -48,6 +49,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._last_sweep: dict[str, float] = {}
+        self._last_prune: dict[str, float] = {}
         self._atexit_registered = False
 
     # -- entry point -----------------------------------------------------------------------------
@@ -80,12 +82,12 @@ class Dispatcher:
 
     # -- work ------------------------------------------------------------------------------------
 
-    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]]) -> None:
+    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> None:
         batch = cqrs_settings.master.outbox_batch_size
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             try:
-                outbox.publish_items(using, chunk)
+                outbox.publish_items(using, chunk, relaxed=relaxed)
             except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
                 logger.error(
                     "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
@@ -122,6 +124,20 @@ class Dispatcher:
             return
         if sent:
             logger.info("CQRS outbox sweep published %s older event(s)", sent)
+        self._maybe_prune(using)
+
+    def _maybe_prune(self, using: str) -> None:
+        """Services without a relay keep the outbox small too: a bounded prune now and then."""
+        retention = cqrs_settings.master.outbox_retention
+        now = time.monotonic()
+        if retention is None or now - self._last_prune.get(using, 0.0) < PRUNE_EVERY:
+            return
+        self._last_prune[using] = now
+        try:
+            outbox.prune(using, retention, chunk=1000, max_rows=1000)
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping
+            logger.warning("CQRS outbox prune failed: %r", exc)
+            self._reset_connection(using)
 
     @staticmethod
     def _reset_connection(using: str) -> None:
@@ -186,7 +202,7 @@ class Dispatcher:
                     self.claim(using)
                 for using, batch in items.items():
                     if batch:
-                        self.publish(using, batch)
+                        self.publish(using, batch, relaxed=True)
                     self.maybe_sweep(using)
                 if stop:
                     break

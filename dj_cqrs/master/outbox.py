@@ -302,10 +302,13 @@ def _pk_value(model: Any, text: str) -> Any:
 
 
 def _expires(created_at: datetime.datetime) -> datetime.datetime | None:
+    """``expires`` of a message published now. It counts from publication, not from the change:
+    an event held back by a broker outage longer than ``CQRS_MESSAGE_TTL`` must still apply (a
+    SAVE carries the state read at publication anyway)."""
     ttl = cqrs_settings.master.CQRS_MESSAGE_TTL
     if ttl is None:
         return None
-    return created_at + datetime.timedelta(seconds=ttl)
+    return max(created_at, timezone.now()) + datetime.timedelta(seconds=ttl)
 
 
 def build_payloads(rows: Iterable[OutboxEvent], using: str) -> list[tuple[OutboxEvent, TransportPayload | None]]:
@@ -472,7 +475,7 @@ def _relaxed_session(using: str) -> None:
         pass
 
 
-def publish_items(using: str, items: list[tuple[int, TransportPayload | None]]) -> int:
+def publish_items(using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> int:
     """Publish committed events in commit order and mark their rows published.
 
     Each item is ``(outbox_id, payload)``; a payload built at commit is sent as is, a ``None`` one
@@ -492,7 +495,8 @@ def publish_items(using: str, items: list[tuple[int, TransportPayload | None]]) 
         if payload is not None:
             payloads.append(payload)
     publisher.publish(payloads)
-    _relaxed_session(using)
+    if relaxed:  # only on a connection of our own (the dispatcher's thread), never the app's
+        _relaxed_session(using)
     _outbox_model().objects.using(using).filter(
         id__in=[outbox_id for outbox_id, _ in items], published_at__isnull=True
     ).update(published_at=timezone.now())
@@ -519,7 +523,9 @@ def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
     how many rows were handled (a SAVE whose object is gone is handled without a message)."""
     model = _outbox_model()
     with transaction.atomic(using=using):
-        qs = model.objects.using(using).filter(published_at__isnull=True)
+        # Rows of a CQRS_ID this service no longer has stay pending (and are reported by the age
+        # alert) without blocking the others.
+        qs = model.objects.using(using).filter(published_at__isnull=True, cqrs_id__in=list(master_registry.models))
         if min_age > 0:
             qs = qs.filter(created_at__lte=timezone.now() - datetime.timedelta(seconds=min_age))
         qs = qs.order_by("id")
@@ -573,15 +579,16 @@ def oldest_pending_age(using: str) -> float | None:
     return (timezone.now() - created).total_seconds()
 
 
-def prune(using: str, retention: float, chunk: int = 5000) -> int:
-    """Delete published rows older than ``retention`` seconds; return how many."""
+def prune(using: str, retention: float, chunk: int = 5000, max_rows: int | None = None) -> int:
+    """Delete published rows older than ``retention`` seconds (at most ``max_rows``); return how many."""
     model = _outbox_model()
     cutoff = timezone.now() - datetime.timedelta(seconds=retention)
     total = 0
-    while True:
+    while max_rows is None or total < max_rows:
         ids = list(
             model.objects.using(using).filter(published_at__lt=cutoff).order_by("id").values_list("id", flat=True)[:chunk]
         )
         if not ids:
             return total
         total += model.objects.using(using).filter(id__in=ids).delete()[0]
+    return total

@@ -112,6 +112,10 @@ class Relay:
                 for alias in self.databases:
                     if not connections[alias].in_atomic_block:
                         connections[alias].close()
+                try:
+                    self.housekeeping()  # the age alert matters most while publishing fails
+                except Exception:  # noqa: BLE001 - the database may be what fails
+                    logger.debug("CQRS relay housekeeping failed", exc_info=True)
                 self.stop.wait(delay)
                 continue
             if sent == 0:

@@ -45,7 +45,7 @@ logger = logging.getLogger("django-cqrs.consumer")
 
 #: Failure reasons recorded by the replica manager that no retry can fix.
 PERMANENT_REASONS = frozenset(
-    {"missing_cqrs_fields", "missing_pk", "missing_required_fields", "bad_mapping", "unknown_cqrs_id"}
+    {"missing_cqrs_fields", "missing_pk", "bad_pk", "missing_required_fields", "bad_mapping", "unknown_cqrs_id"}
 )
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.encoding import ExactFloat
+from dj_cqrs.replica.locks import lock_objects
 
 logger = logging.getLogger("django-cqrs.replica")
 
@@ -48,6 +49,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         pk_name = model._meta.pk.name
         pk = mapped[pk_name]
         db = self._write_db()
+        lock_objects(model, [pk], db)
         qs = model._base_manager.using(db)
         if connections[db].features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
             # Always lock the row we compare revisions with: two workers applying revisions of
@@ -193,11 +195,16 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             pk = field.to_python(pk)
         except ValidationError:
             logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, pk)
+            last_error_holder()["reason"] = "bad_pk"
             return False
+        lock_objects(self.model, [pk], self._write_db())
         qs = self.model._base_manager.using(self._write_db()).filter(pk=pk)
         revision = master_data.get("cqrs_revision")
         deleted_at = tombstones.parse_updated(master_data.get("cqrs_updated"))
-        stored = qs.values_list("cqrs_revision", "cqrs_updated").first()
+        locked = qs.select_for_update() if connections[self._write_db()].features.has_select_for_update else qs
+        # Locked: a concurrent worker applying a newer SAVE of this object commits first, and
+        # the comparison below sees its revision.
+        stored = locked.values_list("cqrs_revision", "cqrs_updated").first()
         if stored is not None and tombstones.delete_is_stale(stored[0], stored[1], revision, deleted_at):
             logger.warning(
                 "CQRS delete is older than the stored row (a re-created object): pk = %s,"

@@ -22,7 +22,7 @@ class BaseTransport(abc.ABC):
 
     #: Driver exceptions that mean "the connection is gone, reconnect" (kombu's convention).
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
-    #: Whether the transport confirms each publish (the outbox relies on it).
+    #: Whether the broker confirms each publish before ``produce`` returns (informational).
     supports_confirms: ClassVar[bool] = False
     #: Whether the transport can hold retries and dead letters on the broker.
     supports_dead_letters: ClassVar[bool] = False
