@@ -27,10 +27,16 @@ class RawMasterMixin(models.Model):
     CQRS_SERIALIZER: ClassVar[str | None] = None
     CQRS_TRACKED_FIELDS: ClassVar[Any] = None
 
+    # Field definitions (help_text included) are exactly django-cqrs 3.1.0's as seen by the
+    # migration autodetector: swapping packages must not produce a migration. The text is theirs.
     cqrs_revision = models.IntegerField(
-        default=0, help_text="Revision of this row, incremented once per transaction that changes it."
+        default=0,
+        help_text="This field must be incremented on any model update. It's used to for CQRS sync.",
     )
-    cqrs_updated = models.DateTimeField(auto_now=True, help_text="Time of the last CQRS-tracked change.")
+    cqrs_updated = models.DateTimeField(
+        auto_now=True,
+        help_text="This field must be incremented on every model update. It's used to for CQRS sync.",
+    )
 
     objects = models.Manager()
     cqrs = MasterManager()

@@ -20,6 +20,10 @@ class RawReplicaMixin:
     ``meta`` is passed only when ``CQRS_META = True``.
     """
 
+    # Migrations name this class in ``bases=`` by its module: use the django-cqrs import path
+    # (re-exported there) so migrations are the same under both packages.
+    __module__ = "dj_cqrs.mixins"
+
     CQRS_ID: ClassVar[str | None] = None
     CQRS_NO_DB_OPERATIONS: ClassVar[bool] = True
     CQRS_META: ClassVar[bool] = False
