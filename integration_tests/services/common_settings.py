@@ -45,9 +45,12 @@ def cqrs_settings(role):
             "CQRS_RETRY_DELAY": int(os.environ.get("IT_CQRS_RETRY_DELAY", "1")),
         }
     else:
+        # A callable, not a dotted path: django-cqrs 3.1.0 accepts only a callable here.
+        from catalog.correlation import correlation_id
+
         settings["master"] = {
             "CQRS_MESSAGE_TTL": 3600,
-            "correlation_function": "catalog.correlation.correlation_id",
+            "correlation_function": correlation_id,
         }
     return settings
 
