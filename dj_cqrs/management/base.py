@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models

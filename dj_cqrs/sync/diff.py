@@ -8,7 +8,8 @@ a batch of keys with one query (chunked only by the database's parameter limit).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connections, models, router
@@ -54,7 +55,7 @@ def _lookup(model: Any, keys: Sequence[Any], *fields: str) -> list[Any]:
     for start in range(0, len(keys), size):
         chunk = list(keys[start : start + size])
         qs = manager.filter(pk__in=chunk).values_list(*fields)
-        result.extend(keyset.fetch_with_reconnect(lambda qs=qs: list(qs), qs.db))
+        result.extend(keyset.fetch_with_reconnect(keyset.lister(qs), qs.db))
     return result
 
 

@@ -14,12 +14,13 @@ readers fail on empty lines.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-import simplejson
+import simplejson  # type: ignore[import-untyped]
 from django.utils import timezone
 
-from dj_cqrs.encoding import loads, to_json_value
+from dj_cqrs.encoding import ExactFloat, to_json_value
 
 
 def _default(value: Any) -> Any:
@@ -29,16 +30,18 @@ def _default(value: Any) -> Any:
     return converted
 
 
+_ENCODER = simplejson.JSONEncoder(use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=True)
+_DECODER = simplejson.JSONDecoder(parse_float=ExactFloat)
+
+
 def encode(obj: Any) -> str:
     """One line of JSON (without the newline)."""
-    return simplejson.dumps(  # type: ignore[no-any-return]
-        obj, use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=True
-    )
+    return _ENCODER.encode(obj)  # type: ignore[no-any-return]
 
 
 def decode(line: str) -> Any:
-    """Parse one line; raise ``ValueError`` when it is not JSON."""
-    return loads(line)
+    """Parse one line (as :func:`dj_cqrs.encoding.loads`: exact decimals); ``ValueError`` if not JSON."""
+    return _DECODER.decode(line)
 
 
 def json_pk(pk: Any) -> Any:

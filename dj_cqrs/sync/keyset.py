@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, connections, models
 
@@ -54,8 +55,8 @@ def pk_batches(
     started = False
     while True:
         page = ordered.filter(pk__gt=last) if started else ordered
-        rows = fetch_with_reconnect(
-            lambda page=page: list(page[:batch_size]),
+        rows: list[Any] = fetch_with_reconnect(
+            lister(page[:batch_size]),
             queryset.db,
             attempts=reconnect_attempts,
             delay=reconnect_delay,
@@ -67,6 +68,13 @@ def pk_batches(
             return
         last = key(rows[-1])
         started = True
+
+
+def lister(queryset: Any) -> Callable[[], list[Any]]:
+    def fetch() -> list[Any]:
+        return list(queryset)
+
+    return fetch
 
 
 def fetch_with_reconnect(fetch: Callable[[], T], using: str, *, attempts: int = RECONNECT_ATTEMPTS, delay: float = RECONNECT_DELAY) -> T:

@@ -10,7 +10,8 @@ batch is still loaded (each batch commits on its own, each failing row is isolat
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from django.db import router, transaction
 

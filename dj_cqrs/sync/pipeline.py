@@ -20,7 +20,8 @@ counted; the other lines are still processed. A stream that cannot be used at al
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from django.db import models
 

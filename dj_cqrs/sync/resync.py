@@ -11,7 +11,8 @@ one. A row whose serialization fails is reported and counted; a publish that fai
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from django.db import models
 
@@ -118,7 +119,7 @@ def sync_pks(
     for start in range(0, len(pks), batch_size):
         chunk = list(pks[start : start + batch_size])
         qs = model.relate_cqrs_serialization(manager.filter(pk__in=chunk).order_by("pk"))
-        rows = keyset.fetch_with_reconnect(lambda qs=qs: list(qs), qs.db)
+        rows = keyset.fetch_with_reconnect(keyset.lister(qs), qs.db)
         try:
             report.add(publish_batch(model, rows, queue, on_error))
         except PublishFailed as exc:

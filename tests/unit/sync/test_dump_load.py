@@ -15,7 +15,14 @@ from django.utils import timezone
 
 from dj_cqrs.replica import bulk
 from dj_cqrs.sync import dump, load
-from tests.apps.master_app.models import AllTypesModel, Author, BasicFieldsModel, Book, Publisher, UUIDPkModel
+from tests.apps.master_app.models import (
+    AllTypesModel,
+    Author,
+    BasicFieldsModel,
+    Book,
+    Publisher,
+    UUIDPkModel,
+)
 from tests.apps.replica_app.models import (
     AllTypesModelRef,
     AuthorRef,
