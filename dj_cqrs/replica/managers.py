@@ -228,18 +228,31 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         return self.model._meta.pk.name  # type: ignore[no-any-return]
 
 
-def field_names(model: type[models.Model]) -> set[str]:
-    names: set[str] = set()
-    for f in model._meta.concrete_fields:
-        names.add(f.name)
-        names.add(f.attname)
-    return names
+_FIELD_NAMES_ATTR = "_cqrs_replica_field_names"
+_FIELDS_BY_NAME_ATTR = "_cqrs_replica_fields_by_name"
+
+
+def field_names(model: type[models.Model]) -> frozenset[str]:
+    """Names and attnames of the concrete fields (computed once per model class)."""
+    cached = model.__dict__.get(_FIELD_NAMES_ATTR)
+    if cached is None:
+        cached = frozenset(n for f in model._meta.concrete_fields for n in (f.name, f.attname))
+        setattr(model, _FIELD_NAMES_ATTR, cached)
+    return cached  # type: ignore[no-any-return]
+
+
+def _fields_by_name(model: type[models.Model]) -> dict[str, Any]:
+    cached = model.__dict__.get(_FIELDS_BY_NAME_ATTR)
+    if cached is None:
+        cached = {f.name: f for f in model._meta.concrete_fields}
+        setattr(model, _FIELDS_BY_NAME_ATTR, cached)
+    return cached  # type: ignore[no-any-return]
 
 
 def convert_values(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
     """Make master values assignable: FK ids under ``attname``, exact decimals, parsed binaries."""
     result: dict[str, Any] = {}
-    fields = {f.name: f for f in model._meta.concrete_fields}
+    fields = _fields_by_name(model)
     for key, value in data.items():
         field = fields.get(key)
         if field is None:
