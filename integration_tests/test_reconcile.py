@@ -111,9 +111,9 @@ def start_consumer(fleet: Fleet) -> Any:
     return consumer
 
 
-def seed(fleet: Fleet, products: int = 12, tags: bool = True) -> None:
+def seed(fleet: Fleet, products: int = 12, tags: bool = True, price: str = PRODUCT["price"]) -> None:
     steps: list[dict[str, Any]] = [
-        {"op": "create", "id": i, "fields": dict(PRODUCT, name=f"p{i} ☕/", category=i % 3 or None)}
+        {"op": "create", "id": i, "fields": dict(PRODUCT, name=f"p{i} ☕/", category=i % 3 or None, price=price)}
         for i in range(1, products + 1)
     ]
     if tags:
@@ -238,7 +238,7 @@ def theirs_replica(rabbitmq, postgres, theirs_python) -> Iterator[Fleet]:
 def test_their_diff_master_into_our_diff_replica(theirs_master):
     fleet = theirs_master
     consumer = start_consumer(fleet)
-    seed(fleet, tags=False)
+    seed(fleet, tags=False, price="1234.5")  # django-cqrs sends decimals as floats: keep them short
     wait_until(converged(fleet), 60, message="initial replication")
     make_drift(fleet, tags=False)
     # their master stream, our replica diff, their sync
@@ -262,7 +262,7 @@ def test_their_diff_master_into_our_diff_replica(theirs_master):
 def test_our_diff_master_into_their_diff_replica(theirs_replica):
     fleet = theirs_replica
     consumer = start_consumer(fleet)
-    seed(fleet, tags=False)
+    seed(fleet, tags=False, price="1234.5")  # django-cqrs reads decimals as floats: keep them short
     wait_until(converged(fleet), 60, message="initial replication")
     make_drift(fleet, tags=False)
     drift_pipeline(fleet, "it_product")
