@@ -21,7 +21,6 @@ from django.conf import settings
 from django.db import models
 
 NULL = "\\N"
-_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 _AWARE_DATETIME = re.compile(
     r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d{1,6})?)?([+-]\d\d(:?\d\d)?|Z)"
 )
@@ -40,7 +39,8 @@ Converter = Callable[[Any], str]
 
 
 def escape(text: str) -> str:
-    return text.translate(_ESCAPES)
+    """COPY text escaping (``str.replace`` is an order of magnitude faster than ``translate``)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def python_text(value: Any) -> str:
@@ -49,7 +49,7 @@ def python_text(value: Any) -> str:
         return NULL
     kind = type(value)
     if kind is str:
-        return value.translate(_ESCAPES)  # type: ignore[no-any-return]
+        return escape(value)
     if kind is bool:
         return "t" if value else "f"
     if kind is int or kind is decimal.Decimal:
@@ -96,7 +96,7 @@ def converter(field: Any, connection: Any) -> Converter:
 
         def text(value: Any) -> str:
             if type(value) is str:
-                return value.translate(_ESCAPES)  # type: ignore[no-any-return]
+                return escape(value)
             return NULL if value is None else generic(value)
 
         return text

@@ -69,9 +69,21 @@ class _Row:
     index: int
     pk: Any
     revision: int
-    raw: list[Any]
     present: frozenset[str]
+    raw: list[Any] | None
+    text: str | None = None
     values: tuple[Any, ...] | None = None
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Rows converted for writing (picklable, so a worker process can prepare them)."""
+
+    rows: list[_Row]
+    failures: list[RowFailure]
+    #: Every row carries its ``COPY`` text line (PostgreSQL); otherwise raw values.
+    copy: bool
+    strategy: str
 
 
 def upsert(
@@ -87,54 +99,91 @@ def upsert(
     ``strategy``: ``"upsert"`` or ``"portable"`` (default: the best the database supports).
     Returns how many rows were written, skipped, and which failed (``index`` into ``rows``).
     """
-    result = BulkResult()
-    if not rows:
-        return result
-    db = using or router.db_for_write(model)
-    connection = connections[db]
+    return write(model, prepare(model, rows, using=using, strategy=strategy), sync=sync, using=using)
+
+
+def prepare(model: Any, rows: Sequence[dict[str, Any]], *, using: str | None = None, strategy: str | None = None) -> Prepared:
+    """Convert mapped rows for :func:`write` (no database access)."""
+    connection = connections[using or router.db_for_write(model)]
     if strategy is None:
         strategy = "upsert" if connection.vendor in UPSERT_VENDORS else "portable"
     if strategy not in ("upsert", "portable"):
         raise ValueError(f"unknown strategy {strategy!r}")
+    copy = strategy == "upsert" and connection.vendor == "postgresql" and _copy_supported(connection)
     fields = list(model._meta.concrete_fields)
     pk_field = model._meta.pk
-    latest: dict[Any, _Row] = {}
+    getters = [(f.attname, f.name, f, isinstance(f, models.DecimalField)) for f in fields]
+    converters = [copy_text.converter(f, connection) for f in fields] if copy else []
+    present_by_keys: dict[tuple[str, ...], frozenset[str]] = {}
+    prepared = Prepared([], [], copy, strategy)
     for index, row in enumerate(rows):
-        raw = [_raw_value(field, row) for field in fields]
+        raw = [_raw_value(row, attname, name, field, is_decimal) for attname, name, field, is_decimal in getters]
         try:
             pk = pk_field.to_python(row.get(pk_field.attname, row.get(pk_field.name)))
             revision = int(row["cqrs_revision"])
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
-            result.failures.append(RowFailure(index, _value_error_text(exc)))
+            prepared.failures.append(RowFailure(index, _value_error_text(exc)))
             continue
-        present = frozenset(f.attname for f in fields if f.attname in row or f.name in row)
-        item = _Row(index, pk, revision, raw, present)
-        current = latest.get(pk)
+        keys = tuple(row)
+        present = present_by_keys.get(keys)
+        if present is None:
+            present = frozenset(f.attname for f in fields if f.attname in row or f.name in row)
+            present_by_keys[keys] = present
+        item = _Row(index, pk, revision, present, raw)
+        if prepared.copy:
+            try:
+                item.text = "\t".join([convert(value) for convert, value in zip(converters, raw, strict=True)])
+            except copy_text.Unsupported:
+                prepared.copy = False  # parameterised SQL for this call
+            except _CONVERSION_ERRORS as exc:
+                prepared.failures.append(RowFailure(index, _value_error_text(exc)))
+                continue
+        prepared.rows.append(item)
+    if prepared.copy:
+        for item in prepared.rows:
+            item.raw = None  # the text line is all the writer needs (and less to pickle)
+    else:
+        binary = [i for i, f in enumerate(fields) if isinstance(f, models.BinaryField)]
+        for item in prepared.rows:
+            for i in binary:  # memoryview (BinaryField.to_python) cannot cross a process boundary
+                if isinstance(item.raw[i], memoryview):  # type: ignore[index]
+                    item.raw[i] = bytes(item.raw[i])  # type: ignore[index]
+    return prepared
+
+
+def write(model: Any, prepared: Prepared, *, sync: bool = False, using: str | None = None) -> BulkResult:
+    """Apply prepared rows: reduce same-key rows, then one statement (or COPY) per chunk."""
+    db = using or router.db_for_write(model)
+    connection = connections[db]
+    result = BulkResult(failures=list(prepared.failures))
+    latest: dict[Any, _Row] = {}
+    for item in prepared.rows:
+        current = latest.get(item.pk)
         if current is None:
-            latest[pk] = item
+            latest[item.pk] = item
         else:
             result.skipped += 1
-            if sync or revision > current.revision:
-                latest[pk] = item  # the later row (sync) or the newer revision wins
+            if sync or item.revision > current.revision:
+                latest[item.pk] = item  # the later row (sync) or the newer revision wins
     groups: dict[frozenset[str], list[_Row]] = {}
     for item in latest.values():
         groups.setdefault(item.present, []).append(item)
+    fields = list(model._meta.concrete_fields)
     for present, items in groups.items():
-        writer = _Writer(model, fields, present, connection, db, sync, strategy)
+        writer = _Writer(model, fields, present, connection, db, sync, prepared.strategy, prepared.copy)
         for start in range(0, len(items), writer.chunk):
             writer.apply(items[start : start + writer.chunk], result)
     result.failures.sort(key=lambda f: f.index)
     return result
 
 
-def _raw_value(field: Any, row: dict[str, Any]) -> Any:
-    if field.attname in row:
-        value = row[field.attname]
-    elif field.name in row:
-        value = row[field.name]
-    else:
-        return field.get_default()
-    if isinstance(value, float) and isinstance(field, models.DecimalField):
+def _raw_value(row: dict[str, Any], attname: str, name: str, field: Any, is_decimal: bool) -> Any:
+    value = row.get(attname, _MISSING)
+    if value is _MISSING:
+        value = row.get(name, _MISSING)
+        if value is _MISSING:
+            return field.get_default()
+    if is_decimal and isinstance(value, float):
         return decimal.Decimal(repr(value))
     return value
 
@@ -165,11 +214,20 @@ class _Writer:
     """Statements for one set of present columns; isolates failing rows by bisection."""
 
     def __init__(
-        self, model: Any, fields: list[Any], present: frozenset[str], connection: Any, db: str, sync: bool, strategy: str
+        self,
+        model: Any,
+        fields: list[Any],
+        present: frozenset[str],
+        connection: Any,
+        db: str,
+        sync: bool,
+        strategy: str,
+        copy: bool,
     ) -> None:
         qn = connection.ops.quote_name
         self.model, self.fields, self.connection, self.db, self.sync = model, fields, connection, db, sync
         self.strategy = strategy
+        self.copy = copy
         self.table = qn(model._meta.db_table)
         self.columns = [qn(f.column) for f in fields]
         self.pk_column = qn(model._meta.pk.column)
@@ -177,31 +235,11 @@ class _Writer:
         self.revision_column = qn(model._meta.get_field("cqrs_revision").column)
         self.revision_position = [f.name for f in fields].index("cqrs_revision")
         self.update_positions = [i for i, f in enumerate(fields) if f.attname in present and not f.primary_key]
-        self.copy = strategy == "upsert" and connection.vendor == "postgresql" and _copy_supported(connection)
-        self.converters = [copy_text.converter(f, connection) for f in fields] if self.copy else []
         per_statement = max(1, MAX_PARAMS // len(fields))
         limit = connection.features.max_query_params
         if limit:
             per_statement = max(1, min(per_statement, limit // len(fields)))
-        self.chunk = COPY_ROWS if self.copy else per_statement
-
-    # -- conversion ------------------------------------------------------------------------------
-
-    def _texts(self, items: list[_Row], result: BulkResult) -> tuple[list[_Row], list[str]] | None:
-        """COPY lines of the rows (bad rows reported); None when a value has no text form."""
-        good: list[_Row] = []
-        lines: list[str] = []
-        converters = self.converters
-        for item in items:
-            try:
-                lines.append("\t".join([convert(value) for convert, value in zip(converters, item.raw, strict=True)]))
-            except copy_text.Unsupported:
-                return None
-            except _CONVERSION_ERRORS as exc:
-                result.failures.append(RowFailure(item.index, _value_error_text(exc)))
-                continue
-            good.append(item)
-        return good, lines
+        self.chunk = COPY_ROWS if copy else per_statement
 
     def _values(self, items: list[_Row], result: BulkResult) -> list[_Row]:
         good: list[_Row] = []
@@ -210,7 +248,7 @@ class _Writer:
                 try:
                     item.values = tuple(
                         field.get_db_prep_save(value, connection=self.connection)
-                        for field, value in zip(self.fields, item.raw, strict=True)
+                        for field, value in zip(self.fields, item.raw or (), strict=True)
                     )
                 except _CONVERSION_ERRORS as exc:
                     result.failures.append(RowFailure(item.index, _value_error_text(exc)))
@@ -221,17 +259,10 @@ class _Writer:
     # -- execution -------------------------------------------------------------------------------
 
     def apply(self, items: list[_Row], result: BulkResult) -> None:
-        lines: list[str] | None = None
         if self.copy:
-            converted = self._texts(items, result)
-            if converted is None:
-                self.copy = False  # a value with no COPY text form: parameterised SQL from now on
-                self.chunk = max(1, MAX_PARAMS // len(self.fields))
-            else:
-                items, lines = converted
-        if not self.copy:
-            items = self._values(items, result)
-        self._run(items, lines, result)
+            self._run(items, [item.text or "" for item in items], result)
+        else:
+            self._run(self._values(items, result), None, result)
 
     def _run(self, items: list[_Row], lines: list[str] | None, result: BulkResult) -> None:
         if not items:

@@ -9,14 +9,17 @@ batch is still loaded (each batch commits on its own, each failing row is isolat
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from django.db import router, transaction
+from django.db import connections, router, transaction
 
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica import bulk
+from dj_cqrs.replica import bulk, upsert
 from dj_cqrs.sync import jsonl
 
 #: ``on_error(line_number, reason)``
@@ -74,12 +77,16 @@ def load(
     on_error: ErrorCallback | None = None,
     on_progress: Callable[[int], None] | None = None,
     strategy: str | None = None,
+    workers: int | None = None,
 ) -> LoadReport:
     """Load a dump read from ``stream`` (an iterable of lines, e.g. an open file).
 
-    ``on_error(line_number, reason)`` is called for every line that is not loaded because it is
-    bad; ``on_progress(n)`` after each batch of ``n`` lines. Raises :class:`LoadError` when the
+    ``on_error(line_number, reason)`` is called, in line order, for every line that is not
+    loaded; ``on_progress(n)`` after each batch of ``n`` lines. Raises :class:`LoadError` when the
     dump cannot be used at all (before anything is written).
+
+    ``workers``: processes that parse, map and convert batches while this one writes the
+    previous batch (default: up to 4, one per CPU, on PostgreSQL; 0 = everything in-process).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -89,73 +96,137 @@ def load(
     if clear:
         clear_replica(model)
     db = router.db_for_write(model) if bulk._is_db_model(model) else None
+    if workers is None:
+        workers = default_workers(db) if report.per_row_reason is None else 0
 
-    errors: list[tuple[int, str]] = []
-
-    def fail(number: int, reason: str) -> None:
-        errors.append((number, reason))
-
-    def flush(rows: list[dict[str, Any]], numbers: list[int], seen: int) -> None:
-        _flush(model, db, rows, numbers, sync, strategy, report, fail)
+    def finish(batch: PreparedBatch) -> None:
+        errors = list(batch.errors)
+        for key, number in batch.ignored.items():
+            report.ignored_fields.setdefault(key, number)
+        if batch.prepared is not None:
+            assert db is not None
+            with transaction.atomic(using=db):
+                result = upsert.write(model, batch.prepared, sync=sync, using=db)
+        else:
+            result = _apply_rows(model, db, batch.rows, sync, strategy)
+        report.loaded += result.loaded
+        report.skipped += result.skipped
+        errors.extend((batch.numbers[f.index], f.reason) for f in result.failures)
         report.failed += len(errors)
         if on_error is not None:
             for number, reason in sorted(errors):
                 on_error(number, reason)
-        errors.clear()
-        if on_progress is not None and seen:
-            on_progress(seen)
+        if on_progress is not None:
+            on_progress(batch.lines)
 
-    numbers: list[int] = []
-    rows: list[dict[str, Any]] = []
-    seen = 0
-    for number, text in lines:
-        seen += 1
-        data = _parse(number, text, fail)
-        if data is not None:
-            for key in bulk.unknown_fields(model, data):
-                report.ignored_fields.setdefault(key, number)
-            numbers.append(number)
-            rows.append(data)
-        if seen >= batch_size:
-            flush(rows, numbers, seen)
-            rows, numbers, seen = [], [], 0
-    flush(rows, numbers, seen)
+    bulk_path = report.per_row_reason is None
+    if workers < 2:
+        for chunk in _chunks(lines, batch_size):
+            finish(prepare_batch(cqrs_id, chunk, bulk_path, strategy, db))
+        return report
+    with _pool(workers) as pool:
+        pending: collections.deque[Any] = collections.deque()
+        for chunk in _chunks(lines, batch_size):
+            pending.append(pool.submit(prepare_batch, cqrs_id, chunk, bulk_path, strategy, db))
+            if len(pending) > workers:
+                finish(pending.popleft().result())
+        while pending:
+            finish(pending.popleft().result())
     return report
 
 
-def _parse(number: int, text: str, fail: ErrorCallback) -> dict[str, Any] | None:
+def default_workers(db: str | None) -> int:
+    if db is None or connections[db].vendor != "postgresql" or connections[db].in_atomic_block:
+        return 0
+    return min(4, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[Any]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Workers are forked with Django set up; they never use the database. Close this process's
+    # connections first so no socket is shared (they reopen on first use).
+    connections.close_all()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(lines: Iterator[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    for item in lines:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclasses.dataclass
+class PreparedBatch:
+    """One batch of dump lines, parsed, mapped and converted (picklable)."""
+
+    lines: int
+    #: Line numbers of ``rows`` / ``prepared`` rows, by index.
+    numbers: list[int]
+    errors: list[tuple[int, str]]
+    ignored: dict[str, int]
+    prepared: upsert.Prepared | None = None
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def prepare_batch(
+    cqrs_id: str, chunk: list[tuple[int, str]], bulk_path: bool, strategy: str | None, db: str | None
+) -> PreparedBatch:
+    """Parse and validate a batch of lines; for set-based models also map and convert them."""
+    model = replica_registry.get_model_by_cqrs_id(cqrs_id)
+    batch = PreparedBatch(len(chunk), [], [], {})
+    mapped: list[dict[str, Any]] = []
+    for number, text in chunk:
+        data = _parse(number, text, batch.errors)
+        if data is None:
+            continue
+        for key in bulk.unknown_fields(model, data):
+            batch.ignored.setdefault(key, number)
+        if not bulk_path:
+            batch.numbers.append(number)
+            batch.rows.append(data)
+            continue
+        try:
+            mapped.append(bulk.map_row(model, data))
+        except bulk.MappingError as exc:
+            batch.errors.append((number, str(exc)))
+            continue
+        batch.numbers.append(number)
+    if bulk_path:
+        batch.prepared = upsert.prepare(model, mapped, using=db, strategy=strategy)
+    return batch
+
+
+def _parse(number: int, text: str, errors: list[tuple[int, str]]) -> dict[str, Any] | None:
     if not text.strip():
-        fail(number, "empty line")
+        errors.append((number, "empty line"))
         return None
     try:
         data = jsonl.decode(text)
     except ValueError as exc:
-        fail(number, f"not valid JSON ({exc})")
+        errors.append((number, f"not valid JSON ({exc})"))
         return None
     if not isinstance(data, dict):
-        fail(number, f"not a JSON object (got {type(data).__name__})")
+        errors.append((number, f"not a JSON object (got {type(data).__name__})"))
         return None
     return data
 
 
-def _flush(
-    model: Any,
-    db: str | None,
-    rows: list[dict[str, Any]],
-    numbers: list[int],
-    sync: bool,
-    strategy: str | None,
-    report: LoadReport,
-    fail: ErrorCallback,
-) -> None:
+def _apply_rows(model: Any, db: str | None, rows: list[dict[str, Any]], sync: bool, strategy: str | None) -> bulk.BulkResult:
     if not rows:
-        return
+        return bulk.BulkResult()
     if db is None:
-        result = bulk.apply_master_rows(model, rows, sync=sync)
-    else:
-        with transaction.atomic(using=db):
-            result = bulk.apply_master_rows(model, rows, sync=sync, using=db, strategy=strategy)
-    report.loaded += result.loaded
-    report.skipped += result.skipped
-    for failure in result.failures:
-        fail(numbers[failure.index], failure.reason)
+        return bulk.apply_master_rows(model, rows, sync=sync)
+    with transaction.atomic(using=db):
+        return bulk.apply_master_rows(model, rows, sync=sync, using=db, strategy=strategy)

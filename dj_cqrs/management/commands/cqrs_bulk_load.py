@@ -27,6 +27,11 @@ class Command(CqrsCommand):
         )
         self.add_batch(parser)
         self.add_progress(parser)
+        parser.add_argument(
+            "--workers", "-w", type=int, default=None,
+            help="Processes preparing batches while one is written (default: one per CPU, up to 4,"
+            " on PostgreSQL; 0 = none)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = options["input"]
@@ -40,6 +45,7 @@ class Command(CqrsCommand):
                     source=path,
                     on_error=self.report_line_error,
                     on_progress=on_progress,
+                    workers=options["workers"],
                 )
         except load.LoadError as exc:
             raise CommandError(str(exc)) from exc

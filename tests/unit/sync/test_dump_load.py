@@ -73,7 +73,7 @@ def test_round_trip_equals_master(transport, tmp_path):
     assert lines[0] == "basic" and len(lines) == 25
     assert len({json.loads(line)["int_field"] for line in lines[1:]}) == 24
 
-    loaded = run("cqrs_bulk_load", "--input", str(path), "--batch", "7")
+    loaded = run("cqrs_bulk_load", "--input", str(path), "--batch", "7", "--workers", "2")
     assert loaded.code == 0, loaded.err
     assert "24 instance(s) loaded." in loaded.err
     assert rows(BasicFieldsModelRef) == master_as_replica()
@@ -167,9 +167,9 @@ BAD_DUMP = "\n".join(
 ) + "\n"
 
 
-@pytest.mark.parametrize("batch", ["1", "3", "100"])
-def test_bad_lines_are_reported_and_lose_no_good_line(batch):
-    result = run("cqrs_bulk_load", "-i", "-", "-b", batch, stdin=BAD_DUMP)
+@pytest.mark.parametrize(("batch", "workers"), [("1", "0"), ("3", "0"), ("100", "0"), ("2", "2")])
+def test_bad_lines_are_reported_and_lose_no_good_line(batch, workers):
+    result = run("cqrs_bulk_load", "-i", "-", "-b", batch, "--workers", workers, stdin=BAD_DUMP)
     assert result.code == 3
     errors = [line for line in result.err.splitlines() if line.startswith("line ")]
     assert [e.split(":")[0] for e in errors] == [
