@@ -22,9 +22,9 @@ import workloads  # noqa: E402,F401 - registers the workloads
 
 
 def main(argv: list[str] | None = None) -> int:
-    groups = sorted({w.group for w in framework.WORKLOADS})
+    groups = sorted({w.group for w in framework.WORKLOADS} | {f"{w.group}/{w.name}" for w in framework.WORKLOADS})
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", default=[], help=f"workload group(s) to run: {', '.join(groups)}")
+    parser.add_argument("--only", action="append", default=[], help=f"workload groups or group/name to run (repeatable, comma-separated): {', '.join(groups)}")
     parser.add_argument("--rows", type=int, default=100_000, help="rows per workload (default 100000)")
     parser.add_argument(
         "--peers", default="ours,theirs", help="comma-separated: ours, theirs (default both)"
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         for item in framework.WORKLOADS:
-            if selected and item.group not in selected:
+            if selected and not selected & {item.group, f"{item.group}/{item.name}"}:
                 continue
             framework.log(f"workload {item.group}/{item.name}")
             results.extend(item.func(ctx))

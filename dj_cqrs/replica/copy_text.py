@@ -100,6 +100,15 @@ def converter(field: Any, connection: Any) -> Converter:
             return NULL if value is None else generic(value)
 
         return text
+    if issubclass(kind, models.DecimalField):
+
+        def exact_decimal(value: Any) -> str:
+            # DecimalField.to_python keeps a finite Decimal as is; PostgreSQL rounds to the scale
+            if type(value) is decimal.Decimal and value.is_finite():
+                return str(value)
+            return NULL if value is None else generic(value)
+
+        return exact_decimal
     if issubclass(kind, models.BooleanField):
 
         def boolean(value: Any) -> str:

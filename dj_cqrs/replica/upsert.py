@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import io
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -270,7 +271,7 @@ class _Writer:
         try:
             with transaction.atomic(using=self.db):
                 if lines is not None:
-                    written = self._copy_upsert(lines)
+                    written = self._copy_upsert(items, lines)
                 elif self.strategy == "upsert":
                     written = self._values_upsert(items)
                 else:
@@ -307,20 +308,41 @@ class _Writer:
             cursor.execute(sql, params)
             return len(cursor.fetchall())
 
-    def _copy_upsert(self, lines: list[str]) -> int:
-        stage = self.connection.ops.quote_name(f"dj_cqrs_stage_{self.model._meta.db_table}"[:63])
+    def _copy_upsert(self, items: list[_Row], lines: list[str]) -> int:
         columns = ", ".join(self.columns)
         data = "\n".join(lines) + "\n"
         with self.connection.cursor() as cursor:
+            if self._key_range_is_empty(cursor, items):
+                # Nothing to conflict with (a new replica, or a new key range): straight COPY.
+                # A row inserted concurrently makes COPY fail; the retry then uses the staging path.
+                with self.connection.wrap_database_errors:  # driver errors -> django.db errors
+                    _copy_from(cursor.cursor, f"COPY {self.table} ({columns}) FROM STDIN", data)
+                return len(lines)
+            stage = self.connection.ops.quote_name(f"dj_cqrs_stage_{self.model._meta.db_table}"[:63])
             cursor.execute(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {self.table} INCLUDING DEFAULTS)"
                 " ON COMMIT DELETE ROWS"
             )
             cursor.execute(f"TRUNCATE {stage}")
-            with self.connection.wrap_database_errors:  # driver errors -> django.db errors
+            with self.connection.wrap_database_errors:
                 _copy_from(cursor.cursor, f"COPY {stage} ({columns}) FROM STDIN", data)
             cursor.execute(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {stage}" + self._on_conflict())
             return len(cursor.fetchall())
+
+    def _key_range_is_empty(self, cursor: Any, items: list[_Row]) -> bool:
+        """True when no row exists between the smallest and largest key of ``items``.
+
+        Only for integer and UUID keys, whose Python order is PostgreSQL's order.
+        """
+        keys = [item.pk for item in items]
+        kind = type(keys[0])
+        if kind not in (int, uuid.UUID) or any(type(key) is not kind for key in keys):
+            return False
+        cursor.execute(
+            f"SELECT 1 FROM {self.table} WHERE {self.pk_column} >= %s AND {self.pk_column} <= %s LIMIT 1",
+            [min(keys), max(keys)],
+        )
+        return cursor.fetchone() is None
 
     def _portable(self, items: list[_Row]) -> int:
         manager = self.model._base_manager.using(self.db)

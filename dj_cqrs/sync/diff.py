@@ -48,9 +48,20 @@ def _chunk_size(model: Any) -> int:
 
 
 def _lookup(model: Any, keys: Sequence[Any], *fields: str) -> list[Any]:
-    """``values_list(*fields)`` of the rows with these keys, one query per parameter-limit chunk."""
+    """``values_list("pk", ...)`` of the rows with these keys.
+
+    Integer keys that are dense (as ``cqrs_diff_master`` batches usually are) are read with one
+    range query (``pk BETWEEN min AND max``) instead of a long ``IN`` list; otherwise one query
+    per parameter-limit chunk.
+    """
     result: list[Any] = []
     manager = model._default_manager
+    if keys and all(type(key) is int for key in keys):
+        low, high = min(keys), max(keys)
+        if high - low < 2 * len(keys):
+            wanted = set(keys)
+            qs = manager.filter(pk__gte=low, pk__lte=high).values_list(*fields)
+            return [row for row in keyset.fetch_with_reconnect(keyset.lister(qs), qs.db) if row[0] in wanted]
     size = _chunk_size(model)
     for start in range(0, len(keys), size):
         chunk = list(keys[start : start + size])
