@@ -98,6 +98,8 @@ def load(
     db = router.db_for_write(model) if bulk._is_db_model(model) else None
     if workers is None:
         workers = default_workers(db) if report.per_row_reason is None else 0
+    if db is not None and connections[db].in_atomic_block:
+        workers = 0  # forking needs this process's connections closed, impossible mid-transaction
 
     def finish(batch: PreparedBatch) -> None:
         errors = list(batch.errors)
