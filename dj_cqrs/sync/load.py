@@ -85,8 +85,10 @@ def load(
     loaded; ``on_progress(n)`` after each batch of ``n`` lines. Raises :class:`LoadError` when the
     dump cannot be used at all (before anything is written).
 
-    ``workers``: processes that parse, map and convert batches while this one writes the
-    previous batch (default: up to 4, one per CPU, on PostgreSQL; 0 = everything in-process).
+    ``workers``: on PostgreSQL, processes that each parse, map, convert and write whole batches
+    in parallel (default: one per CPU, up to 4; 0 = everything in this process). The result does
+    not depend on the order batches commit in: without ``sync`` the newest revision of a row
+    always wins. With ``sync`` (last row wins) batches are always applied in order, in-process.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -96,45 +98,74 @@ def load(
     if clear:
         clear_replica(model)
     db = router.db_for_write(model) if bulk._is_db_model(model) else None
+    bulk_path = report.per_row_reason is None
     if workers is None:
-        workers = default_workers(db) if report.per_row_reason is None else 0
-    if db is not None and connections[db].in_atomic_block:
-        workers = 0  # forking needs this process's connections closed, impossible mid-transaction
+        workers = default_workers(db) if bulk_path else 0
+    if sync or not bulk_path or db is None or connections[db].in_atomic_block or connections[db].vendor != "postgresql":
+        # ordered application, a transaction that forking would break, or a database that other
+        # processes cannot share (e.g. SQLite in memory) or write concurrently anyway
+        workers = 0
 
-    def finish(batch: PreparedBatch) -> None:
-        errors = list(batch.errors)
-        for key, number in batch.ignored.items():
+    def finish(outcome: BatchOutcome) -> None:
+        for key, number in outcome.ignored.items():
             report.ignored_fields.setdefault(key, number)
-        if batch.prepared is not None:
-            assert db is not None
-            with transaction.atomic(using=db):
-                result = upsert.write(model, batch.prepared, sync=sync, using=db)
-        else:
-            result = _apply_rows(model, db, batch.rows, sync, strategy)
-        report.loaded += result.loaded
-        report.skipped += result.skipped
-        errors.extend((batch.numbers[f.index], f.reason) for f in result.failures)
-        report.failed += len(errors)
+        report.loaded += outcome.loaded
+        report.skipped += outcome.skipped
+        report.failed += len(outcome.errors)
         if on_error is not None:
-            for number, reason in sorted(errors):
+            for number, reason in outcome.errors:
                 on_error(number, reason)
         if on_progress is not None:
-            on_progress(batch.lines)
+            on_progress(outcome.lines)
 
-    bulk_path = report.per_row_reason is None
     if workers < 2:
         for chunk in _chunks(lines, batch_size):
-            finish(prepare_batch(cqrs_id, chunk, bulk_path, strategy, db))
+            finish(load_batch(cqrs_id, chunk, bulk_path, strategy, db, sync))
         return report
     with _pool(workers) as pool:
         pending: collections.deque[Any] = collections.deque()
         for chunk in _chunks(lines, batch_size):
-            pending.append(pool.submit(prepare_batch, cqrs_id, chunk, bulk_path, strategy, db))
+            pending.append(pool.submit(_load_batch_in_worker, cqrs_id, chunk, strategy, db))
             if len(pending) > workers:
                 finish(pending.popleft().result())
         while pending:
             finish(pending.popleft().result())
     return report
+
+
+@dataclasses.dataclass
+class BatchOutcome:
+    """What happened to one batch of lines (small and picklable)."""
+
+    lines: int
+    loaded: int
+    skipped: int
+    #: ``(line number, reason)``, in line order.
+    errors: list[tuple[int, str]]
+    ignored: dict[str, int]
+
+
+def load_batch(
+    cqrs_id: str, chunk: list[tuple[int, str]], bulk_path: bool, strategy: str | None, db: str | None, sync: bool
+) -> BatchOutcome:
+    """Parse, validate and apply one batch of numbered lines; its own transaction."""
+    model = replica_registry.get_model_by_cqrs_id(cqrs_id)
+    batch = prepare_batch(cqrs_id, chunk, bulk_path, strategy, db)
+    if batch.prepared is not None:
+        assert db is not None
+        with transaction.atomic(using=db):
+            result = upsert.write(model, batch.prepared, sync=sync, using=db)
+    else:
+        result = _apply_rows(model, db, batch.rows, sync, strategy)
+    errors = batch.errors + [(batch.numbers[f.index], f.reason) for f in result.failures]
+    return BatchOutcome(batch.lines, result.loaded, result.skipped, sorted(errors), batch.ignored)
+
+
+def _load_batch_in_worker(cqrs_id: str, chunk: list[tuple[int, str]], strategy: str | None, db: str) -> BatchOutcome:
+    try:
+        return load_batch(cqrs_id, chunk, True, strategy, db, False)
+    finally:
+        connections.close_all()  # workers end with os._exit: never leave a connection dangling
 
 
 def default_workers(db: str | None) -> int:
@@ -148,7 +179,7 @@ def _pool(workers: int) -> Iterator[Any]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # Workers are forked with Django set up; they never use the database. Close this process's
+    # Workers are forked with Django set up and open their own connections. Close this process's
     # connections first so no socket is shared (they reopen on first use).
     connections.close_all()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
