@@ -122,6 +122,11 @@ def timed_shell(command: str, env: dict[str, str], stdout: Any = subprocess.DEVN
     return time.perf_counter() - start, result
 
 
+def best_of(runs: int, measure: Callable[[], float]) -> float:
+    """The fastest of ``runs`` measurements (the machine is shared: the minimum is the least noisy)."""
+    return min(measure() for _ in range(max(1, runs)))
+
+
 # -- context ----------------------------------------------------------------------------------------
 
 
