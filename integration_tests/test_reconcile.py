@@ -209,6 +209,25 @@ def test_dump_piped_into_load_equals_master(fleet):
     assert "0 instance(s) loaded." in again.stderr and "25 instance(s) skipped" in again.stderr
 
 
+def test_bad_dump_lines_on_postgres(fleet, tmp_path):
+    good = '{"id":%d,"name":"ok ☕ %d","description":"","active":true,"cqrs_revision":0,"cqrs_updated":"2026-01-01 00:00:00+00:00"}'
+    lines = ["it_product"] + [good % (i, i) for i in range(1, 8)]
+    lines[2] = "{broken"  # line 3
+    lines[4] = (good % (4, 4)).replace('"ok ☕ 4"', '"%s"' % ("x" * 300))  # too long for the column
+    lines[6] = (good % (6, 6)).replace('"active":true', '"active":true,"release_date":"never"')
+    lines.append("")  # line 9: empty
+    path = tmp_path / "bad.dump"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = fleet.replica.manage("cqrs_bulk_load", "-i", str(path), "-b", "3", check=False)
+    assert result.returncode == 3, result.stderr
+    errors = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert errors == ["line 3", "line 5", "line 7", "line 9"], result.stderr
+    assert "line 5: database error" in result.stderr
+    assert "4 instance(s) loaded." in result.stderr and "4 line(s) failed." in result.stderr
+    ids = shell(fleet.replica, "from catalog.models import ProductRef; print(sorted(ProductRef.objects.values_list('id', flat=True)))")
+    assert ids == "[1, 3, 5, 7]"
+
+
 # -- mixed fleet: django-cqrs 3.1.0 on one side ------------------------------------------------------
 
 
