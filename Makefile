@@ -34,7 +34,7 @@ demo: install ## Master → replica end to end on SQLite and a server-less broke
 	$(BIN)/python examples/demo.py
 
 bench: install ## Benchmarks against django-cqrs 3.1.0 (see bench/README.md)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install ## ruff
 	$(BIN)/python -m pip install -q -r requirements/lint.txt

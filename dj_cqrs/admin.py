@@ -22,15 +22,29 @@ class CQRSAdminMasterSyncMixin:
         """Override to add ``select_related``/``prefetch_related`` for the sync."""
         return queryset
 
+    #: Rows read and published per batch by the action.
+    cqrs_sync_batch_size = 1000
+
     def sync_items(self, request: Any, queryset: QuerySet[Any]) -> None:
+        """Publish the selected rows as SYNC messages, one query and one publish per batch."""
+        from dj_cqrs.master.publisher import instance_pk, publish
+        from dj_cqrs.sync import keyset, resync
+
+        model = queryset.model
         ok: list[str] = []
         failed: list[str] = []
-        for item in self._cqrs_sync_queryset(queryset):
+        qs = model.relate_cqrs_serialization(self._cqrs_sync_queryset(queryset))
+        for rows in keyset.pk_batches(qs, self.cqrs_sync_batch_size):
+            payloads, _ = resync.sync_payloads(model, rows)
+            sent = {payload.instance_pk for payload in payloads}
+            published = [str(row.pk) for row in rows if instance_pk(row.pk) in sent]
+            failed.extend(str(row.pk) for row in rows if instance_pk(row.pk) not in sent)
             try:
-                synced = item.cqrs_sync()
+                publish(payloads)
             except PublishFailed:
-                synced = False
-            (ok if synced else failed).append(str(item.pk))
+                failed.extend(published)
+            else:
+                ok.extend(published)
         if ok:
             self.message_user(request, f"{len(ok)} successfully synced.", messages.SUCCESS)  # type: ignore[attr-defined]
         if failed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from dj_cqrs.master.mixins import RawMasterMixin
 
 _FIELDS_ATTR = "_cqrs_serialized_fields"
+_JSON_NATIVE = frozenset({str, int, bool, float})
 _SERIALIZER_ATTR = "_cqrs_serializer_cls"
 
 
@@ -52,11 +54,18 @@ def refresh_expressions(instance: models.Model, using: str | None) -> None:
 
 
 def default_serialize(instance: models.Model) -> dict[str, Any]:
-    data = instance.__dict__
+    return serialize_values(type(instance), instance.__dict__)
+
+
+def serialize_values(model: type[models.Model], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The default serialization of a row given as ``{attname: value}`` (e.g. from ``values()``)."""
     result: dict[str, Any] = {}
-    for name, attname in serialized_fields(type(instance)):
-        result[name] = to_json_value(data.get(attname))
-    add_cqrs_fields(result, instance)
+    for name, attname in serialized_fields(model):
+        value = data.get(attname)
+        result[name] = value if value is None or type(value) in _JSON_NATIVE else to_json_value(value)
+    result["cqrs_revision"] = data.get("cqrs_revision")
+    updated = data.get("cqrs_updated")
+    result["cqrs_updated"] = None if updated is None else str(updated)
     return result
 
 

@@ -320,35 +320,55 @@ def is_newer(incoming: Any, stored: Any) -> bool:
     return bool(incoming > stored)
 
 
-def field_names(model: type[models.Model]) -> set[str]:
-    names: set[str] = set()
-    for f in model._meta.concrete_fields:
-        names.add(f.name)
-        names.add(f.attname)
-    return names
+_FIELD_NAMES_ATTR = "_cqrs_replica_field_names"
+_FIELDS_BY_NAME_ATTR = "_cqrs_replica_fields_by_name"
+
+
+def field_names(model: type[models.Model]) -> frozenset[str]:
+    """Names and attnames of the concrete fields (computed once per model class)."""
+    cached = model.__dict__.get(_FIELD_NAMES_ATTR)
+    if cached is None:
+        cached = frozenset(n for f in model._meta.concrete_fields for n in (f.name, f.attname))
+        setattr(model, _FIELD_NAMES_ATTR, cached)
+    return cached  # type: ignore[no-any-return]
+
+
+_RELATION, _DECIMAL, _PARSED = 1, 2, 3
+
+
+def _special_fields(model: type[models.Model]) -> dict[str, tuple[int, Any]]:
+    """The fields whose values ``convert_values`` changes, by name (computed once per model)."""
+    cached = model.__dict__.get(_FIELDS_BY_NAME_ATTR)
+    if cached is None:
+        cached = {}
+        for f in model._meta.concrete_fields:
+            if f.is_relation:
+                cached[f.name] = (_RELATION, f)
+            elif isinstance(f, models.DecimalField):
+                cached[f.name] = (_DECIMAL, f)
+            elif isinstance(f, (models.BinaryField, models.DurationField, models.TimeField)):
+                cached[f.name] = (_PARSED, f)
+        setattr(model, _FIELDS_BY_NAME_ATTR, cached)
+    return cached  # type: ignore[no-any-return]
 
 
 def convert_values(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
     """Make master values assignable: FK ids under ``attname``, exact decimals, parsed binaries."""
-    result: dict[str, Any] = {}
-    fields = {f.name: f for f in model._meta.concrete_fields}
-    for key, value in data.items():
-        field = fields.get(key)
-        if field is None:
-            result[key] = value
+    special = _special_fields(model)
+    result = dict(data)
+    for key, (kind, field) in special.items():
+        if key not in result:
             continue
-        if field.is_relation and not isinstance(value, models.Model):
-            result[field.attname] = value
-        elif isinstance(field, models.DecimalField) and isinstance(value, float):
-            result[key] = (
-                value.as_decimal() if isinstance(value, ExactFloat) else decimal.Decimal(repr(value))
-            )
-        elif isinstance(value, str) and isinstance(
-            field, (models.BinaryField, models.DurationField, models.TimeField)
-        ):
+        value = result[key]
+        if kind == _RELATION:
+            if not isinstance(value, models.Model):
+                del result[key]
+                result[field.attname] = value
+        elif kind == _DECIMAL:
+            if isinstance(value, float):
+                result[key] = value.as_decimal() if isinstance(value, ExactFloat) else decimal.Decimal(repr(value))
+        elif isinstance(value, str):
             result[key] = field.to_python(value)
-        else:
-            result[key] = value
     return result
 
 

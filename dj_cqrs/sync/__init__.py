@@ -1,0 +1,12 @@
+"""Reconciliation toolset: bulk dump/load, re-sync and the diff pipelines.
+
+The management commands (``cqrs_bulk_dump``, ``cqrs_bulk_load``, ``cqrs_sync``, ``cqrs_diff_*``,
+``cqrs_deleted_*``) only parse arguments and call the functions of this package, which can be used
+and tested without ``call_command``:
+
+* :mod:`dj_cqrs.sync.keyset` pages through a table by primary key (``WHERE pk > last ORDER BY pk``);
+* :mod:`dj_cqrs.sync.jsonl` reads and writes the line formats shared with django-cqrs;
+* :mod:`dj_cqrs.sync.dump` / :mod:`dj_cqrs.sync.load` stream a table to and from a dump;
+* :mod:`dj_cqrs.sync.resync` re-publishes master rows as SYNC messages, in batches;
+* :mod:`dj_cqrs.sync.diff` compares ``(pk, revision)`` streams and repairs the differences.
+"""

@@ -1,0 +1,3 @@
+"""Workload modules; importing one registers its workloads (see ``framework.workload``)."""
+
+from workloads import reconcile  # noqa: F401

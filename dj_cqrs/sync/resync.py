@@ -1,0 +1,138 @@
+"""Re-publish master rows as SYNC messages, in batches (``cqrs_sync``, ``cqrs_diff_sync``, admin).
+
+Each batch is one query (keyset pagination, through ``relate_cqrs_serialization``), its rows are
+serialized by the message code (:func:`dj_cqrs.master.publisher.serialize` and
+:func:`~dj_cqrs.master.publisher.build_payload`, the same body ``Model.cqrs_sync()`` sends) and
+published together with :func:`dj_cqrs.master.publisher.publish`. Rows are never re-read one by
+one. A row whose serialization fails is reported and counted; a publish that fails raises
+:class:`~dj_cqrs.exceptions.PublishFailed` after the rows already confirmed were counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from django.db import models
+
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.master import publisher, tracking
+from dj_cqrs.sync import keyset
+
+#: ``on_error(pk, reason)``
+ErrorCallback = Callable[[Any, str], None]
+
+
+@dataclasses.dataclass
+class SyncReport:
+    #: Rows published.
+    synced: int = 0
+    #: Rows not published because ``CQRS_PRODUCE`` is off or ``is_sync_instance()`` is False.
+    filtered: int = 0
+    #: Rows whose serialization failed, or that were in a batch whose publish failed.
+    failed: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.synced + self.filtered + self.failed
+
+    def add(self, other: SyncReport) -> None:
+        self.synced += other.synced
+        self.filtered += other.filtered
+        self.failed += other.failed
+
+
+def sync_payloads(
+    model: Any, instances: Iterable[models.Model], queue: str | None = None, on_error: ErrorCallback | None = None
+) -> tuple[list[TransportPayload], SyncReport]:
+    """SYNC payloads for already fetched ``instances`` (no query), and the counts."""
+    report = SyncReport()
+    payloads: list[TransportPayload] = []
+    produce = bool(getattr(model, "CQRS_PRODUCE", True))
+    previous: dict[str, Any] | None = {} if tracking.tracked_fields(model) else None
+    for instance in instances:
+        try:
+            if not (produce and instance.is_sync_instance()):  # type: ignore[attr-defined]
+                report.filtered += 1
+                continue
+            data = publisher.serialize(instance)
+            payloads.append(
+                publisher.build_payload(
+                    model, SignalType.SYNC, instance, data, instance.pk, None if previous is None else dict(previous), queue=queue
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - a user hook failing on one row must not stop the run
+            report.failed += 1
+            if on_error is not None:
+                on_error(instance.pk, f"{type(exc).__name__}: {exc}")
+    return payloads, report
+
+
+def publish_batch(
+    model: Any, instances: Sequence[models.Model], queue: str | None = None, on_error: ErrorCallback | None = None
+) -> SyncReport:
+    """Serialize and publish one batch; raise :class:`PublishFailed` if the broker refuses it."""
+    payloads, report = sync_payloads(model, instances, queue, on_error)
+    if payloads:
+        publisher.publish(payloads)
+    report.synced = len(payloads)
+    return report
+
+
+def sync_queryset(
+    model: Any,
+    queryset: models.QuerySet[Any],
+    *,
+    queue: str | None = None,
+    batch_size: int = 10000,
+    on_error: ErrorCallback | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> SyncReport:
+    """Publish every row of ``queryset`` as a SYNC (to ``queue`` only, when given)."""
+    report = SyncReport()
+    qs = model.relate_cqrs_serialization(queryset)
+    for rows in keyset.pk_batches(qs, batch_size):
+        try:
+            report.add(publish_batch(model, rows, queue, on_error))
+        except PublishFailed as exc:
+            raise SyncAborted(report, len(rows), exc) from exc
+        if on_progress is not None:
+            on_progress(len(rows))
+    return report
+
+
+def sync_pks(
+    model: Any,
+    pks: Sequence[Any],
+    *,
+    queue: str | None = None,
+    batch_size: int = 10000,
+    on_error: ErrorCallback | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> SyncReport:
+    """Publish the rows with these primary keys (one query per ``batch_size`` keys)."""
+    report = SyncReport()
+    manager = model._default_manager
+    for start in range(0, len(pks), batch_size):
+        chunk = list(pks[start : start + batch_size])
+        qs = model.relate_cqrs_serialization(manager.filter(pk__in=chunk).order_by("pk"))
+        rows = keyset.fetch_with_reconnect(keyset.lister(qs), qs.db)
+        try:
+            report.add(publish_batch(model, rows, queue, on_error))
+        except PublishFailed as exc:
+            raise SyncAborted(report, len(rows), exc) from exc
+        if on_progress is not None:
+            on_progress(len(chunk))
+    return report
+
+
+class SyncAborted(PublishFailed):
+    """Publishing stopped: ``report`` counts what was published before; ``lost`` rows were not."""
+
+    def __init__(self, report: SyncReport, lost: int, cause: BaseException) -> None:
+        super().__init__(f"publishing stopped after {report.synced} row(s): {cause}")
+        self.report = report
+        self.lost = lost
