@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if "ours" in names:
         peers.append(framework.Peer("ours", sys.executable))
     if "theirs" in names:
-        from integration_tests.compat_venv import ensure_venv
+        from integration_tests.compat.peer import ensure_peer_python as ensure_venv
 
         framework.log("preparing the django-cqrs 3.1.0 virtualenv (cached under .cache/)")
         peers.append(framework.Peer("theirs", ensure_venv()))

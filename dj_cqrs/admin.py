@@ -30,6 +30,13 @@ class CQRSAdminMasterSyncMixin:
         from dj_cqrs.master.publisher import instance_pk, publish
         from dj_cqrs.sync import keyset, resync
 
+        requested: list[Any] | None = None
+        if not isinstance(queryset, QuerySet):  # instances given directly (not via the admin UI)
+            items = list(queryset)
+            if not items:
+                return
+            requested = [item.pk for item in items]
+            queryset = type(items[0])._default_manager.filter(pk__in=requested)
         model = queryset.model
         ok: list[str] = []
         failed: list[str] = []
@@ -45,6 +52,9 @@ class CQRSAdminMasterSyncMixin:
                 failed.extend(published)
             else:
                 ok.extend(published)
+        if requested is not None:
+            seen = set(ok) | set(failed)
+            failed.extend(str(pk) for pk in requested if str(pk) not in seen)  # gone meanwhile
         if ok:
             self.message_user(request, f"{len(ok)} successfully synced.", messages.SUCCESS)  # type: ignore[attr-defined]
         if failed:

@@ -64,3 +64,7 @@ def make_fleet(master_python: str, replica_python: str, extra_env: dict[str, str
 @pytest.fixture
 def fleet(rabbitmq: None, postgres: None) -> Iterator[Fleet]:
     yield from make_fleet(OUR_PYTHON, OUR_PYTHON)
+
+
+# The django-cqrs 3.1.0 peer (and our python) for every integration test, not only compat/.
+from integration_tests.compat.conftest import compat_python, our_python  # noqa: E402,F401

@@ -232,15 +232,8 @@ def test_bad_dump_lines_on_postgres(fleet, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def theirs_python() -> str:
-    from integration_tests.compat_venv import ensure_venv
-
-    try:
-        return ensure_venv()
-    except Exception as exc:  # noqa: BLE001 - no registry access on a laptop
-        if in_ci():
-            raise
-        pytest.skip(f"django-cqrs 3.1.0 virtualenv unavailable: {exc}")
+def theirs_python(compat_python: str) -> str:
+    return compat_python
 
 
 @pytest.fixture

@@ -105,25 +105,3 @@ def test_admin_action_counts_a_failed_publish_as_failed(transport, rf):
         admin.sync_items(request, SimplestModel.objects.filter(pk=obj.pk))
 
     assert [str(m) for m in request._messages] == [f"1 failed to sync: {obj.pk}."]
-
-
-def test_admin_action_with_the_outbox_keeps_the_sync_until_it_can_be_published(transport, rf):
-    from django.contrib.messages.storage.fallback import FallbackStorage
-
-    from dj_cqrs.master.relay import Relay
-    from dj_cqrs.models import OutboxEvent
-
-    obj = SimplestModel.objects.create(name="a")
-    admin = site._registry[SimplestModel]
-    request = rf.post("/")
-    request.session = {}
-    request._messages = FallbackStorage(request)
-    transport.fail_with = ConnectionError("broker down")
-
-    admin.sync_items(request, SimplestModel.objects.filter(pk=obj.pk))
-
-    assert [str(m) for m in request._messages] == ["1 successfully synced."]
-    assert OutboxEvent.objects.filter(signal_type="SYNC", published_at__isnull=True).count() == 1
-    transport.fail_with = None
-    assert Relay(min_age=0).run_once() == 1
-    assert transport.published[-1].data["signal_type"] == "SYNC"
