@@ -9,6 +9,7 @@ BENCH_BULK (rows for the bulk update, default 5000), BENCH_RELAY (events for the
 dj_cqrs only, default 0 = skip).
 """
 
+import importlib.util
 import json
 import os
 import statistics
@@ -47,9 +48,9 @@ import pika  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db.models import F  # noqa: E402
 
-from benchapp.models import CqrsItem, PlainItem  # noqa: E402
+from benchapp.models import CqrsItem, PlainItem, TriggerItem  # noqa: E402
 
-OURS = not hasattr(__import__("dj_cqrs"), "VERSION") and os.path.exists(os.path.join(os.path.dirname(__import__("dj_cqrs").__file__), "master"))
+OURS = importlib.util.find_spec("dj_cqrs.master") is not None  # dj_cqrs, not django-cqrs
 
 
 def drain() -> None:
@@ -70,20 +71,20 @@ def main() -> None:
     queue = f"{EXCHANGE}_sink"
     channel.queue_declare(queue, durable=True)
     channel.queue_bind(queue, EXCHANGE, "bench_item")
+    channel.queue_bind(queue, EXCHANGE, "bench_trigger_item")
     result: dict[str, float] = {}
     try:
-        times: dict[str, list[float]] = {"plain_create": [], "cqrs_create": [], "plain_update": [], "cqrs_update": []}
+        kinds = [("plain", PlainItem), ("cqrs", CqrsItem), ("trigger", TriggerItem)]
+        times: dict[str, list[float]] = {f"{k}_{op}": [] for k, _ in kinds for op in ("create", "update")}
         for i in range(n):
-            pair = ((PlainItem, "plain"), (CqrsItem, "cqrs")) if i % 2 == 0 else ((CqrsItem, "cqrs"), (PlainItem, "plain"))
-            for model, kind in pair:
+            for kind, model in kinds[i % 3 :] + kinds[: i % 3]:  # rotate the order
                 start = time.perf_counter()
                 model.objects.create(name=f"n{i}", value=i)
                 times[f"{kind}_create"].append(time.perf_counter() - start)
-        plain = list(PlainItem.objects.order_by("pk")[:n])
-        cqrs = list(CqrsItem.objects.order_by("pk")[:n])
+        objects = {kind: list(model.objects.order_by("pk")[:n]) for kind, model in kinds}
         for i in range(n):
-            pair = ((plain[i], "plain"), (cqrs[i], "cqrs")) if i % 2 == 0 else ((cqrs[i], "cqrs"), (plain[i], "plain"))
-            for obj, kind in pair:
+            for kind, _model in kinds[i % 3 :] + kinds[: i % 3]:
+                obj = objects[kind][i]
                 obj.value += 1
                 start = time.perf_counter()
                 obj.save()
@@ -91,8 +92,11 @@ def main() -> None:
         drain()
         for key, values in times.items():
             result[key + "_us"] = statistics.median(values) * 1e6
-        result["create_ratio"] = result["cqrs_create_us"] / result["plain_create_us"]
-        result["update_ratio"] = result["cqrs_update_us"] / result["plain_update_us"]
+        for kind in ("cqrs", "trigger"):
+            for op in ("create", "update"):
+                result[f"{kind}_{op}_ratio"] = result[f"{kind}_{op}_us"] / result[f"plain_{op}_us"]
+        result["create_ratio"] = result["cqrs_create_ratio"]
+        result["update_ratio"] = result["cqrs_update_ratio"]
 
         PlainItem.objects.all().delete()
         CqrsItem.objects.all().delete()
@@ -128,9 +132,10 @@ def relay_backlog(count: int) -> dict[str, float]:
     from dj_cqrs.master.relay import Relay
     from dj_cqrs.models import OutboxEvent
 
+    CqrsItem.objects.all().delete()
+    drain()
     cqrs = {**settings.CQRS, "master": {"outbox_publish": "relay"}}
     with override_settings(CQRS=cqrs):
-        CqrsItem.objects.all().delete()
         for start in range(0, count, 5000):
             CqrsItem.cqrs.bulk_create([CqrsItem(name=f"r{i}") for i in range(start, min(count, start + 5000))])
         pending = OutboxEvent.objects.filter(published_at__isnull=True).count()

@@ -111,13 +111,14 @@ class RawMasterMixin(models.Model):
         from dj_cqrs.master import triggers
 
         if triggers.active(type(self), using):
-            # The table's triggers bump the revision and write the outbox row.
-            with transaction.atomic(using=using, savepoint=False):
-                self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": None}
-                try:
-                    super().save(**kwargs)
-                finally:
-                    self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
+            # The table's triggers bump the revision and write the outbox row in the statement
+            # itself, so no transaction of our own is needed (an autocommit save stays one
+            # round trip, as for a plain model).
+            self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": None}
+            try:
+                super().save(**kwargs)
+            finally:
+                self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
             # The stored revision is the trigger's: read it lazily on next access.
             self.__dict__.pop("cqrs_revision", None)
             return

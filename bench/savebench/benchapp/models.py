@@ -19,3 +19,15 @@ class CqrsItem(MasterMixin):
     name = models.CharField(max_length=100)
     value = models.IntegerField(default=0)
     price = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+
+
+class TriggerItem(MasterMixin):
+    """The same model with CQRS_DB_TRIGGERS (dj_cqrs on PostgreSQL: the outbox row is written by a
+    trigger inside the statement; django-cqrs ignores the attribute)."""
+
+    CQRS_ID = "bench_trigger_item"
+    CQRS_DB_TRIGGERS = True
+
+    name = models.CharField(max_length=100)
+    value = models.IntegerField(default=0)
+    price = models.DecimalField(max_digits=12, decimal_places=2, default=0)
