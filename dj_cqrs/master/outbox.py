@@ -11,7 +11,7 @@ import datetime
 import logging
 import uuid
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 from django.db import connections, transaction
 from django.utils import timezone
@@ -311,22 +311,40 @@ def _expires(created_at: datetime.datetime) -> datetime.datetime | None:
     return max(created_at, timezone.now()) + datetime.timedelta(seconds=ttl)
 
 
-def build_payloads(rows: Iterable[OutboxEvent], using: str) -> list[tuple[OutboxEvent, TransportPayload | None]]:
+class OutboxRow(NamedTuple):
+    """The columns of an outbox row the publisher needs (read without building model instances)."""
+
+    pk: int
+    cqrs_id: str
+    signal_type: str
+    object_pk: str
+    data: str
+    created_at: datetime.datetime
+
+
+_ROW_COLUMNS = ("id", "cqrs_id", "signal_type", "object_pk", "data", "created_at")
+
+
+def read_rows(qs: Any) -> list[OutboxRow]:
+    return [OutboxRow(*values) for values in qs.values_list(*_ROW_COLUMNS)]
+
+
+def build_payloads(rows: Iterable[OutboxRow], using: str) -> list[tuple[OutboxRow, TransportPayload | None]]:
     """Payloads for outbox rows, in row order; ``None`` where there is nothing to send (the object
     of a SAVE no longer exists: its DELETE follows). Rows of a SAVE are read in one query per model."""
     rows = list(rows)
+    expires = _expires(timezone.now())
     wanted: dict[str, set[Any]] = defaultdict(set)
     for row in rows:
         if row.signal_type != SignalType.DELETE.value:
             model = master_registry.get_model_by_cqrs_id(row.cqrs_id)
             if model is not None:
                 wanted[row.cqrs_id].add(_pk_value(model, row.object_pk))
-    current: dict[str, dict[str, Any]] = {}
+    current: dict[str, dict[str, tuple[Any, dict[str, Any]]]] = {}
     for cqrs_id, pks in wanted.items():
         model = master_registry.get_model_by_cqrs_id(cqrs_id)
-        fetched = publisher._fetch_rows(model, using, list(pks))  # noqa: SLF001 - same package
-        current[cqrs_id] = {str(pk): obj for pk, obj in fetched.items()}
-    result: list[tuple[OutboxEvent, TransportPayload | None]] = []
+        current[cqrs_id] = publisher.fetch_serialized(model, using, list(pks))
+    result: list[tuple[OutboxRow, TransportPayload | None]] = []
     for row in rows:
         model = master_registry.get_model_by_cqrs_id(row.cqrs_id)
         if model is None:
@@ -343,24 +361,25 @@ def build_payloads(rows: Iterable[OutboxEvent], using: str) -> list[tuple[Outbox
                 instance_pk=data["instance_data"].get("id"),
                 previous_data=None,
                 correlation_id=data.get("correlation_id"),
-                expires=_expires(row.created_at),
+                expires=expires,
                 meta=data.get("meta"),
             )
             result.append((row, payload))
             continue
-        obj = current.get(row.cqrs_id, {}).get(str(_pk_value(model, row.object_pk)))
-        if obj is None:
+        found = current.get(row.cqrs_id, {}).get(str(_pk_value(model, row.object_pk)))
+        if found is None:
             result.append((row, None))
             continue
+        obj_pk, instance_data = found
         payload = TransportPayload(
             signal_type=signal,
             cqrs_id=row.cqrs_id,
-            instance_data=publisher.serialize(obj),
-            instance_pk=publisher.instance_pk(obj.pk),
+            instance_data=instance_data,
+            instance_pk=publisher.instance_pk(obj_pk),
             queue=data.get("queue"),
             previous_data=data.get("previous_data"),
             correlation_id=data.get("correlation_id"),
-            expires=_expires(row.created_at),
+            expires=expires,
             meta=data.get("meta") if data.get("meta") is not None else {},
         )
         result.append((row, payload))
@@ -486,7 +505,7 @@ def publish_items(using: str, items: list[tuple[int, TransportPayload | None]], 
     missing = [outbox_id for outbox_id, payload in items if payload is None]
     built: dict[int, TransportPayload | None] = {}
     if missing:
-        rows = list(_outbox_model().objects.using(using).filter(id__in=missing, published_at__isnull=True))
+        rows = read_rows(_outbox_model().objects.using(using).filter(id__in=missing, published_at__isnull=True))
         built = {row.pk: payload for row, payload in build_payloads(rows, using)}
     payloads = []
     for outbox_id, payload in items:
@@ -514,7 +533,7 @@ def publish_ids(using: str, ids: list[int]) -> int:
         qs = model.objects.using(using).filter(id__in=ids, published_at__isnull=True).order_by("id")
         if supports_skip_locked(using):
             qs = qs.select_for_update(skip_locked=True)
-        rows = list(qs)
+        rows = read_rows(qs)
         return _publish_locked(using, rows)
 
 
@@ -531,7 +550,7 @@ def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
         qs = qs.order_by("id")
         if supports_skip_locked(using):
             qs = qs.select_for_update(skip_locked=True)
-        rows = list(qs[:limit])
+        rows = read_rows(qs[:limit])
         return _publish_locked(using, rows)
 
 
@@ -544,7 +563,7 @@ def _relaxed_commit(using: str) -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def _publish_locked(using: str, rows: list[OutboxEvent]) -> int:
+def _publish_locked(using: str, rows: list[OutboxRow]) -> int:
     """Publish claimed rows and mark them published; return how many rows were handled."""
     if not rows:
         return 0

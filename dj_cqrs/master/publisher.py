@@ -98,6 +98,28 @@ def _fetch_rows(model: type[RawMasterMixin], using: str, pks: list[Any]) -> dict
     return rows
 
 
+def fetch_serialized(model: type[RawMasterMixin], using: str, pks: list[Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """``{str(pk): (pk, instance_data)}`` of the committed rows (one query per 1000 keys).
+
+    The default serialization reads plain values (no model instances); ``CQRS_SERIALIZER`` models
+    are read through ``relate_cqrs_serialization`` and serialized by their serializer."""
+    result: dict[str, tuple[Any, dict[str, Any]]] = {}
+    if serializers.serializer_class(model) is not None:
+        for pk, obj in _fetch_rows(model, using, pks).items():
+            result[str(pk)] = (pk, serialize(obj))
+        return result
+    pk_attname = model._meta.pk.attname
+    attnames = [attname for _, attname in serializers.serialized_fields(model)]
+    columns = list(dict.fromkeys([pk_attname, *attnames, "cqrs_revision", "cqrs_updated"]))
+    base = model._base_manager.using(using)
+    for start in range(0, len(pks), 1000):
+        for values in base.filter(pk__in=pks[start : start + 1000]).values_list(*columns):
+            row = dict(zip(columns, values))
+            pk = row[pk_attname]
+            result[str(pk)] = (pk, serializers.serialize_values(model, row))
+    return result
+
+
 def _existing_pks(model: type[models.Model], using: str, pks: list[Any]) -> set[Any]:
     found: set[Any] = set()
     for start in range(0, len(pks), 1000):
