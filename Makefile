@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml setup.py requirements/base.txt requirements/test.txt
 
 install: $(STAMP) ## Create .venv with the package and test tools
 
-test: install ## Run every test: unit (SQLite) + integration and compat (RabbitMQ, PostgreSQL, Redis)
+# Unit tests that also run on PostgreSQL (set-based statements differ per database).
+PG_UNIT_TESTS ?= tests/unit/sync tests/unit/test_outbox.py tests/unit/test_tombstones.py
+PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR))
+
+test: install ## Run every test: unit (SQLite, then the set-based ones on PostgreSQL) + integration and compat
 	$(BIN)/python -m pytest tests integration_tests
+	DATABASE_URL=$(PG_UNIT_URL) $(BIN)/python -m pytest --create-db -q $(PG_UNIT_TESTS)
 
 test-unit: install ## Unit tests only (no services needed)
 	$(BIN)/python -m pytest tests
