@@ -549,12 +549,11 @@ def _run_services(
             say(f"      queue {broker.queue} bound for {', '.join(CQRS_IDS)} after {time.monotonic() - t0:.1f}s"
                 f" (log: {_rel(consumer.log_path)})")
 
-            # The writes come in three phases, each waiting for the replica before the next.
-            # kombu's filesystem broker (like several workers on any broker) does not deliver in
-            # FIFO order, so a create -> update -> delete burst for one row could arrive shuffled.
-            # The replica ignores stale revisions, but until deletions leave tombstones a SAVE
-            # arriving after the row's DELETE would bring the row back. Pacing avoids that; the
-            # final check below is still a real, field-by-field comparison.
+            # The writes come in three phases, each waiting for the replica before the next, so
+            # that each step is visible. kombu's filesystem broker (like several workers on any
+            # broker) does not deliver in FIFO order; the replica copes by itself (stale
+            # revisions are ignored, tombstones keep deleted rows deleted). The final check below
+            # is a real, field-by-field comparison.
             watcher = Feed("replica demo_state --watch", replica.popen("demo_state", "--watch", "0.1"))
             try:
                 for number, phase in ((3, "create"), (4, "update"), (5, "delete")):
