@@ -1,0 +1,64 @@
+"""django-cqrs import path ``dj_cqrs.delay``: a bounded in-memory queue of delayed messages.
+
+dj_cqrs itself keeps retries on the broker (see docs/failure-handling.md); this queue is kept for
+custom transports written against django-cqrs that hold messages in memory until their ETA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+
+@dataclasses.dataclass
+class DelayMessage:
+    """A message held until ``eta``."""
+
+    delivery_tag: Any
+    payload: Any
+    eta: datetime
+
+
+class DelayQueue:
+    """Messages ordered by ETA, at most ``max_size`` of them (None: unbounded)."""
+
+    def __init__(self, max_size: int | None = None) -> None:
+        if max_size is not None and max_size <= 0:
+            raise ValueError("max_size must be a positive int or None")
+        self._max_size = max_size
+        self._heap: list[tuple[datetime, int, DelayMessage]] = []
+        self._seq = itertools.count()
+
+    def get(self) -> DelayMessage:
+        """Remove and return the message with the earliest ETA (IndexError when empty)."""
+        return heapq.heappop(self._heap)[2]
+
+    def get_ready(self) -> list[DelayMessage]:
+        """Remove and return every message whose ETA has passed, earliest first."""
+        now = timezone.now()
+        ready = []
+        while self._heap and self._heap[0][0] <= now:
+            ready.append(heapq.heappop(self._heap)[2])
+        return ready
+
+    def put(self, delay_message: DelayMessage) -> DelayMessage | None:
+        """Add a message; when full, the earliest one is removed and returned (to handle now)."""
+        evicted = None
+        if self.full():
+            evicted = self.get()
+        heapq.heappush(self._heap, (delay_message.eta, next(self._seq), delay_message))
+        return evicted
+
+    def qsize(self) -> int:
+        return len(self._heap)
+
+    def full(self) -> bool:
+        return self._max_size is not None and len(self._heap) >= self._max_size
+
+
+__all__ = ["DelayMessage", "DelayQueue"]

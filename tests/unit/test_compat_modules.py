@@ -1,0 +1,51 @@
+"""django-cqrs import paths kept for code written against it: delay, logger, transport.mixins."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import pytest
+from django.utils import timezone
+
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.delay import DelayMessage, DelayQueue
+from dj_cqrs.logger import install_last_query_capturer, log_timed_out_queries
+from dj_cqrs.transport.mixins import LoggingMixin
+
+
+def test_delay_queue_orders_by_eta_and_evicts_the_earliest_when_full():
+    now = timezone.now()
+    queue = DelayQueue(max_size=2)
+    late = DelayMessage(1, "late", now + datetime.timedelta(hours=1))
+    due = DelayMessage(2, "due", now - datetime.timedelta(seconds=1))
+    assert queue.put(late) is None and queue.put(due) is None
+    assert queue.full() and queue.qsize() == 2
+    assert [m.payload for m in queue.get_ready()] == ["due"]
+    evicted = queue.put(DelayMessage(3, "later", now + datetime.timedelta(hours=2)))
+    assert evicted is None
+    assert queue.put(DelayMessage(4, "latest", now + datetime.timedelta(hours=3))).payload == "late"
+    with pytest.raises(ValueError):
+        DelayQueue(max_size=0)
+
+
+def test_logging_mixin_lines_carry_the_payload_context(caplog):
+    payload = TransportPayload("SAVE", "basic", {"id": 1, "cqrs_revision": 3}, 1, correlation_id="c-1")
+    with caplog.at_level(logging.INFO, logger="django-cqrs"):
+        LoggingMixin.log_consumed_accepted(payload)
+        LoggingMixin.log_dead_letter(payload)
+    assert [r.getMessage() for r in caplog.records] == [
+        "CQRS is applied: pk = 1 (basic), correlation_id = c-1.",
+        "CQRS is added to dead letter queue: pk = 1 (basic), correlation_id = c-1.",
+    ]
+    assert caplog.records[0].cqrs_revision == 3
+
+
+@pytest.mark.django_db
+def test_logger_functions_only_log_statement_timeouts(caplog):
+    from tests.apps.replica_app.models import SimplestModelRef
+
+    install_last_query_capturer(SimplestModelRef)
+    with caplog.at_level(logging.ERROR):
+        log_timed_out_queries(RuntimeError("not a timeout"), SimplestModelRef)
+    assert caplog.records == []
