@@ -34,6 +34,8 @@ logger = logging.getLogger("django-cqrs.outbox")
 
 _STOP = object()
 PRUNE_EVERY = 600.0
+#: Work items the publishing thread may have waiting; beyond, commits flag a backlog instead.
+MAX_QUEUED = 20
 
 
 def _background_allowed() -> bool:
@@ -51,6 +53,12 @@ class Dispatcher:
         self._last_sweep: dict[str, float] = {}
         self._last_prune: dict[str, float] = {}
         self._atexit_registered = False
+        #: Work items queued for the thread (bounded: beyond MAX_QUEUED, or while the circuit is
+        #: open after a failure, commits only flag a backlog, drained from the outbox itself).
+        self._queued = 0
+        self._backlog: set[str] = set()
+        self._open_until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
 
     # -- entry point -----------------------------------------------------------------------------
 
@@ -78,11 +86,24 @@ class Dispatcher:
                 self.publish(using, items)
             self.maybe_sweep(using)
             return
-        self._ensure_thread().put((using, None if claim else list(items)))
+        work = self._ensure_thread()
+        with self._lock:
+            if self._queued >= MAX_QUEUED or time.monotonic() < self._open_until.get(using, 0.0):
+                # The publisher is behind (or the broker failed a moment ago): the events are
+                # safe in the outbox; hold no snapshot of them, drain the outbox later instead.
+                self._backlog.add(using)
+                if self._queued:
+                    return
+                item: Any = (using, None)  # wake the thread up: it drains the backlog
+            else:
+                item = (using, None if claim else list(items))
+            self._queued += 1
+        work.put(item)
 
     # -- work ------------------------------------------------------------------------------------
 
-    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> None:
+    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> bool:
+        """Publish items in batches; False (and the circuit opened) after a failure."""
         batch = cqrs_settings.master.outbox_batch_size
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
@@ -97,8 +118,21 @@ class Dispatcher:
                 )
                 outbox.note_failure(using, [outbox_id for outbox_id, _ in chunk], exc)
                 self._reset_connection(using)
+                self._trip(using)
+                return False
+        self._failures.pop(using, None)
+        return True
+
+    def _trip(self, using: str) -> None:
+        """Open the circuit: for a growing pause, commits leave their events to the outbox."""
+        failures = self._failures.get(using, 0) + 1
+        self._failures[using] = failures
+        self._open_until[using] = time.monotonic() + min(60.0, 2.0 ** min(failures, 6))
+        with self._lock:
+            self._backlog.add(using)
 
     def claim(self, using: str) -> None:
+        """Publish what is pending in the outbox, oldest first, until it is empty."""
         batch = cqrs_settings.master.outbox_batch_size
         try:
             while outbox.claim_and_publish(using, batch, min_age=0) >= batch:
@@ -106,6 +140,9 @@ class Dispatcher:
         except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
             logger.error("CQRS outbox publish failed; events stay in the outbox: %r", exc, exc_info=True)
             self._reset_connection(using)
+            self._trip(using)
+        else:
+            self._failures.pop(using, None)
 
     def maybe_sweep(self, using: str) -> None:
         limit = cqrs_settings.master.outbox_sweep_limit
@@ -157,6 +194,7 @@ class Dispatcher:
             if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._queue = queue.SimpleQueue()
+                self._queued = 0  # a new thread: nothing is waiting for it yet
                 self._thread = threading.Thread(target=self._run, args=(self._queue,), name="dj_cqrs-outbox", daemon=True)
                 self._thread.start()
                 if not self._atexit_registered:
@@ -172,9 +210,12 @@ class Dispatcher:
                 try:
                     item = work.get(timeout=1.0)
                 except queue.Empty:
+                    self._drain_backlog()
                     continue
                 if item is _STOP:
                     break
+                with self._lock:
+                    self._queued -= 1
                 items: dict[str, list[tuple[int, TransportPayload | None]]] = {}
                 claims: set[str] = set()
                 count = 0
@@ -196,14 +237,21 @@ class Dispatcher:
                     if item is _STOP:
                         stop = True
                         item = None
+                    elif item is not None:
+                        with self._lock:
+                            self._queued -= 1
                 # No close_old_connections() here: with CONN_MAX_AGE=0 it would reconnect on every
                 # batch. The connection is closed when a batch fails on it (see _reset_connection).
                 for using in claims:
                     self.claim(using)
                 for using, batch in items.items():
-                    if batch:
+                    if batch and time.monotonic() >= self._open_until.get(using, 0.0):
                         self.publish(using, batch, relaxed=True)
+                    elif batch:
+                        with self._lock:
+                            self._backlog.add(using)
                     self.maybe_sweep(using)
+                self._drain_backlog()
                 if stop:
                     break
         finally:
@@ -212,6 +260,15 @@ class Dispatcher:
                     connections[alias].close()
                 except Exception:  # noqa: BLE001
                     pass
+
+    def _drain_backlog(self) -> None:
+        """Publish the outbox backlog of databases whose circuit is closed again."""
+        now = time.monotonic()
+        with self._lock:
+            ready = {using for using in self._backlog if now >= self._open_until.get(using, 0.0)}
+            self._backlog -= ready
+        for using in ready:
+            self.claim(using)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until the background thread has handled what was submitted (tests, shutdown)."""

@@ -24,8 +24,12 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
         by the caller).
         """
         objs = list(objs)
+        # With conflicts ignored or updated, memory does not tell what the database kept.
+        must_read = bool(kwargs.get("ignore_conflicts") or kwargs.get("update_conflicts"))
         for obj in objs:
             obj.__dict__["_cqrs_bulk_previous"] = tracking.changes(obj, created=True)
+            if must_read:
+                obj.__dict__["_cqrs_must_read"] = True
         with transaction.atomic(using=self.db, savepoint=False):
             created = super().get_queryset().bulk_create(objs, **kwargs)
             self.model.call_post_bulk_create(created, using=self.db)  # type: ignore[attr-defined]

@@ -153,18 +153,30 @@ class RawMasterMixin(models.Model):
             tracking.reset(self)
 
     def _continue_revision_after_delete(self, using: str) -> None:
-        """An object re-created with the primary key of one deleted earlier continues its
-        revisions, so replicas that remember the deletion accept it (see ``replica.tombstones``)."""
+        """Revision of a new instance whose primary key the caller chose.
+
+        If the row exists (Django then UPDATEs it), the save continues its revision instead of
+        writing the instance's 0. If an object with this key was deleted earlier, the new one
+        continues after the DELETE's revision, so replicas that remember the deletion accept it
+        (see ``replica.tombstones``).
+        """
+        pk_field = type(self)._meta.pk
+        if self.pk is None or pk_field.has_default():
+            return
+        stored = type(self)._base_manager.using(using).filter(pk=self.pk)
+        if connections[using].features.has_select_for_update:
+            stored = stored.select_for_update()
+        current = stored.values_list("cqrs_revision", flat=True).first()
+        if current is not None:
+            self.cqrs_revision = current + 1
+            return
         from dj_cqrs.master import outbox
 
-        pk_field = type(self)._meta.pk
-        if self.pk is None or pk_field.has_default() or getattr(pk_field, "db_returning", False):
-            return
         if not outbox.enabled():
             return
         last = outbox.last_delete_revision(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
-        current = self.__dict__.get("cqrs_revision")
-        if last is not None and isinstance(current, int) and current <= last:
+        mine = self.__dict__.get("cqrs_revision")
+        if last is not None and isinstance(mine, int) and mine <= last:
             self.cqrs_revision = last + 1
 
     def delete(self, using: str | None = None, keep_parents: bool = False) -> Any:

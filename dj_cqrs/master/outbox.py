@@ -390,7 +390,7 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
     """The payload of a committed event built from memory, when memory is known to hold the
     committed state (no savepoint involved, no pending expression, default serializer); else None
     and the publisher reads the row."""
-    if event.in_savepoint:
+    if event.in_savepoint or event.must_read:
         return None
     if event.signal is SignalType.DELETE:
         if event.instance_data is None:
@@ -475,51 +475,47 @@ def _stored_overrides(instance: Any) -> dict[str, Any] | None:
     return overrides
 
 
-def _relaxed_session(using: str) -> None:
-    """The publishing thread's own connection does not wait for WAL flushes when it marks rows
-    published: a mark lost in a crash only means the event is published again (a duplicate,
-    which replicas ignore)."""
-    conn = connections[using]
-    if conn.vendor != "postgresql":
-        return
-    conn.ensure_connection()
-    raw = conn.connection
-    if getattr(raw, "_dj_cqrs_relaxed", False):
-        return
-    with conn.cursor() as cursor:
-        cursor.execute("SET synchronous_commit TO OFF")
-    try:
-        raw._dj_cqrs_relaxed = True
-    except AttributeError:  # a driver connection that takes no attributes: set it every time
-        pass
-
-
 def publish_items(using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> int:
     """Publish committed events in commit order and mark their rows published.
 
     Each item is ``(outbox_id, payload)``; a payload built at commit is sent as is, a ``None`` one
     is built from its outbox row and the committed object (one query per model for all of them).
+    The rows are claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so a relay or sweep
+    working at the same time never publishes them too. ``relaxed`` is accepted for callers of an
+    earlier version; the marking commit is always relaxed (``SET LOCAL``).
     """
     if not items:
         return 0
-    missing = [outbox_id for outbox_id, payload in items if payload is None]
-    built: dict[int, TransportPayload | None] = {}
-    if missing:
-        rows = read_rows(_outbox_model().objects.using(using).filter(id__in=missing, published_at__isnull=True))
-        built = {row.pk: payload for row, payload in build_payloads(rows, using)}
-    payloads = []
-    for outbox_id, payload in items:
-        if payload is None:
-            payload = built.get(outbox_id)
-        if payload is not None:
-            payloads.append(payload)
-    publisher.publish(payloads)
-    if relaxed:  # only on a connection of our own (the dispatcher's thread), never the app's
-        _relaxed_session(using)
-    _outbox_model().objects.using(using).filter(
-        id__in=[outbox_id for outbox_id, _ in items], published_at__isnull=True
-    ).update(published_at=timezone.now())
-    return len(items)
+    model = _outbox_model()
+    with transaction.atomic(using=using):
+        qs = model.objects.using(using).filter(id__in=[outbox_id for outbox_id, _ in items], published_at__isnull=True)
+        if supports_skip_locked(using):
+            qs = qs.select_for_update(skip_locked=True)
+        claimed = {row_id: (cqrs_id, object_pk) for row_id, cqrs_id, object_pk in qs.values_list("id", "cqrs_id", "object_pk")}
+        if not claimed:
+            return 0
+        todo: list[tuple[int, TransportPayload | None]] = []
+        for outbox_id, payload in items:
+            if outbox_id not in claimed:
+                continue  # published by someone else, or rolled back
+            if payload is not None and claimed[outbox_id] != (payload.cqrs_id, str(payload.pk)):
+                payload = None  # the id now belongs to another event: read what the row says
+            todo.append((outbox_id, payload))
+        missing = [outbox_id for outbox_id, payload in todo if payload is None]
+        built: dict[int, TransportPayload | None] = {}
+        if missing:
+            rows = read_rows(model.objects.using(using).filter(id__in=missing))
+            built = {row.pk: payload for row, payload in build_payloads(rows, using)}
+        payloads = []
+        for outbox_id, payload in todo:
+            if payload is None:
+                payload = built.get(outbox_id)
+            if payload is not None:
+                payloads.append(payload)
+        _relaxed_commit(using)
+        publisher.publish(payloads)
+        model.objects.using(using).filter(id__in=list(claimed)).update(published_at=timezone.now())
+    return len(claimed)
 
 
 def supports_skip_locked(using: str) -> bool:

@@ -48,6 +48,12 @@ class PendingEvent:
     in_savepoint: bool = False
     #: Captured at change time by the outbox.
     correlation_id: str | None = None
+    #: Memory may not hold what the database stored (a partial ``update_fields`` save, a
+    #: ``bulk_create`` that ignores conflicts): the publisher reads the row.
+    must_read: bool = False
+    #: Registered with ``on_commit`` when the event is recorded inside a savepoint: Django drops it
+    #: if that savepoint rolls back, which tells the event is dead.
+    marker: Any = None
     #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
     #: kept only so that the row's revision is bumped once per transaction.
     silent: bool = False
@@ -70,6 +76,39 @@ class PendingEvent:
 Flusher = Callable[[list[PendingEvent]], None]
 
 
+class _Marker:
+    """A no-op commit hook whose presence in ``connection.run_on_commit`` proves that the savepoint
+    it was registered in has not been rolled back."""
+
+    __slots__ = ("index", "fired")
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+
+
+def _registered(conn: Any, hook: Any, hint: int) -> tuple[bool, int]:
+    """Whether ``hook`` is still in the connection's commit hooks (O(1) when nothing before it was
+    dropped; a scan otherwise)."""
+    callbacks = getattr(conn, "run_on_commit", None)
+    if callbacks is None:  # pragma: no cover - Django always has it
+        return True, hint
+    if 0 <= hint < len(callbacks) and callbacks[hint][1] is hook:
+        return True, hint
+    for index, entry in enumerate(callbacks):
+        if entry[1] is hook:
+            return True, index
+    return False, -1
+
+
+def _register(conn: Any, hook: Any, using: str) -> int:
+    transaction.on_commit(hook, using=using)
+    return len(conn.run_on_commit) - 1
+
+
 class TransactionEvents:
     """Pending events of one transaction on one connection."""
 
@@ -80,12 +119,22 @@ class TransactionEvents:
         self.events: dict[tuple[str, Any], list[PendingEvent]] = {}
         self._flusher = flusher
         self.callback = self._on_commit
+        self._index = -1
+        self._markers: dict[tuple[Any, ...], _Marker] = {}
+
+    def register(self) -> None:
+        self._index = _register(connections[self.using], self.callback, self.using)
 
     def _on_commit(self) -> None:
         conn = connections[self.using]
         if getattr(conn, _CONN_ATTR, None) is self:
             setattr(conn, _CONN_ATTR, None)
-        events = [e for group in self.events.values() for e in group if not e.silent]
+        events = [
+            e
+            for group in self.events.values()
+            for e in group
+            if not e.silent and (e.marker is None or e.marker.fired)  # not rolled back with a savepoint
+        ]
         self.events = {}
         if events:
             self._flusher(events)
@@ -95,10 +144,39 @@ class TransactionEvents:
         conn = connections[self.using]
         if not conn.in_atomic_block:
             return False
-        callbacks = getattr(conn, "run_on_commit", None)
-        if callbacks is None:  # pragma: no cover - Django always has it
-            return True
-        return any(entry[1] is self.callback for entry in callbacks)
+        live, self._index = _registered(conn, self.callback, self._index)
+        return live
+
+    def mark(self, event: PendingEvent) -> None:
+        """Give an event recorded inside a savepoint the marker of that savepoint."""
+        conn = connections[self.using]
+        if not conn.savepoint_ids:
+            return
+        key = tuple(conn.savepoint_ids)
+        marker = self._markers.get(key)
+        if marker is None or not self.event_is_live_marker(marker):
+            marker = _Marker()
+            marker.index = _register(conn, marker, self.using)
+            self._markers[key] = marker
+            self._run_last(conn)
+        event.marker = marker
+
+    def _run_last(self, conn: Any) -> None:
+        """Move this transaction's commit hook after the markers, so that when it runs, the
+        markers of the savepoints that were not rolled back have fired."""
+        live, index = _registered(conn, self.callback, self._index)
+        if live:
+            entry = conn.run_on_commit.pop(index)
+            conn.run_on_commit.append(entry)
+            self._index = len(conn.run_on_commit) - 1
+
+    def event_is_live_marker(self, marker: _Marker) -> bool:
+        live, marker.index = _registered(connections[self.using], marker, marker.index)
+        return live
+
+    def event_is_live(self, event: PendingEvent) -> bool:
+        """False when the savepoint the event was recorded in has been rolled back."""
+        return event.marker is None or self.event_is_live_marker(event.marker)
 
     def find(self, cqrs_id: str, pk: Any) -> PendingEvent | None:
         """The last SAVE or DELETE of this object in the transaction."""
@@ -110,10 +188,15 @@ class TransactionEvents:
     def add(self, event: PendingEvent) -> PendingEvent:
         key = (event.cqrs_id, event.pk)
         group = self.events.setdefault(key, [])
+        self.mark(event)
         if event.signal is SignalType.SYNC:
             group.append(event)
             return event
         last = self.find(*key)
+        if last is not None and not self.event_is_live(last):
+            # Recorded in a savepoint that was rolled back since: it never happened.
+            group[:] = [e for e in group if self.event_is_live(e)]
+            last = self.find(*key)
         if (
             last is not None
             and event.signal is SignalType.SAVE
@@ -122,12 +205,15 @@ class TransactionEvents:
         ):
             last.merge_save(event.instance, event.previous_data)
             last.silent = last.silent and event.silent
+            last.must_read = last.must_read or event.must_read
             if event.revision is not None:
                 last.revision = event.revision
+            if event.marker is not None and last.marker is None:
+                # Changed again inside a savepoint: memory may be rolled back under us.
+                last.in_savepoint = True
             return last
-        if last is not None and event.signal is SignalType.DELETE and last.signal is SignalType.SAVE:
-            # Saved then deleted in the same transaction: the row is gone, only the DELETE matters.
-            group.remove(last)
+        # A SAVE followed by a DELETE keeps both: the DELETE may still be rolled back with its
+        # savepoint, and the publisher skips a SAVE whose row is gone at commit.
         group.append(event)
         return event
 
@@ -148,7 +234,7 @@ def ensure(using: str, flusher: Flusher) -> TransactionEvents:
     if state is None:
         state = TransactionEvents(using, flusher)
         setattr(connections[using], _CONN_ATTR, state)
-        transaction.on_commit(state.callback, using=using)
+        state.register()
     return state
 
 

@@ -22,6 +22,7 @@ from dj_cqrs.replica.lifecycle import Backoff, StopFlag
 logger = logging.getLogger("django-cqrs.relay")
 
 PRUNE_EVERY = 60.0
+RESOLVE_EVERY = 30.0
 ALERT_EVERY = 60.0
 
 
@@ -53,7 +54,9 @@ class Relay:
         min_age: float | None = None,
         stop: StopFlag | None = None,
     ) -> None:
+        self._fixed = list(databases) if databases else None
         self.databases = outbox_databases(databases)
+        self._resolved_at = time.monotonic()
         self.batch_size = batch_size or cqrs_settings.master.outbox_batch_size
         self.interval = interval
         self.min_age = cqrs_settings.master.outbox_grace if min_age is None else min_age
@@ -62,8 +65,23 @@ class Relay:
         self._last_prune = 0.0
         self._last_alert = 0.0
 
+    def refresh_databases(self, force: bool = False) -> None:
+        """Look for the outbox databases again (one that was down or not yet migrated when the
+        relay started is picked up once it is back)."""
+        if self._fixed is not None:
+            return
+        now = time.monotonic()
+        incomplete = set(self.databases) != set(connections)  # an alias was down or unmigrated
+        if force or incomplete or now - self._resolved_at >= RESOLVE_EVERY:
+            self._resolved_at = now
+            found = outbox_databases()
+            if found != self.databases:
+                logger.info("CQRS relay now publishes from %s", ", ".join(found) or "no database")
+            self.databases = found
+
     def run_once(self) -> int:
         """Publish every pending row once (until a batch comes back short); return how many."""
+        self.refresh_databases()
         total = 0
         for alias in self.databases:
             while not self.stop.is_set():

@@ -43,11 +43,18 @@ def save_event(instance: Any, using: str, previous_data: dict[str, Any] | None) 
 
 
 def record_save(
-    instance: Any, using: str, *, created: bool, previous_data: dict[str, Any] | None
+    instance: Any,
+    using: str,
+    *,
+    created: bool,
+    previous_data: dict[str, Any] | None,
+    must_read: bool = False,
 ) -> pending.PendingEvent | None:
     from dj_cqrs.master import dispatch
 
-    return dispatch.add(save_event(instance, using, previous_data))
+    event = save_event(instance, using, previous_data)
+    event.must_read = must_read
+    return dispatch.add(event)
 
 
 def on_post_save(sender: type[models.Model], instance: Any, created: bool = False, **kwargs: Any) -> None:
@@ -63,7 +70,9 @@ def on_post_save(sender: type[models.Model], instance: Any, created: bool = Fals
         if not context["publish"]:
             return
         previous = context.get("previous_data")
-    record_save(instance, using, created=created, previous_data=previous)
+    # A partial save leaves fields unsaved in memory: the published state is read from the row.
+    must_read = kwargs.get("update_fields") is not None
+    record_save(instance, using, created=created, previous_data=previous, must_read=must_read)
 
 
 def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
@@ -99,7 +108,9 @@ def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | 
     by_db: dict[str, list[pending.PendingEvent]] = {}
     for instance in instances:
         db = using or router.db_for_write(sender, instance=instance)
-        by_db.setdefault(db, []).append(save_event(instance, db, previous.get(id(instance))))
+        event = save_event(instance, db, previous.get(id(instance)))
+        event.must_read = bool(instance.__dict__.pop("_cqrs_must_read", False))
+        by_db.setdefault(db, []).append(event)
     for events in by_db.values():
         dispatch.add_many(events)
 

@@ -20,6 +20,7 @@ the sweep of a later commit (nothing in the process knows about them right away)
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.db import connections
@@ -28,7 +29,10 @@ logger = logging.getLogger("django-cqrs.master")
 
 BUMP = "dj_cqrs_bump"
 OUTBOX = "dj_cqrs_outbox"
-_installed: dict[tuple[str, str], bool] = {}
+_installed: dict[tuple[str, str], tuple[bool, float]] = {}
+#: How long the answer "are the triggers installed?" is trusted (a migration may add or remove them
+#: while the process runs).
+RECHECK_AFTER = 60.0
 
 
 def wanted(model: Any) -> bool:
@@ -43,7 +47,8 @@ def active(model: Any, using: str) -> bool:
     if conn.vendor != "postgresql":
         return False
     key = (using, model._meta.db_table)
-    if key not in _installed:
+    known = _installed.get(key)
+    if known is None or time.monotonic() - known[1] > RECHECK_AFTER:
         with conn.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
@@ -59,8 +64,8 @@ def active(model: Any, using: str) -> bool:
                 model.__name__,
                 using,
             )
-        _installed[key] = found
-    return _installed[key]
+        _installed[key] = (found, time.monotonic())
+    return _installed[key][0]
 
 
 def forget() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connections, models, router, transaction
 
-from dj_cqrs.replica import copy_text
+from dj_cqrs.replica import copy_text, tombstones
 
 #: Database vendors with ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE ... RETURNING``.
 UPSERT_VENDORS = frozenset({"postgresql", "sqlite"})
@@ -72,6 +72,8 @@ class _Row:
     raw: list[Any] | None
     text: str | None = None
     values: tuple[Any, ...] | None = None
+    #: The row's ``cqrs_updated`` (for the tombstone rule of non-sync loads).
+    updated: Any = None
 
 
 @dataclasses.dataclass
@@ -94,15 +96,17 @@ class Prepared:
             [r.present for r in rows],
             [r.raw for r in rows],
             [r.text for r in rows],
+            [r.updated for r in rows],
             self.failures,
             self.copy,
             self.strategy,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        indexes, pks, revisions, presents, raws, texts, self.failures, self.copy, self.strategy = state
+        indexes, pks, revisions, presents, raws, texts, updated, self.failures, self.copy, self.strategy = state
         self.rows = [
-            _Row(*values) for values in zip(indexes, pks, revisions, presents, raws, texts, strict=True)
+            _Row(i, pk, rev, present, raw, text, None, upd)
+            for i, pk, rev, present, raw, text, upd in zip(indexes, pks, revisions, presents, raws, texts, updated, strict=True)
         ]
 
 
@@ -149,7 +153,7 @@ def prepare(model: Any, rows: Sequence[dict[str, Any]], *, using: str | None = N
             prepared.failures.append(RowFailure(index, _value_error_text(exc)))
             continue
         raw = [row[key] if key is not None else field.get_default() for key, field in sources]
-        item = _Row(index, pk, revision, present, raw)
+        item = _Row(index, pk, revision, present, raw, updated=row.get("cqrs_updated"))
         if prepared.copy:
             try:
                 item.text = "\t".join([convert(value) for convert, value in zip(converters, raw, strict=True)])
@@ -185,6 +189,15 @@ def write(model: Any, prepared: Prepared, *, sync: bool = False, using: str | No
             result.skipped += 1
             if sync or item.revision > current.revision:
                 latest[item.pk] = item  # the later row (sync) or the newer revision wins
+    if not sync and latest:
+        # Deletes stay deleted: a row of the dump older than a deletion this replica applied is
+        # not written back (as the consumer ignores a late SAVE).
+        stones = tombstones.find(model, list(latest))
+        for pk, item in list(latest.items()):
+            stone = stones.get(tombstones.pk_key(pk))
+            if stone is not None and not tombstones.allows(stone, item.revision, item.updated):
+                del latest[pk]
+                result.skipped += 1
     groups: dict[frozenset[str], list[_Row]] = {}
     for item in latest.values():
         groups.setdefault(item.present, []).append(item)

@@ -258,6 +258,7 @@ class RabbitMQTransport(BaseTransport):
         attempt = 0
         for start in range(0, len(pending), _PUBLISH_CHUNK):
             chunk = pending[start : start + _PUBLISH_CHUNK]
+            attempt = 0  # every chunk gets all its retries
             while chunk:
                 try:
                     failed = producer.publish([messages[i] for i in chunk])

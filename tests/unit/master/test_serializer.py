@@ -64,7 +64,17 @@ def test_serialization_queries_do_not_grow_with_the_number_of_saves(transport):
     assert len(transport.published) == 3 + 12
     # Only the writes grow (the row and its outbox event); the commit-time serialization is one
     # query per model plus prefetch.
-    few, many = ([q for q in sqls if "dj_cqrs_outbox" not in q] for sqls in (few, many))
+    # (and, for a key chosen by the caller, the lookup of a stored revision to continue from)
+    few, many = (
+        [
+            q
+            for q in sqls
+            if "dj_cqrs_outbox" not in q
+            and not q.startswith('SELECT "master_app_author"."cqrs_revision" AS "cqrs_revision"')
+            and q.split(" ")[0] not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")  # incl. the outbox sweep's
+        ]
+        for sqls in (few, many)
+    )
     assert len(many) - len(few) == 12 - 3
     for sqls in (few, many):
         assert sum('JOIN "master_app_publisher"' in sql for sql in sqls) == 1
