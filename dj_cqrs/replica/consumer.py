@@ -213,7 +213,7 @@ def route_signal_to_replica_model(
     if getattr(model, "CQRS_NO_DB_OPERATIONS", False):
         return _call_handler(model, signal, instance_data, previous_data, meta_kwargs)
     db = router.db_for_write(model)
-    close_old_connections()
+    drop_if_broken(db)
     from dj_cqrs.replica import tombstones
 
     tombstones.prune_if_due(db)
@@ -297,6 +297,20 @@ def is_connection_lost(exc: BaseException) -> bool:
                     return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def drop_if_broken(using: str) -> None:
+    """Close the connection only when an error left it unusable.
+
+    Not ``close_old_connections()``: a worker is not a request, and with ``CONN_MAX_AGE=0`` that
+    would open a new database session for every message.
+    """
+    conn = connections[using]
+    if conn.connection is not None and conn.errors_occurred and not conn.in_atomic_block:
+        if conn.is_usable():
+            conn.errors_occurred = False
+        else:
+            conn.close()
 
 
 def _drop_connections() -> None:
