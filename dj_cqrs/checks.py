@@ -1,8 +1,7 @@
 """System checks (``manage.py check``): settings, transport, and model configuration.
 
 Ids: E001-E009, E011 settings and transport; E020-E022 registries; E030, E031, E033, E034 master
-models; E040-E042 replica models; E050, E051, W050, W051 database triggers; E060 missing tables
-(database check); W001, W002 unknown
+models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
 keys. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
 
@@ -275,36 +274,3 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
                 )
             )
     return errors
-
-
-@checks.register("dj_cqrs", checks.Tags.database)
-def check_tables(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """The dj_cqrs tables exist where they are used (``manage.py check --database default``, and
-    ``migrate`` runs it): the outbox for master models, the tombstones for replica models."""
-    from django.db import connections
-
-    from dj_cqrs.conf import cqrs_settings
-    from dj_cqrs.models import OutboxEvent, Tombstone
-
-    wanted = []
-    if len(master_registry) and cqrs_settings.master.CQRS_OUTBOX:
-        wanted.append(OutboxEvent._meta.db_table)
-    if len(replica_registry) and cqrs_settings.replica.tombstone_horizon is not None:
-        wanted.append(Tombstone._meta.db_table)
-    result: list[checks.CheckMessage] = []
-    for alias in databases or []:
-        try:
-            with connections[alias].cursor() as cursor:
-                tables = set(connections[alias].introspection.table_names(cursor))
-        except Exception:  # noqa: BLE001 - an unreachable database is reported by Django itself
-            continue
-        missing = [table for table in wanted if table not in tables]
-        if missing:
-            result.append(
-                checks.Error(
-                    f"The dj_cqrs table(s) {', '.join(missing)} do not exist on database {alias!r}.",
-                    hint="Run `manage.py migrate dj_cqrs` (needed once after moving from django-cqrs).",
-                    id="dj_cqrs.E060",
-                )
-            )
-    return result

@@ -7,19 +7,22 @@ dispatcher (:mod:`dj_cqrs.master.dispatcher`) and by the relay (:mod:`dj_cqrs.ma
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import uuid
+from collections.abc import Iterator
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import publisher, serializers
 from dj_cqrs.registry import master_registry
 
@@ -69,8 +72,29 @@ def _stored_revision(event: PendingEvent) -> int:
     return int(value)
 
 
+@contextlib.contextmanager
+def _explained_missing_table() -> Iterator[None]:
+    """A missing outbox table (``migrate dj_cqrs`` not run after moving from django-cqrs) is
+    reported as such, not as a bare database error."""
+    try:
+        yield
+    except DatabaseError as exc:
+        text = str(exc).lower()
+        if "dj_cqrs_outbox" in text and ("does not exist" in text or "no such table" in text):
+            raise ConfigurationError(
+                "dj_cqrs.E060: the outbox table dj_cqrs_outbox does not exist on this database:"
+                " run `manage.py migrate dj_cqrs` (needed once after moving from django-cqrs)"
+            ) from exc
+        raise
+
+
 def record(event: PendingEvent) -> None:
     """Write ``event`` to the outbox of its database (call inside the transaction)."""
+    with _explained_missing_table():
+        _record(event)
+
+
+def _record(event: PendingEvent) -> None:
     instance = event.instance
     correlation = _correlation(event)
     event.correlation_id = correlation
@@ -106,6 +130,11 @@ def record(event: PendingEvent) -> None:
 
 def record_many(events: list[PendingEvent]) -> None:
     """Bulk version of :func:`record` for events whose revision is known (bulk operations)."""
+    with _explained_missing_table():
+        _record_many(events)
+
+
+def _record_many(events: list[PendingEvent]) -> None:
     if not events:
         return
     model = _outbox_model()
