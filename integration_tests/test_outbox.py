@@ -38,7 +38,9 @@ def test_broker_unreachable_during_2000_changes_then_relay_delivers_everything(f
     state = fleet.master.scenario(steps)  # every commit succeeds although no event can be published
     assert len(state["it_product"]) == 400
     assert pending_count(fleet) == 2000
-    attempts = pg_query(fleet.master.env["IT_DB_NAME"], "SELECT max(attempts), min(last_error) FROM dj_cqrs_outbox")[0]
+    # Attempts are counted on the events the publisher tried (after a failure it pauses and leaves
+    # the others to the outbox: see the dispatcher's circuit breaker).
+    attempts = pg_query(fleet.master.env["IT_DB_NAME"], "SELECT max(attempts), max(last_error) FROM dj_cqrs_outbox")[0]
     assert attempts[0] >= 1 and "Connection" in attempts[1]
     assert fleet.replica.state()["it_product"] == {}
 
