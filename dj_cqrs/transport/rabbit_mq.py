@@ -27,7 +27,7 @@ import pika.exceptions
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
+from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport.base import BaseTransport
 
@@ -56,7 +56,10 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
     url = cqrs_settings.url
     params: pika.ConnectionParameters
     if url:
-        params = pika.URLParameters(url)
+        try:
+            params = pika.URLParameters(url)
+        except (ValueError, TypeError, SyntaxError) as exc:  # what pika raises for bad URLs
+            raise ConfigurationError(f"dj_cqrs.E011: CQRS['url'] is not a valid RabbitMQ URL: {exc}") from exc
         if params.ssl_options is not None and not params.ssl_options.server_hostname:
             # Verify the certificate against the host name we connect to.
             params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
@@ -71,9 +74,11 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
         params = pika.ConnectionParameters(**kwargs)
     if params.blocked_connection_timeout is None:
         params.blocked_connection_timeout = 60
+    # A ``client_properties`` query option of the URL (e.g. its own connection_name) wins.
     params.client_properties = {
         "connection_name": f"dj_cqrs {purpose} {socket.gethostname()}:{os.getpid()}",
         "product": "dj_cqrs",
+        **(params.client_properties or {}),
     }
     return params
 
