@@ -165,6 +165,8 @@ class Supervisor:
             if self._restart_all.is_set():
                 self._restart_all.clear()
                 self._stop_processes()
+                if self._stop.is_set():
+                    break  # SIGTERM/SIGINT while the workers were stopping: start no new ones
                 for slot in self.slots:
                     slot.failures = 0
                     self._spawn(slot)
