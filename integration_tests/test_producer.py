@@ -304,6 +304,26 @@ def test_publish_retries_until_the_network_comes_back(rabbit_names, proxy):
         assert sorted(set(bound.pks())) == [1, 2]
 
 
+def test_publish_on_a_stalled_link_fails_without_waiting_for_the_link(rabbit_names, proxy):
+    """A confirm that does not come within ``confirm_timeout`` fails the publish, and the broken
+    connection is dropped at once, not closed with a handshake that waits on the stalled link."""
+    from dj_cqrs.transport import get_transport
+
+    exchange, _ = rabbit_names
+    with producing(exchange, proxy.port, confirm_timeout=0.5, publish_retries=0):
+        get_transport().produce(payload(1))
+        proxy.delay(15)  # every chunk, either way, now waits 15 s: no confirm, no Close-Ok
+        watchdog = threading.Timer(8, proxy.cut)  # ends the stall if the publish waits for it
+        watchdog.start()
+        try:
+            with pytest.raises(PublishFailed, match="confirm"):
+                get_transport().produce(payload(2))
+        finally:
+            watchdog.cancel()
+        assert proxy.cuts == 0, "the publish waited for the stalled link until the watchdog cut it"
+        proxy.delay(0)
+
+
 # -- failure -------------------------------------------------------------------------------------
 
 

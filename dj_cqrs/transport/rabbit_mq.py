@@ -48,6 +48,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 _IDLE_CHECK_SECONDS = 20.0
 _PUBLISH_CHUNK = 1000
+_ABORT_TURNS = 10
 
 
 def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameters:
@@ -132,7 +133,7 @@ class _ThreadProducer:
                 try:
                     self.connection.process_data_events(0)
                 except CONNECTION_ERRORS:
-                    self.close()
+                    self.abort()
             if self.usable():
                 return self.channel
         self.close()
@@ -207,6 +208,7 @@ class _ThreadProducer:
         return failed
 
     def close(self) -> None:
+        """Close the connection cleanly (AMQP ``Connection.Close``, one round trip)."""
         connection, self.connection, self.channel = self.connection, None, None
         self._outstanding = set()
         if connection is not None and self.pid == os.getpid():
@@ -215,6 +217,33 @@ class _ThreadProducer:
                     connection.close()
             except Exception:  # noqa: BLE001 - the connection is being discarded anyway
                 pass
+
+    def abort(self) -> None:
+        """Drop a connection that failed: close its socket without the AMQP close handshake.
+
+        A clean close waits for the broker's ``Close-Ok`` with no time limit, so on a stalled
+        link it would hold the committing thread long after ``confirm_timeout`` has expired.
+        """
+        connection, self.connection, self.channel = self.connection, None, None
+        self._outstanding = set()
+        if connection is None or self.pid != os.getpid():
+            return
+        # What pika itself does on a heartbeat timeout: terminate the stream, no Connection.Close.
+        terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
+        if terminate is None:  # not pika's usual adapter: fall back to the clean close
+            self.connection = connection
+            self.close()
+            return
+        try:
+            if connection.is_open:
+                terminate(pika.exceptions.StreamLostError("dropped by dj_cqrs after a failed publish"))
+                # pika completes the abort in its I/O loop: a few turns, no network round trip.
+                for _ in range(_ABORT_TURNS):
+                    if connection.is_closed:
+                        break
+                    connection.process_data_events(0)
+        except Exception:  # noqa: BLE001 - pika reports the abort as StreamLostError: expected
+            pass
 
 
 class RabbitMQTransport(BaseTransport):
@@ -275,7 +304,7 @@ class RabbitMQTransport(BaseTransport):
                         break
                     error: BaseException = pika.exceptions.NackError([])
                 except CONNECTION_ERRORS as exc:
-                    producer.close()
+                    producer.abort()
                     error = exc
                 attempt += 1
                 if attempt > retries:
