@@ -269,6 +269,29 @@ def test_broker_closing_the_connection_then_next_publish_reconnects(rabbit_names
     assert "retrying" in caplog.text  # the first attempt hit the closed connection
 
 
+def test_idle_connection_dropped_for_missed_heartbeats_then_next_publish_reconnects(rabbit_names):
+    """django-cqrs issue #183: pika services heartbeats only inside its own calls, so the broker
+    drops an idle producer connection; the next publish must still go through."""
+    from dj_cqrs.transport import get_transport
+
+    exchange, _ = rabbit_names
+    with producing(exchange, RABBIT_PORT) as bound:
+        with override_settings(CQRS={**producer_settings(exchange, RABBIT_PORT), "url": (
+            f"amqp://guest:guest@127.0.0.1:{RABBIT_PORT}/%2F?heartbeat=1&connection_attempts=1"
+        )}):
+            get_transport().produce(payload(1))
+            name = producer_name(os.getpid())
+            assert name in {n for _pid, n in broker_connections()}
+            wait_for(
+                lambda: name not in {n for _pid, n in broker_connections()}, 20, interval=0.5,
+                message="the broker to drop the idle connection (missed heartbeats)",
+            )
+            get_transport().produce(payload(2))  # must not raise
+            assert name in {n for _pid, n in broker_connections()}
+        wait_for(lambda: bound.count() == 2, 10, message="both messages in the bound queue")
+        assert sorted(bound.pks()) == [1, 2]
+
+
 def test_network_cut_then_next_publish_reconnects(rabbit_names, proxy):
     from tests.apps.master_app.models import SimplestModel
 
