@@ -292,6 +292,20 @@ def test_idle_connection_dropped_for_missed_heartbeats_then_next_publish_reconne
         assert sorted(bound.pks()) == [1, 2]
 
 
+def test_exchange_deleted_under_the_producer_is_declared_again(rabbit_names, caplog):
+    from dj_cqrs.transport import get_transport
+
+    exchange, _ = rabbit_names
+    caplog.set_level(logging.WARNING, logger="django-cqrs")
+    with producing(exchange, RABBIT_PORT) as bound:
+        get_transport().produce(payload(1))
+        bound.client.channel.exchange_delete(exchange)
+        get_transport().produce(payload(2))  # the broker closes the channel (404): retried at once
+        bound.client.channel.exchange_declare(exchange, exchange_type="topic", durable=True, passive=True)
+    assert "channel closed before the confirms" in caplog.text
+    assert "confirm(s) missing" not in caplog.text  # it did not wait for the confirm timeout
+
+
 def test_network_cut_then_next_publish_reconnects(rabbit_names, proxy):
     from tests.apps.master_app.models import SimplestModel
 

@@ -115,6 +115,7 @@ class _ThreadProducer:
         self._nacked: set[int] = set()
         self._returned = 0
         self._select_ok = False
+        self._channel_closed: BaseException | None = None
 
     def usable(self) -> bool:
         return (
@@ -146,11 +147,15 @@ class _ThreadProducer:
         self._outstanding = set()
         self._nacked = set()
         self._select_ok = False
+        self._channel_closed = None
         impl = channel._impl  # the asynchronous channel under pika's blocking adapter
         impl.add_on_return_callback(self._on_return)
+        impl.add_on_close_callback(self._on_channel_close)
         impl.confirm_delivery(self._on_confirm, callback=self._on_select_ok)
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while not self._select_ok:
+            if self._channel_closed is not None:
+                raise pika.exceptions.AMQPChannelError(f"channel closed: {self._channel_closed!r}")
             if time.monotonic() > deadline:
                 raise pika.exceptions.AMQPError("no Confirm.SelectOk from the broker")
             self.connection.process_data_events(time_limit=0.001)
@@ -160,6 +165,10 @@ class _ThreadProducer:
 
     def _on_select_ok(self, frame: Any) -> None:
         self._select_ok = True
+
+    def _on_channel_close(self, channel: Any, reason: BaseException) -> None:
+        # e.g. 404 when the exchange was deleted: no confirm will ever come on this channel.
+        self._channel_closed = reason
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -196,6 +205,8 @@ class _ThreadProducer:
             tags[self._next_tag] = index
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while self._outstanding & tags.keys():
+            if self._channel_closed is not None:
+                raise pika.exceptions.AMQPChannelError(f"channel closed before the confirms: {self._channel_closed!r}")
             if time.monotonic() > deadline:
                 raise pika.exceptions.AMQPError(
                     f"{len(self._outstanding & tags.keys())} publish confirm(s) missing after"
@@ -304,7 +315,10 @@ class RabbitMQTransport(BaseTransport):
                         break
                     error: BaseException = pika.exceptions.NackError([])
                 except CONNECTION_ERRORS as exc:
-                    producer.abort()
+                    if isinstance(exc, pika.exceptions.AMQPChannelError):
+                        producer.close()  # only the channel failed: the connection closes cleanly
+                    else:
+                        producer.abort()
                     error = exc
                 attempt += 1
                 if attempt > retries:
