@@ -245,11 +245,10 @@ def test_forked_child_opens_its_own_connection(rabbit_names, proxy):
 # -- reconnection --------------------------------------------------------------------------------
 
 
-def test_broker_closing_the_connection_then_next_publish_reconnects(rabbit_names, caplog):
+def test_broker_closing_the_connection_then_next_publish_reconnects(rabbit_names):
     from tests.apps.master_app.models import SimplestModel
 
     exchange, _ = rabbit_names
-    caplog.set_level(logging.WARNING, logger="django-cqrs")
     with producing(exchange, RABBIT_PORT) as bound:
         SimplestModel.objects.create(id=1, name="before")
         mine = [pid for pid, name in broker_connections() if name == producer_name(os.getpid())]
@@ -266,7 +265,6 @@ def test_broker_closing_the_connection_then_next_publish_reconnects(rabbit_names
         assert len(after) == 1 and after != mine
         wait_for(lambda: bound.count() >= 2, 10, message="both messages in the bound queue")
         assert sorted(set(bound.pks())) == [1, 2]
-    assert "retrying" in caplog.text  # the first attempt hit the closed connection
 
 
 def test_idle_connection_dropped_for_missed_heartbeats_then_next_publish_reconnects(rabbit_names):
@@ -276,9 +274,10 @@ def test_idle_connection_dropped_for_missed_heartbeats_then_next_publish_reconne
 
     exchange, _ = rabbit_names
     with producing(exchange, RABBIT_PORT) as bound:
-        with override_settings(CQRS={**producer_settings(exchange, RABBIT_PORT), "url": (
-            f"amqp://guest:guest@127.0.0.1:{RABBIT_PORT}/%2F?heartbeat=1&connection_attempts=1"
-        )}):
+        # No retry to spare: the producer must notice the dead connection before publishing.
+        settings = producer_settings(exchange, RABBIT_PORT, publish_retries=0)
+        settings["url"] = f"amqp://guest:guest@127.0.0.1:{RABBIT_PORT}/%2F?heartbeat=1&connection_attempts=1"
+        with override_settings(CQRS=settings):
             get_transport().produce(payload(1))
             name = producer_name(os.getpid())
             assert name in {n for _pid, n in broker_connections()}
@@ -306,20 +305,22 @@ def test_exchange_deleted_under_the_producer_is_declared_again(rabbit_names, cap
     assert "confirm(s) missing" not in caplog.text  # it did not wait for the confirm timeout
 
 
-def test_network_cut_then_next_publish_reconnects(rabbit_names, proxy):
+def test_network_cut_then_next_publish_reconnects(rabbit_names, proxy, caplog):
     from tests.apps.master_app.models import SimplestModel
 
     exchange, _ = rabbit_names
+    caplog.set_level(logging.WARNING, logger="django-cqrs")
     with producing(exchange, proxy.port) as bound:
         SimplestModel.objects.create(id=1, name="before")
         proxy.cut()
         proxy.restore()
-        SimplestModel.objects.create(id=2, name="after")
+        SimplestModel.objects.create(id=2, name="after")  # the first attempt hits the cut connection
         assert proxy.accepted == 2
         SimplestModel.objects.create(id=3, name="reused")
         assert proxy.accepted == 2
         wait_for(lambda: bound.count() >= 3, 10, message="three messages in the bound queue")
         assert sorted(set(bound.pks())) == [1, 2, 3]
+    assert "CQRS publish attempt 1 failed" in caplog.text
 
 
 def test_publish_retries_until_the_network_comes_back(rabbit_names, proxy):

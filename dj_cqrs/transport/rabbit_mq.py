@@ -46,7 +46,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     AssertionError,  # pika raises it for some broken-connection states
 )
 
-_IDLE_CHECK_SECONDS = 20.0
+#: After this much idleness the connection is polled before a publish, so that one the broker
+#: dropped meanwhile (missed heartbeats: pika services them only inside its calls) is replaced
+#: up front instead of failing the publish attempt. Heartbeats can be as short as 1 s.
+_IDLE_CHECK_SECONDS = 1.0
 _PUBLISH_CHUNK = 1000
 _ABORT_TURNS = 10
 
