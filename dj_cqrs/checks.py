@@ -1,7 +1,7 @@
 """System checks (``manage.py check``): settings, transport, and model configuration.
 
 Ids: E001-E009, E011 settings and transport; E020-E022 registries; E030, E031, E033, E034 master
-models; E040-E042 replica models; E050, E051, W050, W051 database triggers; E060 missing tables
+models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W060 missing tables
 (database check); W001, W002 unknown
 keys. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
@@ -289,7 +289,10 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
 @checks.register("dj_cqrs", checks.Tags.database)
 def check_tables(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """The dj_cqrs tables exist where they are used (``manage.py check --database default``, and
-    ``migrate`` runs it): the outbox for master models, the tombstones for replica models."""
+    ``migrate`` runs it): the outbox for master models, the tombstones for replica models.
+
+    A warning, not an error: ``migrate`` runs database checks before migrating, and an error
+    there would refuse to create the very tables it reports missing (every fresh database)."""
     from django.db import connections
 
     from dj_cqrs.conf import cqrs_settings
@@ -310,10 +313,10 @@ def check_tables(app_configs: Any = None, databases: Any = None, **kwargs: Any) 
         missing = [table for table in wanted if table not in tables]
         if missing:
             result.append(
-                checks.Error(
+                checks.Warning(
                     f"The dj_cqrs table(s) {', '.join(missing)} do not exist on database {alias!r}.",
                     hint="Run `manage.py migrate dj_cqrs` (needed once after moving from django-cqrs).",
-                    id="dj_cqrs.E060",
+                    id="dj_cqrs.W060",
                 )
             )
     return result

@@ -332,3 +332,19 @@ def test_good_mapping_with_attname_targets_passes(throwaway):
             app_label = "replica_app"
 
     assert model_errors(Good) == []
+
+
+@pytest.mark.django_db
+def test_w060_missing_dj_cqrs_table_is_a_warning_that_does_not_block_migrate():
+    from django.db import connection
+
+    from dj_cqrs.checks import check_tables
+
+    assert check_tables(databases=["default"]) == []
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE dj_cqrs_outbox")  # rolled back with the test's transaction
+    [message] = check_tables(databases=["default"])
+    assert message.id == "dj_cqrs.W060"
+    assert "dj_cqrs_outbox" in message.msg
+    # migrate runs the database checks first: only errors (not warnings) stop it.
+    assert not message.is_serious()
