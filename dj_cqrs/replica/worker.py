@@ -36,9 +36,29 @@ def worker_main(cqrs_ids: list[str] | None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    _stop_when_orphaned(process_stop)
     logger.info("CQRS worker %s started", os.getpid())
     get_transport().consume(cqrs_ids=cqrs_ids or None)
     logger.info("CQRS worker %s stopped", os.getpid())
+
+
+def _stop_when_orphaned(stop: Any) -> None:
+    """Stop this worker, as SIGTERM would, when its supervisor dies without stopping it (SIGKILL,
+    OOM killer): an orphaned worker would otherwise consume forever, beyond any supervisor's
+    reach, next to the workers of the supervisor started in its place."""
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # readable once the supervisor's end of the pipe is closed
+        if not stop.is_set():
+            logger.warning("CQRS worker %s: its supervisor is gone; stopping", os.getpid())
+            stop.set()
+
+    threading.Thread(target=watch, name="dj_cqrs-supervisor-watch", daemon=True).start()
 
 
 @dataclasses.dataclass
@@ -145,6 +165,8 @@ class Supervisor:
             if self._restart_all.is_set():
                 self._restart_all.clear()
                 self._stop_processes()
+                if self._stop.is_set():
+                    break  # SIGTERM/SIGINT while the workers were stopping: start no new ones
                 for slot in self.slots:
                     slot.failures = 0
                     self._spawn(slot)

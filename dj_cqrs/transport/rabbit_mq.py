@@ -27,7 +27,7 @@ import pika.exceptions
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
+from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport.base import BaseTransport
 
@@ -46,8 +46,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     AssertionError,  # pika raises it for some broken-connection states
 )
 
-_IDLE_CHECK_SECONDS = 20.0
+#: After this much idleness the connection is polled before a publish, so that one the broker
+#: dropped meanwhile (missed heartbeats: pika services them only inside its calls) is replaced
+#: up front instead of failing the publish attempt. Heartbeats can be as short as 1 s.
+_IDLE_CHECK_SECONDS = 1.0
 _PUBLISH_CHUNK = 1000
+_ABORT_TURNS = 10
 
 
 def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameters:
@@ -56,7 +60,10 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
     url = cqrs_settings.url
     params: pika.ConnectionParameters
     if url:
-        params = pika.URLParameters(url)
+        try:
+            params = pika.URLParameters(url)
+        except (ValueError, TypeError, SyntaxError) as exc:  # what pika raises for bad URLs
+            raise ConfigurationError(f"dj_cqrs.E011: CQRS['url'] is not a valid RabbitMQ URL: {exc}") from exc
         if params.ssl_options is not None and not params.ssl_options.server_hostname:
             # Verify the certificate against the host name we connect to.
             params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
@@ -71,9 +78,11 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
         params = pika.ConnectionParameters(**kwargs)
     if params.blocked_connection_timeout is None:
         params.blocked_connection_timeout = 60
+    # A ``client_properties`` query option of the URL (e.g. its own connection_name) wins.
     params.client_properties = {
         "connection_name": f"dj_cqrs {purpose} {socket.gethostname()}:{os.getpid()}",
         "product": "dj_cqrs",
+        **(params.client_properties or {}),
     }
     return params
 
@@ -109,6 +118,7 @@ class _ThreadProducer:
         self._nacked: set[int] = set()
         self._returned = 0
         self._select_ok = False
+        self._channel_closed: BaseException | None = None
 
     def usable(self) -> bool:
         return (
@@ -127,7 +137,7 @@ class _ThreadProducer:
                 try:
                     self.connection.process_data_events(0)
                 except CONNECTION_ERRORS:
-                    self.close()
+                    self.abort()
             if self.usable():
                 return self.channel
         self.close()
@@ -140,11 +150,15 @@ class _ThreadProducer:
         self._outstanding = set()
         self._nacked = set()
         self._select_ok = False
+        self._channel_closed = None
         impl = channel._impl  # the asynchronous channel under pika's blocking adapter
         impl.add_on_return_callback(self._on_return)
+        impl.add_on_close_callback(self._on_channel_close)
         impl.confirm_delivery(self._on_confirm, callback=self._on_select_ok)
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while not self._select_ok:
+            if self._channel_closed is not None:
+                raise pika.exceptions.AMQPChannelError(f"channel closed: {self._channel_closed!r}")
             if time.monotonic() > deadline:
                 raise pika.exceptions.AMQPError("no Confirm.SelectOk from the broker")
             self.connection.process_data_events(time_limit=0.001)
@@ -154,6 +168,10 @@ class _ThreadProducer:
 
     def _on_select_ok(self, frame: Any) -> None:
         self._select_ok = True
+
+    def _on_channel_close(self, channel: Any, reason: BaseException) -> None:
+        # e.g. 404 when the exchange was deleted: no confirm will ever come on this channel.
+        self._channel_closed = reason
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -190,6 +208,8 @@ class _ThreadProducer:
             tags[self._next_tag] = index
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while self._outstanding & tags.keys():
+            if self._channel_closed is not None:
+                raise pika.exceptions.AMQPChannelError(f"channel closed before the confirms: {self._channel_closed!r}")
             if time.monotonic() > deadline:
                 raise pika.exceptions.AMQPError(
                     f"{len(self._outstanding & tags.keys())} publish confirm(s) missing after"
@@ -202,6 +222,7 @@ class _ThreadProducer:
         return failed
 
     def close(self) -> None:
+        """Close the connection cleanly (AMQP ``Connection.Close``, one round trip)."""
         connection, self.connection, self.channel = self.connection, None, None
         self._outstanding = set()
         if connection is not None and self.pid == os.getpid():
@@ -210,6 +231,33 @@ class _ThreadProducer:
                     connection.close()
             except Exception:  # noqa: BLE001 - the connection is being discarded anyway
                 pass
+
+    def abort(self) -> None:
+        """Drop a connection that failed: close its socket without the AMQP close handshake.
+
+        A clean close waits for the broker's ``Close-Ok`` with no time limit, so on a stalled
+        link it would hold the committing thread long after ``confirm_timeout`` has expired.
+        """
+        connection, self.connection, self.channel = self.connection, None, None
+        self._outstanding = set()
+        if connection is None or self.pid != os.getpid():
+            return
+        # What pika itself does on a heartbeat timeout: terminate the stream, no Connection.Close.
+        terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
+        if terminate is None:  # not pika's usual adapter: fall back to the clean close
+            self.connection = connection
+            self.close()
+            return
+        try:
+            if connection.is_open:
+                terminate(pika.exceptions.StreamLostError("dropped by dj_cqrs after a failed publish"))
+                # pika completes the abort in its I/O loop: a few turns, no network round trip.
+                for _ in range(_ABORT_TURNS):
+                    if connection.is_closed:
+                        break
+                    connection.process_data_events(0)
+        except Exception:  # noqa: BLE001 - pika reports the abort as StreamLostError: expected
+            pass
 
 
 class RabbitMQTransport(BaseTransport):
@@ -270,7 +318,10 @@ class RabbitMQTransport(BaseTransport):
                         break
                     error: BaseException = pika.exceptions.NackError([])
                 except CONNECTION_ERRORS as exc:
-                    producer.close()
+                    if isinstance(exc, pika.exceptions.AMQPChannelError):
+                        producer.close()  # only the channel failed: the connection closes cleanly
+                    else:
+                        producer.abort()
                     error = exc
                 attempt += 1
                 if attempt > retries:

@@ -332,3 +332,16 @@ def test_good_mapping_with_attname_targets_passes(throwaway):
             app_label = "replica_app"
 
     assert model_errors(Good) == []
+
+
+@pytest.mark.django_db
+def test_e060_a_save_without_the_outbox_table_says_to_migrate(transport):
+    from django.db import connection
+
+    from dj_cqrs.exceptions import ConfigurationError
+    from tests.apps.master_app.models import SimplestModel
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE dj_cqrs_outbox")  # rolled back with the test's transaction
+    with pytest.raises(ConfigurationError, match=r"dj_cqrs.E060: .*migrate dj_cqrs"):
+        SimplestModel.objects.create(name="x")

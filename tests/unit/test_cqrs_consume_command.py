@@ -1,0 +1,69 @@
+"""``cqrs_consume`` argument handling (django-cqrs's options); the supervisor itself runs real
+processes and is tested in ``integration_tests/test_supervisor.py``."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from dj_cqrs.replica.worker import Supervisor
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Supervisors the command built and ran (their run() returns at once)."""
+    started: list[Supervisor] = []
+
+    def run(self: Supervisor) -> int:
+        started.append(self)
+        return 0
+
+    monkeypatch.setattr(Supervisor, "run", run)
+    return started
+
+
+def test_defaults(runs):
+    call_command("cqrs_consume")
+    [supervisor] = runs
+    assert supervisor.workers == 1
+    assert supervisor.cqrs_ids is None
+    assert supervisor.reload is False
+    assert supervisor.ignore_paths == []
+    assert (supervisor.sigint_timeout, supervisor.sigkill_timeout) == (5, 1)
+
+
+def test_django_cqrs_short_options(runs):
+    call_command(
+        "cqrs_consume", "-w", "3", "-cid", "simplest", "basic", "-r",
+        "--ignore-paths", " migrations, static ,", "--sigint-timeout", "2.5", "--sigkill-timeout", "0.5",
+    )
+    [supervisor] = runs
+    assert supervisor.workers == 3
+    assert supervisor.cqrs_ids == ["simplest", "basic"]
+    assert supervisor.reload is True
+    assert supervisor.ignore_paths == ["migrations", "static"]
+    assert (supervisor.sigint_timeout, supervisor.sigkill_timeout) == (2.5, 0.5)
+
+
+def test_long_options(runs):
+    call_command("cqrs_consume", "--workers", "2", "--cqrs-id", "simplest", "--reload")
+    [supervisor] = runs
+    assert (supervisor.workers, supervisor.cqrs_ids, supervisor.reload) == (2, ["simplest"], True)
+
+
+def test_cqrs_id_without_values_means_every_model(runs):
+    call_command("cqrs_consume", "--cqrs-id")
+    assert runs[0].cqrs_ids is None
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_workers_must_be_positive(runs, workers):
+    with pytest.raises(CommandError, match="--workers must be >= 1"):
+        call_command("cqrs_consume", "-w", workers)
+    assert runs == []
+
+
+def test_unknown_cqrs_id_is_refused(runs):
+    with pytest.raises(CommandError, match="Wrong CQRS ID: nope, missing!"):
+        call_command("cqrs_consume", "--cqrs-id", "simplest", "nope", "missing")
+    assert runs == []
