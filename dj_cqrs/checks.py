@@ -57,7 +57,7 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
             )
         ]
     url = raw.get("url")
-    if isinstance(url, str) and url and cls.__name__ == "RabbitMQTransport":
+    if isinstance(url, str) and url and _is_rabbitmq(cls):
         import pika
 
         try:
@@ -71,6 +71,15 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
                 )
             ]
     return []
+
+
+def _is_rabbitmq(cls: type) -> bool:
+    """The RabbitMQ transport or a subclass of it (pika may not be installed: then it is not)."""
+    try:
+        from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+    except ImportError:
+        return False
+    return issubclass(cls, RabbitMQTransport)
 
 
 @checks.register("dj_cqrs")
