@@ -104,10 +104,10 @@ def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
 
 def _has_other_receivers(signal: Any, sender: Any) -> bool:
     """Whether anything but dj_cqrs listens to ``signal`` for ``sender``."""
-    from django.dispatch.dispatcher import NONE_ID, _make_id
+    from django.dispatch import dispatcher
 
     ours = f"dj_cqrs_{sender._meta.label_lower}_{id(sender)}"
-    wanted = {NONE_ID, _make_id(sender)}
+    wanted = {dispatcher.NONE_ID, dispatcher._make_id(sender)}  # type: ignore[attr-defined]
     for entry in signal.receivers:
         receiver_key, sender_key = entry[0]
         if sender_key in wanted and receiver_key != ours:

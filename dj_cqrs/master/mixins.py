@@ -284,7 +284,7 @@ class MasterMeta(ModelBase):
     """Registers every concrete subclass of :class:`MasterMixin`."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> Any:
-        model = super().__new__(mcs, name, bases, attrs, **kwargs)
+        model: Any = super().__new__(mcs, name, bases, attrs, **kwargs)
         if not model._meta.abstract and name != "MasterMixin":
             MasterMeta.register(model)
         return model

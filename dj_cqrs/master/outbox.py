@@ -195,7 +195,7 @@ def _sql(kind: str, conn: Any, model: Any = None) -> str:
     outbox = _outbox_model()
     opts = outbox._meta
     qn = conn.ops.quote_name
-    columns = ", ".join(qn(opts.get_field(name).column) for name in _COLUMNS)
+    columns = ", ".join(qn(opts.get_field(name).column) for name in _COLUMNS)  # type: ignore[union-attr]
     returning = conn.features.can_return_columns_from_insert
     id_col, rev_col = qn(opts.pk.column), qn(opts.get_field("revision").column)
     if kind == "values":
@@ -289,7 +289,7 @@ def record_rows(model: Any, using: str, pks: list[Any], data: str) -> list[tuple
                 .order_by("-id")
                 .values_list("id", "object_pk", "revision")[: len(chunk)]
             )
-            result.extend((int(i), p, int(r)) for i, p, r in rows)
+            result.extend((int(i), p, int(r or 0)) for i, p, r in rows)
     return result
 
 
@@ -372,7 +372,8 @@ def build_payloads(rows: Iterable[OutboxRow], using: str) -> list[tuple[OutboxRo
     current: dict[str, dict[str, tuple[Any, dict[str, Any]]]] = {}
     for cqrs_id, pks in wanted.items():
         model = master_registry.get_model_by_cqrs_id(cqrs_id)
-        current[cqrs_id] = publisher.fetch_serialized(model, using, list(pks))
+        if model is not None:
+            current[cqrs_id] = publisher.fetch_serialized(model, using, list(pks))
     result: list[tuple[OutboxRow, TransportPayload | None]] = []
     for row in rows:
         model = master_registry.get_model_by_cqrs_id(row.cqrs_id)

@@ -28,10 +28,10 @@ class PendingEvent:
     """An event waiting for its transaction to commit."""
 
     signal: SignalType
-    model: type[models.Model]
+    model: Any  # a master model class
     pk: Any
     using: str
-    instance: models.Model | None = None
+    instance: Any = None  # the saved master instance
     previous_data: dict[str, Any] | None = None
     #: DELETE: ``instance_data`` captured at delete time.
     instance_data: dict[str, Any] | None = None

@@ -56,7 +56,7 @@ def build_payload(
     queue: str | None = None,
     meta: dict[str, Any] | None = None,
 ) -> TransportPayload:
-    cqrs_id = model.CQRS_ID
+    cqrs_id = str(model.CQRS_ID)
     if meta is None:
         kwargs: dict[str, Any] = {"instance_data": instance_data, "signal_type": signal}
         if signal is not SignalType.DELETE:

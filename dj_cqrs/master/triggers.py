@@ -218,7 +218,7 @@ def install(using: str) -> int:
         return 0
     import pgtrigger
 
-    uris = []
+    uris: list[str] = []
     for model in master_registry:
         if wanted(model):
             uris.extend(trigger.get_uri(model) for trigger in build(model))

@@ -60,7 +60,7 @@ class ReplicaMeta(ModelBase):
     """Registers every concrete subclass of :class:`ReplicaMixin`."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> Any:
-        model = super().__new__(mcs, name, bases, attrs, **kwargs)
+        model: Any = super().__new__(mcs, name, bases, attrs, **kwargs)
         if not model._meta.abstract and name != "ReplicaMixin":
             ReplicaMeta.register(model)
         return model

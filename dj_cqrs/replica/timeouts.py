@@ -29,7 +29,7 @@ def is_timeout_error(exc: BaseException, using: str) -> bool:
     if vendor == DB_VENDOR_PG:
         return PG_TIMEOUT_FLAG in str(exc)
     if vendor == DB_VENDOR_MYSQL:
-        args = getattr(getattr(exc, "__cause__", None), "args", ()) or getattr(exc, "args", ())
+        args: tuple[Any, ...] = tuple(getattr(getattr(exc, "__cause__", None), "args", ()) or getattr(exc, "args", ()))
         return bool(args) and args[0] == MYSQL_TIMEOUT_ERROR_CODE
     return False
 

@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import kombu.exceptions
-from kombu import Connection, Exchange, Queue, binding
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue, binding
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
