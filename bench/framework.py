@@ -214,7 +214,9 @@ def make_workdir() -> Path:
 
 def format_table(results: list[Result]) -> str:
     def seconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"  # latencies: milliseconds stay visible
 
     header = ("group", "metric", "ours (s)", "theirs (s)", "theirs/ours", "notes")
     body = [

@@ -131,7 +131,12 @@ REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_LOG_TIMED_OUT_QUERIES": Option(False, _bool, "a bool"),
     "CQRS_QUERY_LOGGER": Option("", lambda v: isinstance(v, str), "a logger name"),
     # dj_cqrs additions
-    "CQRS_BATCH_SIZE": Option(100, _positive_int, "an int > 0"),
+    # Messages a consumer takes and applies together (one transaction per model), and how long it
+    # waits for a batch to fill once a message is there. The prefetch is twice the batch size.
+    "CQRS_BATCH_SIZE": Option(500, lambda v: _positive_int(v) and v <= 10000, "an int from 1 to 10000"),
+    "CQRS_BATCH_MAX_WAIT": Option(0.005, lambda v: _non_negative_number(v) and v <= 10, "a number of seconds from 0 to 10"),
+    # False: every message takes the per-message path (one transaction each), as django-cqrs.
+    "CQRS_BATCH_APPLY": Option(True, _bool, "a bool"),
     "tombstone_horizon": Option(7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None"),
     "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
     # Exponential back-off of the default ``get_cqrs_retry_delay``: the n-th retry (n = 0, 1 ...)

@@ -23,8 +23,8 @@ def get_delay_queue_max_size() -> int | None:
 
 
 def get_messages_prefetch_count_per_worker() -> int:
-    """How many unacknowledged messages one worker holds (its batch size)."""
-    return cqrs_settings.replica.CQRS_BATCH_SIZE  # type: ignore[no-any-return]
+    """How many unacknowledged messages one worker holds (twice its batch size, on RabbitMQ)."""
+    return min(2 * cqrs_settings.replica.CQRS_BATCH_SIZE, 65535)  # type: ignore[no-any-return]
 
 
 def get_json_valid_value(value: Any) -> Any:

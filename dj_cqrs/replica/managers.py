@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import Error as DatabaseError
-from django.db import connections, models, router
+from django.db import connections, models, router, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -46,9 +46,18 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         mapped = self._map_save_data(master_data)
         if mapped is None:
             return None
+        db = self._write_db()
+        # Its own transaction when called outside one (``Model.cqrs_save(data)`` from user code):
+        # the lock and the row lock below need one.
+        with transaction.atomic(using=db, savepoint=False):
+            return self._save_locked(mapped, previous_data, sync, meta, db)
+
+    def _save_locked(
+        self, mapped: dict[str, Any], previous_data: dict[str, Any] | None, sync: bool, meta: dict[str, Any] | None, db: str
+    ) -> Any:
+        model = self.model
         pk_name = model._meta.pk.name
         pk = mapped[pk_name]
-        db = self._write_db()
         lock_objects(model, [pk], db)
         qs = model._base_manager.using(db)
         if connections[db].features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
@@ -99,60 +108,13 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         meta: dict[str, Any] | None = None,
     ) -> Any:
         model = self.model
-        cqrs_id = model.CQRS_ID
-        pk = instance.pk
-        current = instance.cqrs_revision
-        incoming = mapped_data["cqrs_revision"]
-        if not sync:
-            if incoming < current:
-                logger.error(
-                    "Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).",
-                    pk,
-                    incoming,
-                    current,
-                    cqrs_id,
-                )
-                last_error_holder()["status"] = "ignored_stale"
-                return instance
-            if incoming == current and is_newer(mapped_data.get("cqrs_updated"), instance.cqrs_updated):
-                # django-cqrs masters send two messages with the same revision when two Python
-                # objects of one row are saved in one transaction: the first carries the first
-                # object's (stale) state, the second the final one, with a later cqrs_updated.
-                logger.warning(
-                    "Same CQRS revision with a newer cqrs_updated, applied: pk = %s, cqrs_revision = %s (%s).",
-                    pk,
-                    current,
-                    cqrs_id,
-                )
-            elif incoming == current:
-                logger.warning(
-                    "Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).",
-                    pk,
-                    current,
-                    cqrs_id,
-                )
-                if current == 0:
-                    logger.warning(
-                        "CQRS potential creation race condition: pk = %s (%s).", pk, cqrs_id
-                    )
-                last_error_holder()["status"] = "ignored_duplicate"
-                return instance
-            elif incoming != current + 1:
-                logger.warning(
-                    "Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
-                    incoming - current - 1,
-                    pk,
-                    incoming,
-                    cqrs_id,
-                )
-        elif incoming < current:
-            logger.warning(
-                "CQRS revision downgrade on sync: pk = %s, cqrs_revision = new %s / existing %s (%s).",
-                pk,
-                incoming,
-                current,
-                cqrs_id,
-            )
+        status = revision_decision(
+            model, instance.pk, mapped_data["cqrs_revision"], mapped_data.get("cqrs_updated"),
+            instance.cqrs_revision, instance.cqrs_updated, sync,
+        )
+        if status != "apply":
+            last_error_holder()["status"] = status
+            return instance
         kwargs: dict[str, Any] = {"previous_data": previous_data}
         if getattr(model, "CQRS_META", False):
             kwargs["meta"] = meta
@@ -171,13 +133,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         if tombstones.allows(found, mapped["cqrs_revision"], mapped.get("cqrs_updated")):
             tombstones.clear(self.model, [pk])
             return True
-        logger.warning(
-            "CQRS object was deleted: pk = %s, cqrs_revision = %s ignored, deleted at revision %s (%s).",
-            pk,
-            mapped["cqrs_revision"],
-            found.revision,
-            self.model.CQRS_ID,
-        )
+        log_ignored_deleted(self.model, pk, mapped["cqrs_revision"], found.revision)
         context.current()["status"] = "ignored_deleted"
         return False
 
@@ -197,6 +153,12 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, pk)
             last_error_holder()["reason"] = "bad_pk"
             return False
+        with transaction.atomic(using=self._write_db(), savepoint=False):
+            return self._delete_locked(pk, master_data)
+
+    def _delete_locked(self, pk: Any, master_data: dict[str, Any]) -> bool:
+        from dj_cqrs.replica import context, tombstones
+
         lock_objects(self.model, [pk], self._write_db())
         qs = self.model._base_manager.using(self._write_db()).filter(pk=pk)
         revision = master_data.get("cqrs_revision")
@@ -206,14 +168,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         # the comparison below sees its revision.
         stored = locked.values_list("cqrs_revision", "cqrs_updated").first()
         if stored is not None and tombstones.delete_is_stale(stored[0], stored[1], revision, deleted_at):
-            logger.warning(
-                "CQRS delete is older than the stored row (a re-created object): pk = %s,"
-                " cqrs_revision = %s / existing %s ignored (%s).",
-                pk,
-                revision,
-                stored[0],
-                self.model.CQRS_ID,
-            )
+            log_stale_delete(self.model, pk, revision, stored[0])
             context.current()["status"] = "ignored_stale_delete"
             return True
         qs.delete()
@@ -318,6 +273,65 @@ def is_newer(incoming: Any, stored: Any) -> bool:
         else:
             stored = stored.replace(tzinfo=datetime.timezone.utc)
     return bool(incoming > stored)
+
+
+def revision_decision(
+    model: Any, pk: Any, incoming: int, incoming_updated: Any, current: int, current_updated: Any, sync: bool
+) -> str:
+    """The revision rule for a SAVE/SYNC of a stored row: ``"apply"``, ``"ignored_stale"`` or
+    ``"ignored_duplicate"``, logged as django-cqrs logs it.
+
+    Without ``sync``: a lower revision is stale, an equal one a duplicate (unless its
+    ``cqrs_updated`` is later), a gap is applied (and logged). A sync always applies.
+    """
+    cqrs_id = model.CQRS_ID
+    if sync:
+        if incoming < current:
+            logger.warning(
+                "CQRS revision downgrade on sync: pk = %s, cqrs_revision = new %s / existing %s (%s).",
+                pk, incoming, current, cqrs_id,
+            )
+        return "apply"
+    if incoming < current:
+        logger.error(
+            "Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).", pk, incoming, current, cqrs_id
+        )
+        return "ignored_stale"
+    if incoming == current:
+        if is_newer(incoming_updated, current_updated):
+            # django-cqrs masters send two messages with the same revision when two Python
+            # objects of one row are saved in one transaction: the first carries the first
+            # object's (stale) state, the second the final one, with a later cqrs_updated.
+            logger.warning(
+                "Same CQRS revision with a newer cqrs_updated, applied: pk = %s, cqrs_revision = %s (%s).",
+                pk, current, cqrs_id,
+            )
+            return "apply"
+        logger.warning("Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).", pk, current, cqrs_id)
+        if current == 0:
+            logger.warning("CQRS potential creation race condition: pk = %s (%s).", pk, cqrs_id)
+        return "ignored_duplicate"
+    if incoming != current + 1:
+        logger.warning(
+            "Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
+            incoming - current - 1, pk, incoming, cqrs_id,
+        )
+    return "apply"
+
+
+def log_ignored_deleted(model: Any, pk: Any, revision: Any, deleted_revision: Any) -> None:
+    logger.warning(
+        "CQRS object was deleted: pk = %s, cqrs_revision = %s ignored, deleted at revision %s (%s).",
+        pk, revision, deleted_revision, model.CQRS_ID,
+    )
+
+
+def log_stale_delete(model: Any, pk: Any, revision: Any, stored_revision: Any) -> None:
+    logger.warning(
+        "CQRS delete is older than the stored row (a re-created object): pk = %s,"
+        " cqrs_revision = %s / existing %s ignored (%s).",
+        pk, revision, stored_revision, model.CQRS_ID,
+    )
 
 
 _FIELD_NAMES_ATTR = "_cqrs_replica_field_names"

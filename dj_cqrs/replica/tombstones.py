@@ -140,6 +140,42 @@ def record(model: Any, pk: Any, revision: Any, updated: Any) -> None:
     )
 
 
+def ready(model: Any) -> bool:
+    """Whether deletions of ``model`` are remembered (enabled, and the table exists)."""
+    return enabled() and _table_ready(_db(model))
+
+
+def new(revision: Any, updated: Any) -> Any:
+    """An unsaved tombstone for a DELETE with this revision and ``cqrs_updated`` (as ``record``)."""
+    if not isinstance(revision, int) or isinstance(revision, bool):
+        revision = 0
+    now = timezone.now()
+    return _model()(revision=revision, deleted_at=parse_updated(updated) or now, recorded_at=now)
+
+
+def record_many(model: Any, stones: dict[Any, Any]) -> None:
+    """Store tombstones (from :func:`new`) by primary key, replacing older ones of the same objects."""
+    if not stones or not ready(model):
+        return
+    using = _db(model)
+    rows = []
+    for pk, stone in stones.items():
+        stone.cqrs_id = model.CQRS_ID
+        stone.object_pk = pk_key(pk)
+        rows.append(stone)
+    from django.db import connections
+
+    features = connections[using].features
+    if not features.supports_update_conflicts:
+        for pk, stone in stones.items():
+            record(model, pk, stone.revision, stone.deleted_at)
+        return
+    target = ["cqrs_id", "object_pk"] if features.supports_update_conflicts_with_target else None
+    _model().objects.using(using).bulk_create(
+        rows, update_conflicts=True, unique_fields=target, update_fields=["revision", "deleted_at", "recorded_at"]
+    )
+
+
 def clear(model: Any, pks: list[Any]) -> None:
     if not enabled() or not pks:
         return

@@ -36,7 +36,8 @@ import kombu
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome, handle
+from dj_cqrs.replica.batch import handle_batch
+from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.replica.retry import (
     DEAD_UNTIL_HEADER,
@@ -193,6 +194,7 @@ class KombuConsumer:
         while not self._should_stop():
             try:
                 conn.drain_events(timeout=self._timeout())
+                self._fill_batch(conn)
             except TimeoutError:
                 pass
             now = time.time()
@@ -203,20 +205,30 @@ class KombuConsumer:
             batch, self._buffer = self._buffer, []
             if batch or due:
                 self._last_activity = time.monotonic()
-            for message in due:
-                if self.stop.is_set():
-                    return
-                self._process(message)
+            ready: list[InboundMessage] = list(due)
             for message, from_retry_queue in batch:
-                if self.stop.is_set():
-                    return
                 if from_retry_queue:
                     not_before = self._not_before(message, now)
                     if not_before > time.time():
                         heapq.heappush(self._held, (not_before, next(self._seq), time.monotonic(), message))
                         self.max_held = max(self.max_held, len(self._held))
                         continue
-                self._process(message)
+                ready.append(message)
+            size = cqrs_settings.replica.CQRS_BATCH_SIZE
+            for start in range(0, len(ready), size):
+                if self.stop.is_set():
+                    return
+                self._process_many(ready[start : start + size])
+
+    def _fill_batch(self, conn: Any) -> None:
+        """Take what else is ready (up to a batch, ``CQRS_BATCH_MAX_WAIT`` at most)."""
+        size = cqrs_settings.replica.CQRS_BATCH_SIZE
+        deadline = time.monotonic() + cqrs_settings.replica.CQRS_BATCH_MAX_WAIT
+        while len(self._buffer) < size:
+            left = deadline - time.monotonic()
+            conn.drain_events(timeout=max(left, 0.0005))
+            if left <= 0:
+                break
 
     def _not_before(self, message: InboundMessage, now: float) -> float:
         value = _float(message.headers.get(NOT_BEFORE_HEADER))
@@ -241,17 +253,23 @@ class KombuConsumer:
             heapq.heapify(keep)
             self._held = keep
 
-    def _process(self, message: InboundMessage) -> None:
-        outcome = handle(message)
+    def _process_many(self, messages: list[InboundMessage]) -> None:
+        """Apply messages together, then publish successors and acknowledge each (after commit)."""
+        outcomes = handle_batch(messages)
         backoff = Backoff(0.5, 30.0)
-        while outcome.action is Action.REQUEUE:
+        waiting = [i for i, o in enumerate(outcomes) if o.action is Action.REQUEUE]
+        while waiting:
             delay = backoff.next()
-            logger.warning("Replica database unavailable; retrying the message in %.1fs", delay)
+            logger.warning("Replica database unavailable; retrying %s message(s) in %.1fs", len(waiting), delay)
             if self.stop.wait(delay):
-                return  # left unacknowledged: the broker gives it back
-            outcome = handle(message)
-        self.settle(message, outcome)
-        self.handled += 1
+                break  # left unacknowledged: the broker gives them back
+            for i, outcome in zip(waiting, handle_batch([messages[i] for i in waiting]), strict=True):
+                outcomes[i] = outcome
+            waiting = [i for i in waiting if outcomes[i].action is Action.REQUEUE]
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if outcome.action is not Action.REQUEUE:
+                self.settle(message, outcome)
+                self.handled += 1
 
     # -- outcomes --------------------------------------------------------------------------------
 

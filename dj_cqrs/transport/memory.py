@@ -82,7 +82,8 @@ class MemoryTransport(BaseTransport):
 
     def join(self, fail_fast: bool = False, max_rounds: int = 1000) -> int:
         """Apply queued messages (and their retries) until none is left; return how many."""
-        from dj_cqrs.replica.consumer import Action, InboundMessage, handle
+        from dj_cqrs.replica.batch import handle_batch
+        from dj_cqrs.replica.consumer import Action, InboundMessage
 
         handled = 0
         for _ in range(max_rounds):
@@ -90,8 +91,8 @@ class MemoryTransport(BaseTransport):
                 batch, self.messages = self.messages, []
             if not batch:
                 return handled
-            for message in batch:
-                outcome = handle(InboundMessage(message.body, message.routing_key, message.headers))
+            inbound = [InboundMessage(m.body, m.routing_key, m.headers) for m in batch]
+            for message, outcome in zip(batch, handle_batch(inbound), strict=True):
                 handled += 1
                 self.outcomes.append(outcome)
                 if outcome.action is Action.RETRY and outcome.payload is not None:

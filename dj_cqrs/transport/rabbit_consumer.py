@@ -29,7 +29,8 @@ import pika.exceptions
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome, handle
+from dj_cqrs.replica.batch import handle_batch
+from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.replica.retry import (
     DELAY_HEADER,
@@ -94,7 +95,10 @@ class RabbitMQConsumer:
         self.queue: str = cqrs_settings.queue
         self.dead_letter_queue = cqrs_settings.dead_letter_queue
         self.exchange = cqrs_settings.exchange
-        self.prefetch = cqrs_settings.replica.CQRS_BATCH_SIZE
+        self.batch_size: int = cqrs_settings.replica.CQRS_BATCH_SIZE
+        self.batch_max_wait: float = cqrs_settings.replica.CQRS_BATCH_MAX_WAIT
+        # Twice the batch: the next batch is on its way while this one is applied.
+        self.prefetch = min(2 * self.batch_size, 65535)
         self.max_messages = max_messages
         self.idle_timeout = idle_timeout
         self.handled = 0
@@ -105,6 +109,7 @@ class RabbitMQConsumer:
         self._buffer: list[InboundMessage] = []
         self._retry_queues_declared: dict[int, float] = {}
         self._uncommitted = 0
+        self._unsettled = False
         self._returned: list[tuple[str, Any, bytes]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -146,6 +151,7 @@ class RabbitMQConsumer:
         self._buffer = []
         self._retry_queues_declared = {}
         self._uncommitted = 0
+        self._unsettled = False
         self._returned = []
         try:
             self.connection = pika.BlockingConnection(connection_parameters("consumer"))
@@ -194,28 +200,47 @@ class RabbitMQConsumer:
         assert self.connection is not None
         while not self._should_stop():
             self.connection.process_data_events(time_limit=0 if self._buffer else 0.5)
+            if self._buffer and len(self._buffer) < self.batch_size and self.batch_max_wait > 0:
+                deadline = time.monotonic() + self.batch_max_wait
+                while len(self._buffer) < self.batch_size and (left := deadline - time.monotonic()) > 0:
+                    self.connection.process_data_events(time_limit=left)
             if self._buffer:
-                batch, self._buffer = self._buffer, []
+                batch, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
                 self._last_activity = time.monotonic()
                 self.process(batch)
 
+    def _service(self) -> None:
+        """Keep the broker connection alive (heartbeats) while a batch is being applied."""
+        if self.connection is not None:
+            self.connection.process_data_events(0)
+
     def process(self, batch: list[InboundMessage]) -> None:
-        """Handle and settle a batch; what is left when asked to stop stays unacknowledged."""
-        for message in batch:
-            if self.stop.is_set():
+        """Apply a batch, then settle it: successors of retried and dead-lettered messages are
+        published and every message acknowledged (one ``multiple`` ack when all are settled) in
+        one AMQP transaction, after the database transactions committed. Messages still waiting
+        for the database when asked to stop stay unacknowledged."""
+        outcomes = dict(zip((m.handle for m in batch), handle_batch(batch, tick=self._service), strict=True))
+        waiting = [m for m in batch if outcomes[m.handle].action is Action.REQUEUE]
+        backoff = Backoff(0.5, 30.0)
+        while waiting:
+            delay = backoff.next()
+            logger.warning("Replica database unavailable; retrying %s message(s) in %.1fs", len(waiting), delay)
+            if self._sleep_servicing_heartbeats(delay):
                 break
-            outcome = handle(message)
-            backoff = Backoff(0.5, 30.0)
-            while outcome.action is Action.REQUEUE:
-                delay = backoff.next()
-                logger.warning("Replica database unavailable; retrying the message in %.1fs", delay)
-                if self._sleep_servicing_heartbeats(delay):
-                    break
-                outcome = handle(message)
-            if outcome.action is Action.REQUEUE:
-                break  # asked to stop while the database is away: leave it unacknowledged
-            self.settle(message, outcome)
-            self.handled += 1
+            outcomes.update(zip((m.handle for m in waiting), handle_batch(waiting, tick=self._service), strict=True))
+            waiting = [m for m in waiting if outcomes[m.handle].action is Action.REQUEUE]
+        settled = [m for m in batch if outcomes[m.handle].action is not Action.REQUEUE]
+        for message in settled:
+            self.settle(message, outcomes[message.handle], ack=False)
+        assert self.channel is not None
+        if settled and len(settled) == len(batch) and not self._unsettled:
+            self.channel.basic_ack(delivery_tag=batch[-1].handle, multiple=True)
+        else:
+            for message in settled:
+                self.channel.basic_ack(delivery_tag=message.handle)
+            self._unsettled = True  # earlier deliveries stay unacknowledged: no more multiple acks
+        self._uncommitted += len(settled)
+        self.handled += len(settled)
         self.commit()
 
     def _sleep_servicing_heartbeats(self, seconds: float) -> bool:
@@ -230,21 +255,17 @@ class RabbitMQConsumer:
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def settle(self, message: InboundMessage, outcome: Outcome) -> None:
-        """Acknowledge ``message`` after publishing its successor (retry or dead letter), in one
-        transaction; plain acknowledgements are committed with the batch."""
+    def settle(self, message: InboundMessage, outcome: Outcome, ack: bool = True) -> None:
+        """Publish the successor of a retried or dead-lettered message and (``ack``) acknowledge
+        it, in the channel's transaction: nothing is final before :meth:`commit`."""
         assert self.channel is not None
-        published = False
         if outcome.action is Action.RETRY:
             self._publish_retry(message, outcome)
-            published = True
         elif outcome.action is Action.DEAD_LETTER:
             self._publish_dead_letter(message, outcome)
-            published = True
-        self.channel.basic_ack(delivery_tag=message.handle)
-        self._uncommitted += 1
-        if published:
-            self.commit()
+        if ack:
+            self.channel.basic_ack(delivery_tag=message.handle)
+            self._uncommitted += 1
 
     def commit(self) -> None:
         """Commit the pending publishes and acknowledgements; re-publish anything returned."""

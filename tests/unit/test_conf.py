@@ -40,7 +40,9 @@ REPLICA_DEFAULTS = {
     "CQRS_QUERY_TIMEOUT": 0,
     "CQRS_LOG_TIMED_OUT_QUERIES": False,
     "CQRS_QUERY_LOGGER": "",
-    "CQRS_BATCH_SIZE": 100,
+    "CQRS_BATCH_SIZE": 500,
+    "CQRS_BATCH_MAX_WAIT": 0.005,
+    "CQRS_BATCH_APPLY": True,
     "max_message_bytes": 16 * 1024 * 1024,
 }
 

@@ -68,10 +68,10 @@ def test_utils():
     from dj_cqrs import utils
 
     assert utils.get_delay_queue_max_size() == 1000
-    assert utils.get_messages_prefetch_count_per_worker() == 100
+    assert utils.get_messages_prefetch_count_per_worker() == 1000
     with override_settings(CQRS=cqrs_with(replica={"delay_queue_max_size": None, "CQRS_BATCH_SIZE": 7})):
         assert utils.get_delay_queue_max_size() is None
-        assert utils.get_messages_prefetch_count_per_worker() == 7
+        assert utils.get_messages_prefetch_count_per_worker() == 14
 
 
 @pytest.mark.django_db

@@ -212,3 +212,20 @@ class AlwaysFailing(RawReplicaMixin):
 
 
 ReplicaMeta.register(AlwaysFailing)
+
+
+class MappedBatchRef(ReplicaMixin):
+    """A mapped replica the batched path applies set-based (no overridden hooks)."""
+
+    CQRS_ID = "mapped_batch"
+    CQRS_MAPPING = {"id": "ext_id", "title": "label"}
+
+    ext_id = models.IntegerField(primary_key=True)
+    label = models.CharField(max_length=30, null=True)
+    extra = models.IntegerField(null=True, default=7)
+
+
+class NoteRef(models.Model):
+    """Rows that cascade when their ``MappedBatchRef`` is deleted."""
+
+    parent = models.ForeignKey(MappedBatchRef, on_delete=models.CASCADE)

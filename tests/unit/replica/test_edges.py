@@ -108,6 +108,10 @@ def _body(cqrs_id):
 
 
 def test_query_timeout_setting_is_harmless_on_sqlite(caplog):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("checks the SQLite behaviour")
     with cqrs_settings_and_transport(replica={"CQRS_QUERY_TIMEOUT": 100, "CQRS_LOG_TIMED_OUT_QUERIES": True, "CQRS_QUERY_LOGGER": "sql-timeouts"}) as transport:
         assert send(transport, "SAVE", row(1, 0, name="a")).status == "applied"
         apply_query_timeout(SimplestModelRef, "default")

@@ -1,0 +1,325 @@
+"""Batched apply: many received messages, one transaction and a few set-based statements per model.
+
+:func:`handle_batch` is what the consumers call with the messages they received together (up to
+``replica.CQRS_BATCH_SIZE``). For every model of the batch it:
+
+1. maps and validates each message exactly as the per-message path does (``CQRS_MAPPING``,
+   required fields, value conversion), without touching the database;
+2. in one transaction, locks the objects (advisory locks on PostgreSQL, then ``SELECT ... FOR
+   UPDATE`` of their ``cqrs_revision``/``cqrs_updated``) and reads their tombstones;
+3. replays the messages in delivery order against that state with the per-message rules (revision
+   guard, equal revision with a later ``cqrs_updated``, syncs that may downgrade, broadcast syncs
+   of ``CQRS_ONLY_DIRECT_SYNCS`` models, tombstones, stale deletes), so several messages for one
+   object end as applying them one by one would;
+4. writes the result: one ``DELETE`` (through the ORM, so cascades and delete signals run), one
+   upsert (``INSERT ... ON CONFLICT ... DO UPDATE`` on PostgreSQL and SQLite, a locked
+   ``SELECT`` + ``INSERT``/``UPDATE`` elsewhere, see :mod:`.upsert`) and the tombstone changes.
+
+Each message gets the :class:`~dj_cqrs.replica.consumer.Outcome` the per-message path would have
+given it. When a model's transaction fails (a value the database rejects, a bug), it is rolled back
+and the messages are split in halves, in order, down to single messages, which take the
+per-message path: the good messages are applied and only the bad ones are retried or
+dead-lettered. A lost database connection leaves the messages for redelivery (``REQUEUE``).
+
+Models whose writes must run Python code per row (overridden ``cqrs_save``/``cqrs_create``/
+``cqrs_update``/``cqrs_delete``/``save()``, save signals, ``CQRS_CUSTOM_SERIALIZATION``,
+``CQRS_NO_DB_OPERATIONS``, ``RawReplicaMixin`` handlers ...) keep the per-message path, one
+transaction per message, inside the same batch. ``replica.CQRS_BATCH_APPLY = False`` turns the
+set-based path off altogether.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import router, transaction
+from django.utils import timezone
+
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica import bulk, tombstones
+from dj_cqrs.replica.consumer import (
+    Action,
+    InboundMessage,
+    Outcome,
+    _database_unavailable,
+    apply,
+    classify_failure,
+    drop_if_broken,
+    is_connection_lost,
+    log_outcome,
+    prepare,
+)
+from dj_cqrs.replica.locks import lock_objects
+from dj_cqrs.replica.managers import log_ignored_deleted, log_stale_delete, revision_decision
+from dj_cqrs.replica.timeouts import apply_query_timeout
+from dj_cqrs.replica.upsert import upsert
+
+logger = logging.getLogger("django-cqrs.consumer")
+replica_logger = logging.getLogger("django-cqrs.replica")
+
+Item = tuple[int, TransportPayload]
+
+
+class _GroupFailed(Exception):
+    """The set-based apply of a group could not complete; its transaction is rolled back."""
+
+
+def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | None = None) -> list[Outcome]:
+    """Decide (and apply) every message of a batch; one outcome per message, in order. Never raises.
+
+    ``tick`` is called between models and between per-message applies (a transport keeps its
+    connection alive there).
+    """
+    outcomes: list[Outcome | None] = [None] * len(messages)
+    groups: dict[Any, list[Item]] = {}
+    for index, message in enumerate(messages):
+        try:
+            prepared = prepare(message)
+        except Exception as exc:  # noqa: BLE001 - a message never kills the worker
+            logger.exception("CQRS message handling failed unexpectedly; the message is dead-lettered")
+            prepared = Outcome(
+                Action.DEAD_LETTER, reason="internal_error", detail=f"{type(exc).__name__}: {exc}", exception=exc
+            )
+        if isinstance(prepared, Outcome):
+            outcomes[index] = prepared
+            continue
+        model = replica_registry.get_model_by_cqrs_id(prepared.cqrs_id)
+        groups.setdefault(model, []).append((index, prepared))
+    set_based = cqrs_settings.replica.CQRS_BATCH_APPLY
+    for model, items in groups.items():
+        if tick is not None:
+            tick()
+        if set_based and batch_reason(model) is None:
+            results = apply_group(model, items)
+        else:
+            results = {}
+            for index, payload in items:
+                results[index] = apply(payload)
+                if tick is not None:
+                    tick()
+        for index, outcome in results.items():
+            outcomes[index] = outcome
+    final: list[Outcome] = []
+    for message, maybe in zip(messages, outcomes, strict=True):
+        assert maybe is not None
+        final.append(log_outcome(maybe, message))
+    return final
+
+
+def batch_reason(model: Any) -> str | None:
+    """Why ``model`` keeps the per-message path (None: the set-based path gives the same result)."""
+    from dj_cqrs.replica.managers import ReplicaManager
+    from dj_cqrs.replica.mixins import ReplicaMixin
+
+    reason = bulk.per_row_reason(model)
+    if reason is not None:
+        return reason
+    if bulk._overridden(model, ReplicaMixin, "cqrs_delete"):
+        return "cqrs_delete is overridden"
+    manager = model._meta.managers_map["cqrs"]
+    if bulk._overridden(type(manager), ReplicaManager, "delete_instance"):
+        return "cqrs manager delete_instance is overridden"
+    return None
+
+
+def apply_group(model: Any, items: list[Item]) -> dict[int, Outcome]:
+    """Apply one model's messages set-based; split in halves on failure. Never raises."""
+    db = router.db_for_write(model)
+    try:
+        drop_if_broken(db)
+        tombstones.prune_if_due(db)
+        return _Group(model, db).run(items)
+    except Exception as exc:  # noqa: BLE001 - every failure is isolated or classified below
+        if is_connection_lost(exc):
+            return {index: _database_unavailable(payload, exc) for index, payload in items}
+        if len(items) == 1:
+            index, payload = items[0]
+            return {index: apply(payload)}  # the per-message path classifies the failure
+        logger.info(
+            "CQRS batch of %s %s message(s) failed (%s: %s); splitting it",
+            len(items), model.CQRS_ID, type(exc).__name__, exc,
+        )
+        middle = len(items) // 2
+        return {**apply_group(model, items[:middle]), **apply_group(model, items[middle:])}
+
+
+@dataclasses.dataclass(slots=True)
+class _State:
+    """What the per-message path would find for one object after the messages replayed so far."""
+
+    in_db: bool
+    exists: bool
+    revision: int = 0
+    updated: Any = None
+    #: Columns to write (None: the stored row is untouched).
+    values: dict[str, Any] | None = None
+    #: The stored row must be replaced by a new one (deleted, then created again in this batch).
+    fresh: bool = False
+    stone: Any = None
+    stone_in_db: bool = False
+    stone_dirty: bool = False
+
+
+class _Group:
+    def __init__(self, model: Any, db: str) -> None:
+        self.model = model
+        self.db = db
+        self.pk_field = model._meta.pk
+        self.updated_field = model._meta.get_field("cqrs_updated")
+        self.only_direct = bool(getattr(model, "CQRS_ONLY_DIRECT_SYNCS", False))
+        self.own_queue = cqrs_settings.queue
+
+    # -- decoding (no database access) -----------------------------------------------------------
+
+    def _decode(self, items: list[Item], outcomes: dict[int, Outcome]) -> list[tuple[int, TransportPayload, Any, Any]]:
+        """``(index, payload, pk, mapped data or None for a DELETE)``; failures go to ``outcomes``."""
+        ops = []
+        for index, payload in items:
+            signal = SignalType(payload.signal_type)
+            if signal is SignalType.DELETE:
+                raw = payload.instance_data.get("id")
+                if raw is None:
+                    replica_logger.error("CQRS PK is not provided in data (%s).", self.model.CQRS_ID)
+                    outcomes[index] = classify_failure(payload, None, "missing_pk")
+                    continue
+                try:
+                    pk = self.pk_field.to_python(raw)
+                except ValidationError:
+                    replica_logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, raw)
+                    outcomes[index] = classify_failure(payload, None, "bad_pk")
+                    continue
+                ops.append((index, payload, pk, None))
+                continue
+            if signal is SignalType.SYNC and self.only_direct and payload.queue != self.own_queue:
+                logger.info("CQRS broadcast sync ignored for %s (CQRS_ONLY_DIRECT_SYNCS).", payload.cqrs_id)
+                outcomes[index] = Outcome(Action.ACK, payload=payload, status="ignored_broadcast_sync")
+                continue
+            try:
+                mapped = bulk.map_row(self.model, payload.instance_data)
+            except bulk.MappingError as exc:
+                outcomes[index] = classify_failure(payload, None, exc.reason)
+                continue
+            raw = mapped.get(self.pk_field.attname, mapped.get(self.pk_field.name))
+            pk = self.pk_field.to_python(raw)  # a bad key raises: the per-message path decides
+            ops.append((index, payload, pk, mapped))
+        return ops
+
+    # -- the transaction -------------------------------------------------------------------------
+
+    def run(self, items: list[Item]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        ops = self._decode(items, outcomes)
+        if not ops:
+            return outcomes
+        model, db = self.model, self.db
+        pks = list(dict.fromkeys(pk for _, _, pk, _ in ops))
+        with transaction.atomic(using=db):
+            apply_query_timeout(model, db)
+            lock_objects(model, pks, db)
+            states = self._load(pks)
+            for index, payload, pk, mapped in ops:
+                state = states[pk]
+                if mapped is None:
+                    status = self._delete(state, pk, payload)
+                else:
+                    status = self._save(state, pk, payload, mapped)
+                outcomes[index] = Outcome(Action.ACK, payload=payload, status=status)
+            self._write(states)
+        return outcomes
+
+    def _load(self, pks: list[Any]) -> dict[Any, _State]:
+        qs = self.model._base_manager.using(self.db).filter(pk__in=pks)
+        from django.db import connections
+
+        if connections[self.db].features.has_select_for_update or getattr(self.model, "CQRS_SELECT_FOR_UPDATE", False):
+            qs = qs.select_for_update()
+        stored = {pk: (rev, upd) for pk, rev, upd in qs.values_list("pk", "cqrs_revision", "cqrs_updated")}
+        self.stones_on = tombstones.ready(self.model)
+        found = tombstones.find(self.model, pks) if self.stones_on else {}
+        states = {}
+        for pk in pks:
+            row = stored.get(pk)
+            stone = found.get(tombstones.pk_key(pk))
+            if row is None:
+                state = _State(in_db=False, exists=False)
+            else:
+                state = _State(in_db=True, exists=True, revision=row[0], updated=row[1])
+            state.stone, state.stone_in_db = stone, stone is not None
+            states[pk] = state
+        return states
+
+    # -- the per-message rules, replayed ---------------------------------------------------------
+
+    def _save(self, state: _State, pk: Any, payload: TransportPayload, mapped: dict[str, Any]) -> str:
+        sync = SignalType(payload.signal_type) is SignalType.SYNC
+        revision = mapped["cqrs_revision"]
+        updated = mapped.get("cqrs_updated")
+        if not state.exists:
+            direct = sync and payload.queue is not None and payload.queue == self.own_queue
+            stone = state.stone
+            if stone is not None and not direct and not tombstones.allows(stone, revision, updated):
+                log_ignored_deleted(self.model, pk, revision, stone.revision)
+                return "ignored_deleted"
+            if stone is not None:
+                state.stone, state.stone_dirty = None, True
+            state.exists, state.fresh, state.values = True, True, dict(mapped)
+        else:
+            decision = revision_decision(self.model, pk, revision, updated, state.revision, state.updated, sync)
+            if decision != "apply":
+                return decision
+            state.values = {**state.values, **mapped} if state.values is not None else dict(mapped)
+        state.revision = revision
+        state.updated = self._stored_updated(updated)
+        return "applied"
+
+    def _delete(self, state: _State, pk: Any, payload: TransportPayload) -> str:
+        data = payload.instance_data
+        revision = data.get("cqrs_revision")
+        if state.exists and tombstones.delete_is_stale(
+            state.revision, state.updated, revision, tombstones.parse_updated(data.get("cqrs_updated"))
+        ):
+            log_stale_delete(self.model, pk, revision, state.revision)
+            return "ignored_stale_delete"
+        state.exists, state.fresh, state.values = False, False, None
+        if self.stones_on:
+            state.stone, state.stone_dirty = tombstones.new(revision, data.get("cqrs_updated")), True
+        return "applied"
+
+    def _stored_updated(self, value: Any) -> Any:
+        """``cqrs_updated`` as the database gives it back after a write."""
+        parsed = self.updated_field.to_python(value)
+        if isinstance(parsed, datetime.datetime) and settings.USE_TZ and timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
+        return parsed
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _write(self, states: dict[Any, _State]) -> None:
+        model, db = self.model, self.db
+        gone = [pk for pk, s in states.items() if s.in_db and (not s.exists or s.fresh)]
+        if gone:
+            model._base_manager.using(db).filter(pk__in=gone).delete()
+        rows = [s.values for s in states.values() if s.exists and s.values is not None]
+        if rows:
+            result = upsert(model, rows, sync=True, using=db)
+            if result.failures:
+                raise _GroupFailed("; ".join(f.reason for f in result.failures[:3]))
+        if self.stones_on:
+            cleared = [pk for pk, s in states.items() if s.stone_dirty and s.stone is None and s.stone_in_db]
+            if cleared:
+                tombstones.clear(model, cleared)
+            recorded = {pk: s.stone for pk, s in states.items() if s.stone_dirty and s.stone is not None}
+            if recorded:
+                tombstones.record_many(model, recorded)
+
+
+__all__ = ["apply_group", "batch_reason", "handle_batch"]
