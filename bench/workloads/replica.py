@@ -109,12 +109,14 @@ def publish(ctx: Context, exchange: str, first: int, count: int, revision: int) 
 
 
 def _publish_range(exchange: str, first: int, count: int) -> None:  # a publishing process
+    """The backlog of the memory run: transient messages (delivery mode 1), which the broker takes
+    about twice as fast as persistent ones here; the consumer handles both the same way."""
     import pika
 
     conn = pika.BlockingConnection(pika.ConnectionParameters(*AMQP))
     try:
         channel = conn.channel()
-        props = pika.BasicProperties(content_type="text/plain", delivery_mode=2)
+        props = pika.BasicProperties(content_type="text/plain", delivery_mode=1)
         for pk in range(first, first + count):
             channel.basic_publish(exchange, CQRS_ID, body(pk, 0), props)
     finally:
@@ -253,7 +255,9 @@ def apply_once(ctx: Context, replica: Service, kind: str, workers: int, n: int) 
     publish(ctx, exchange, 1, n, 1 if updates else 0)
     wait_depth(ctx, [queue], n, 120)
     check = (
-        f"SELECT count(*) FILTER (WHERE cqrs_revision = 1) FROM {TABLE}" if updates else f"SELECT count(*) FROM {TABLE}"
+        f"SELECT count(*) FILTER (WHERE cqrs_revision = 1) FROM {TABLE}"
+        if updates
+        else f"SELECT count(*) FROM {TABLE}"
     )
     conn = ctx.connect(replica.db)
     conn.autocommit = True
@@ -281,7 +285,9 @@ def apply_once(ctx: Context, replica: Service, kind: str, workers: int, n: int) 
         conn.close()
     left = depth(ctx, queue)[0]
     if done is None:
-        log(f"{replica.peer.name} {kind} -w {workers}: only {seen}/{n} after {APPLY_TIMEOUT:.0f}s\n{consumer.tail()}")
+        log(
+            f"{replica.peer.name} {kind} -w {workers}: only {seen}/{n} after {APPLY_TIMEOUT:.0f}s\n{consumer.tail()}"
+        )
     return {
         "n": n,
         "seconds": done,
@@ -334,7 +340,9 @@ def apply_backlog(ctx: Context) -> list[Result]:
                 low, high = outcome["revisions"]
                 expected = (1, 1) if kind == "updates" else (0, 0)
                 if outcome["rows"] != outcome["n"] or (low, high) != expected or outcome["left"]:
-                    notes.append(f"{name}: {outcome['rows']} rows, revisions {low}..{high}, {outcome['left']} left in queue")
+                    notes.append(
+                        f"{name}: {outcome['rows']} rows, revisions {low}..{high}, {outcome['left']} left in queue"
+                    )
             results.append(
                 Result(
                     "replica",
@@ -393,7 +401,10 @@ def raw_upsert(ctx: Context, db: str, revision: int) -> float:
     from psycopg2.extras import execute_values
 
     suffix = "" if revision == 0 else f" v{revision + 1}"
-    rows = [(pk, f"gadget {pk}{suffix}", (pk + revision) % 100, revision, UPDATED[revision]) for pk in range(1, MESSAGES + 1)]
+    rows = [
+        (pk, f"gadget {pk}{suffix}", (pk + revision) % 100, revision, UPDATED[revision])
+        for pk in range(1, MESSAGES + 1)
+    ]
     sql = (
         f"INSERT INTO {TABLE} AS t (id, name, qty, cqrs_revision, cqrs_updated) VALUES %s"
         " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, qty = EXCLUDED.qty,"
@@ -429,12 +440,27 @@ def raw_limits(ctx: Context) -> list[Result]:
         channel.queue_delete(queue)
     insert, update = min(inserts), min(updates)
     results = [
-        Result("replica", f"raw pika consume {n} msgs", consume, None,
-               f"{n / consume:.0f} msg/s: prefetch 1000, json.loads, basic_ack(multiple) every {RAW_BATCH}; best of 2"),
-        Result("replica", f"raw upsert {n} new rows", insert, None,
-               f"{n / insert:.0f} rows/s: execute_values INSERT .. ON CONFLICT, {RAW_BATCH}/batch, commit per batch; best of 2"),
-        Result("replica", f"raw upsert {n} updated rows", update, None,
-               f"{n / update:.0f} rows/s: same, every row at a higher revision; best of 2"),
+        Result(
+            "replica",
+            f"raw pika consume {n} msgs",
+            consume,
+            None,
+            f"{n / consume:.0f} msg/s: prefetch 1000, json.loads, basic_ack(multiple) every {RAW_BATCH}; best of 2",
+        ),
+        Result(
+            "replica",
+            f"raw upsert {n} new rows",
+            insert,
+            None,
+            f"{n / insert:.0f} rows/s: execute_values INSERT .. ON CONFLICT, {RAW_BATCH}/batch, commit per batch; best of 2",
+        ),
+        Result(
+            "replica",
+            f"raw upsert {n} updated rows",
+            update,
+            None,
+            f"{n / update:.0f} rows/s: same, every row at a higher revision; best of 2",
+        ),
     ]
     for kind, upsert in (("creates", insert), ("updates", update)):
         limit = min(n / consume, n / upsert)
@@ -444,10 +470,19 @@ def raw_limits(ctx: Context) -> list[Result]:
             steady = _RATES.get((ctx.run_id, peer.name, f"{kind} steady", 1))
             if rate:
                 text = f"{peer.name} {100 * rate / limit:.1f}% ({rate:.0f} msg/s"
-                shares.append(text + (f"; {100 * steady / limit:.1f}% after the first row)" if steady else ")"))
+                shares.append(
+                    text
+                    + (f"; {100 * steady / limit:.1f}% after the first row)" if steady else ")")
+                )
         results.append(
-            Result("replica", f"share of raw limit, {kind} -w 1", None, None,
-                   f"raw limit {limit:.0f}/s = min(consume, upsert); " + (", ".join(shares) or "apply not run"))
+            Result(
+                "replica",
+                f"share of raw limit, {kind} -w 1",
+                None,
+                None,
+                f"raw limit {limit:.0f}/s = min(consume, upsert); "
+                + (", ".join(shares) or "apply not run"),
+            )
         )
     return results
 
@@ -531,7 +566,11 @@ def latency_once(ctx: Context, master: Service, replica: Service) -> dict[str, A
         }
         probe = subprocess.Popen(
             [master.peer.python, "manage.py", "shell", "-c", PROBE],
-            cwd=master.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=master.dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         expected = LATENCY_WARMUP + LATENCY_SAVES
         hard_stop = time.monotonic() + 60
@@ -545,7 +584,9 @@ def latency_once(ctx: Context, master: Service, replica: Service) -> dict[str, A
                     seen.setdefault(pk, now)
             if probe_done_at is None and probe.poll() is not None:
                 probe_done_at = time.monotonic()
-            if probe_done_at is not None and (len(seen) >= expected or time.monotonic() - probe_done_at > 5):
+            if probe_done_at is not None and (
+                len(seen) >= expected or time.monotonic() - probe_done_at > 5
+            ):
                 break
         try:
             out, err = probe.communicate(timeout=10)
@@ -582,7 +623,9 @@ def latency(ctx: Context) -> list[Result]:
     figures: dict[str, dict[str, Any]] = {}
     for peer in ctx.peers:
         master, replica = services(ctx, peer)
-        log(f"replica latency: {peer.name}, {LATENCY_SAVES} saves at {LATENCY_RATE:.0f}/s, cqrs_consume -w 1")
+        log(
+            f"replica latency: {peer.name}, {LATENCY_SAVES} saves at {LATENCY_RATE:.0f}/s, cqrs_consume -w 1"
+        )
         figures[peer.name] = latency_once(ctx, master, replica)
 
     def note(name: str, f: dict[str, Any]) -> str:
@@ -624,7 +667,10 @@ def consumer_rss(ctx: Context) -> list[Result]:
     mp = multiprocessing.get_context("fork")
     chunk = -(-RSS_MESSAGES // procs)
     publishers = [
-        mp.Process(target=_publish_range, args=(source, 1 + k * chunk, min(chunk, RSS_MESSAGES - k * chunk)))
+        mp.Process(
+            target=_publish_range,
+            args=(source, 1 + k * chunk, min(chunk, RSS_MESSAGES - k * chunk)),
+        )
         for k in range(procs)
     ]
     for p in publishers:
@@ -645,7 +691,9 @@ def consumer_rss(ctx: Context) -> list[Result]:
             replica = Service(ctx, peer, "replica", base.db, exchange, queue)
             db_execute(ctx, replica.db, f"TRUNCATE {TABLE}")
             seconds = RSS_SECONDS.get(peer.name, 20.0)
-            log(f"replica rss: {peer.name} cqrs_consume -w 1 for {seconds:.0f}s on {RSS_MESSAGES} queued messages")
+            log(
+                f"replica rss: {peer.name} cqrs_consume -w 1 for {seconds:.0f}s on {RSS_MESSAGES} queued messages"
+            )
             consumer = Consumer(ctx, replica, 1, f"{peer.name}_rss")
             peak = largest = 0
             procs_seen = 0
@@ -653,7 +701,11 @@ def consumer_rss(ctx: Context) -> list[Result]:
                 until = time.monotonic() + seconds
                 while time.monotonic() < until:
                     total, biggest, count = session_rss(consumer.proc.pid)
-                    peak, largest, procs_seen = max(peak, total), max(largest, biggest), max(procs_seen, count)
+                    peak, largest, procs_seen = (
+                        max(peak, total),
+                        max(largest, biggest),
+                        max(procs_seen, count),
+                    )
                     consumer.check_alive()
                     time.sleep(0.5)
             finally:
@@ -665,8 +717,13 @@ def consumer_rss(ctx: Context) -> list[Result]:
                     applied = cur.fetchone()[0]
             finally:
                 conn.close()
-            figures[peer.name] = {"peak": peak / 1024, "largest": largest / 1024, "procs": procs_seen,
-                                  "applied": applied, "seconds": seconds}
+            figures[peer.name] = {
+                "peak": peak / 1024,
+                "largest": largest / 1024,
+                "procs": procs_seen,
+                "applied": applied,
+                "seconds": seconds,
+            }
             with ctx.amqp_channel() as channel:
                 channel.queue_delete(queue)
     finally:
@@ -683,6 +740,12 @@ def consumer_rss(ctx: Context) -> list[Result]:
         for name, f in figures.items()
     ]
     return [
-        Result("replica", f"consumer peak RSS, {RSS_MESSAGES} queued, -w 1", None, None,
-               "; ".join(notes) + f"; VmRSS summed over the process tree every 0.5s; publishing took {published:.0f}s")
+        Result(
+            "replica",
+            f"consumer peak RSS, {RSS_MESSAGES} queued, -w 1",
+            None,
+            None,
+            "; ".join(notes)
+            + f"; VmRSS summed over the process tree every 0.5s; publishing took {published:.0f}s",
+        )
     ]

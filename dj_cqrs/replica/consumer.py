@@ -405,8 +405,19 @@ _STATUS_TEXT = {
 }
 
 
+_LEVELS = {
+    Action.ACK: logging.INFO,
+    Action.RETRY: logging.WARNING,
+    Action.REQUEUE: logging.WARNING,
+    Action.DEAD_LETTER: logging.ERROR,
+}
+
+
 def log_outcome(outcome: Outcome, message: InboundMessage | None = None) -> Outcome:
     """Log the one line that says what happened to a message; returns ``outcome``."""
+    level = _LEVELS[outcome.action]
+    if not logger.isEnabledFor(level):
+        return outcome
     payload = outcome.payload
     routing_key = original_routing_key(message) if message is not None else ""
     common = {
