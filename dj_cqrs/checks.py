@@ -277,7 +277,7 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
             errors.append(
                 checks.Error(
                     f"CQRS_MAPPING must map a master key to the primary key {meta.pk.name!r}.",
-                    hint="Add e.g. 'id': '%s'." % meta.pk.name,
+                    hint=f"Add e.g. 'id': '{meta.pk.name}'.",
                     obj=model,
                     id="dj_cqrs.E042",
                 )

@@ -8,7 +8,8 @@ time raises :class:`~dj_cqrs.exceptions.ConfigurationError` carrying the same id
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -355,8 +356,8 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
             )
             continue
         for key, item in value.items():
-            option = options.get(key)
-            if option is None:
+            known = options.get(key)
+            if known is None:
                 hint = (
                     f"Did you mean {MISNAMED_KEYS[key]!r}?"
                     if key in MISNAMED_KEYS
@@ -371,12 +372,12 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
                     )
                 )
                 continue
-            if option.check is not None and not option.check(item):
+            if known.check is not None and not known.check(item):
                 problems.append(
                     Problem(
                         check_id,
-                        f"CQRS[{section!r}][{key!r}] must be {option.expect}, got {item!r}.",
-                        f"Fix it or remove it to use the default ({option.default!r}).",
+                        f"CQRS[{section!r}][{key!r}] must be {known.expect}, got {item!r}.",
+                        f"Fix it or remove it to use the default ({known.default!r}).",
                     )
                 )
         for key in ("correlation_function", "meta_function"):

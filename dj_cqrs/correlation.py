@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dj_cqrs_correlation_id", default=None

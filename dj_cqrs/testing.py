@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from dj_cqrs.transport import reset_transport, set_transport
 from dj_cqrs.transport.memory import MemoryTransport

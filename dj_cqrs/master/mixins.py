@@ -83,7 +83,7 @@ class RawMasterMixin(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         update_cqrs_fields = kwargs.pop("update_cqrs_fields", None)
-        for name, value in zip(_SAVE_ARG_NAMES, args):
+        for name, value in zip(_SAVE_ARG_NAMES, args, strict=False):
             kwargs[name] = value
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         kwargs["using"] = using
@@ -292,9 +292,7 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: Any) -> Any:
         """Register a master model (use it directly with ``RawMasterMixin``)."""
-        from dj_cqrs.master import signals
-
-        from dj_cqrs.master import triggers
+        from dj_cqrs.master import signals, triggers
 
         serializers.forget_cached(model_cls)
         master_registry.register_model(model_cls)

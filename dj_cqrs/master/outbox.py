@@ -11,9 +11,9 @@ import contextlib
 import datetime
 import logging
 import uuid
-from collections.abc import Iterator
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
@@ -167,7 +167,7 @@ def _record_many(events: list[PendingEvent]) -> None:
         )
     using = events[0].using
     created = model.objects.using(using).bulk_create(rows, batch_size=1000)
-    for event, row in zip(events, created):
+    for event, row in zip(events, created, strict=True):
         event.outbox_id = row.pk
 
 

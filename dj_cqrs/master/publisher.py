@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
@@ -114,7 +115,7 @@ def fetch_serialized(model: type[RawMasterMixin], using: str, pks: list[Any]) ->
     base = model._base_manager.using(using)
     for start in range(0, len(pks), 1000):
         for values in base.filter(pk__in=pks[start : start + 1000]).values_list(*columns):
-            row = dict(zip(columns, values))
+            row = dict(zip(columns, values, strict=True))
             pk = row[pk_attname]
             result[str(pk)] = (pk, serializers.serialize_values(model, row))
     return result

@@ -93,7 +93,7 @@ def _previous_sql(model: Any, operation: str) -> str:
     if not fields:
         return "_prev := NULL;"
     lines = ["_prev := '{}'::jsonb;"]
-    for name, attname in fields:
+    for name, _attname in fields:
         column = _quote(model._meta.get_field(name).column)
         key = _literal(name)
         if operation == "INSERT":

@@ -182,7 +182,7 @@ class _Group:
 
     def _decode(self, items: list[Item], outcomes: dict[int, Outcome]) -> list[tuple[int, TransportPayload, Any, Any]]:
         """``(index, payload, pk, mapped data or None for a DELETE)``; failures go to ``outcomes``."""
-        ops = []
+        ops: list[tuple[int, TransportPayload, Any, Any]] = []
         for index, payload in items:
             signal = SignalType(payload.signal_type)
             if signal is SignalType.DELETE:

@@ -42,7 +42,6 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         meta: dict[str, Any] | None = None,
     ) -> Any:
         """Create or update the replica row from ``master_data``; falsy on failure."""
-        model = self.model
         mapped = self._map_save_data(master_data)
         if mapped is None:
             return None
@@ -140,7 +139,6 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
         """Delete the row named by ``master_data['id']`` (the key is ``id`` whatever the PK is)
         and remember the deletion (a tombstone), unless the stored row is newer than the DELETE."""
-        from dj_cqrs.replica import context, tombstones
 
         pk = master_data.get("id")
         if pk is None:

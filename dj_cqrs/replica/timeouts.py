@@ -8,7 +8,12 @@ from typing import Any
 from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.constants import DB_VENDOR_MYSQL, DB_VENDOR_PG, MYSQL_TIMEOUT_ERROR_CODE, PG_TIMEOUT_FLAG
+from dj_cqrs.constants import (
+    DB_VENDOR_MYSQL,
+    DB_VENDOR_PG,
+    MYSQL_TIMEOUT_ERROR_CODE,
+    PG_TIMEOUT_FLAG,
+)
 
 
 def apply_query_timeout(model: Any, using: str) -> None:

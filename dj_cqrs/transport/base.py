@@ -11,7 +11,8 @@ methods; such classes keep working, because those are callable on an instance to
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from dj_cqrs.dataclasses import TransportPayload
@@ -43,7 +44,7 @@ class BaseTransport(abc.ABC):
     def consume(self, *args: Any, **kwargs: Any) -> Any:
         """Run the consume loop for this replica service (blocks)."""
 
-    def clean_connection(self, *args: Any, **kwargs: Any) -> None:
+    def clean_connection(self, *args: Any, **kwargs: Any) -> None:  # noqa: B027 - optional hook
         """Close connections held by this transport (e.g. after a fork)."""
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import kombu
+from kombu.messaging import Consumer
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import PublishFailed
@@ -158,8 +158,8 @@ class KombuConsumer:
         max_held = cqrs_settings.replica.delay_queue_max_size
         visibility = getattr(retry_channel, "visibility_timeout", None)
         self._hold_limit = float(visibility) * 0.75 if isinstance(visibility, (int, float)) and visibility else None
-        main = kombu.Consumer(main_channel, queues=[queue], on_message=self._on_main, prefetch_count=prefetch)
-        retries = kombu.Consumer(
+        main = Consumer(main_channel, queues=[queue], on_message=self._on_main, prefetch_count=prefetch)
+        retries = Consumer(
             retry_channel, queues=[retry_queue], on_message=self._on_retry, prefetch_count=max_held or 0
         )
         self._buffer = []

@@ -20,7 +20,8 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions
