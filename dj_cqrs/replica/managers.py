@@ -223,11 +223,10 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         return {k: v for k, v in data.items() if k in names}
 
     def _all_required_fields_are_filled(self, mapped_data: dict[str, Any]) -> bool:
-        return all(
-            f.name in mapped_data or f.attname in mapped_data
-            for f in self.model._meta.concrete_fields
-            if not f.null
-        )
+        for name, attname in required_fields(self.model):
+            if name not in mapped_data and attname not in mapped_data:
+                return False
+        return True
 
     def _convert(self, data: dict[str, Any]) -> dict[str, Any]:
         return convert_values(self.model, data)
@@ -342,6 +341,18 @@ def field_names(model: type[models.Model]) -> frozenset[str]:
     if cached is None:
         cached = frozenset(n for f in model._meta.concrete_fields for n in (f.name, f.attname))
         setattr(model, _FIELD_NAMES_ATTR, cached)
+    return cached  # type: ignore[no-any-return]
+
+
+_REQUIRED_ATTR = "_cqrs_replica_required_fields"
+
+
+def required_fields(model: type[models.Model]) -> tuple[tuple[str, str], ...]:
+    """``(name, attname)`` of the non-nullable concrete fields (computed once per model class)."""
+    cached = model.__dict__.get(_REQUIRED_ATTR)
+    if cached is None:
+        cached = tuple((f.name, f.attname) for f in model._meta.concrete_fields if not f.null)
+        setattr(model, _REQUIRED_ATTR, cached)
     return cached  # type: ignore[no-any-return]
 
 
