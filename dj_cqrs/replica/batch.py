@@ -38,7 +38,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
@@ -76,11 +76,24 @@ class _GroupFailed(Exception):
 def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | None = None) -> list[Outcome]:
     """Decide (and apply) every message of a batch; one outcome per message, in order. Never raises.
 
-    ``tick`` is called between models and between per-message applies (a transport keeps its
-    connection alive there).
+    Messages of one model are applied together; delivery order is kept between models that are
+    related (a foreign key either way): the pending group of a related model is applied before a
+    message of the other one is taken. Event handlers (``RawReplicaMixin``,
+    ``CQRS_NO_DB_OPERATIONS``) apply everything pending first. ``tick`` is called between
+    groups and between per-message applies (a transport keeps its connection alive there).
     """
     outcomes: list[Outcome | None] = [None] * len(messages)
-    groups: dict[Any, list[Item]] = {}
+    pending: dict[Any, list[Item]] = {}
+    reasons: dict[Any, str | None] = {}
+    set_based = cqrs_settings.replica.CQRS_BATCH_APPLY
+
+    def flush(models: Any) -> None:
+        for model in [m for m in pending if m in models]:
+            for index, outcome in apply_group(model, pending.pop(model), tick).items():
+                outcomes[index] = outcome
+            if tick is not None:
+                tick()
+
     for index, message in enumerate(messages):
         try:
             prepared = prepare(message)
@@ -93,26 +106,36 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
             outcomes[index] = prepared
             continue
         model = replica_registry.get_model_by_cqrs_id(prepared.cqrs_id)
-        groups.setdefault(model, []).append((index, prepared))
-    set_based = cqrs_settings.replica.CQRS_BATCH_APPLY
-    for model, items in groups.items():
+        if model not in reasons:
+            reasons[model] = batch_reason(model) if set_based else "CQRS_BATCH_APPLY is False"
+        if pending:
+            flush(list(pending) if not _is_db_model(model) else related_models(model))
+        if reasons[model] is None:
+            pending.setdefault(model, []).append((index, prepared))
+            continue
+        outcomes[index] = apply(prepared)
         if tick is not None:
             tick()
-        if set_based and batch_reason(model) is None:
-            results = apply_group(model, items)
-        else:
-            results = {}
-            for index, payload in items:
-                results[index] = apply(payload)
-                if tick is not None:
-                    tick()
-        for index, outcome in results.items():
-            outcomes[index] = outcome
+    flush(list(pending))
     final: list[Outcome] = []
     for message, maybe in zip(messages, outcomes, strict=True):
         assert maybe is not None
         final.append(log_outcome(maybe, message))
     return final
+
+
+def _is_db_model(model: Any) -> bool:
+    return bulk._is_db_model(model)  # type: ignore[no-any-return]
+
+
+def related_models(model: Any) -> frozenset[Any]:
+    """Other models ``model`` is linked to by a relation, in either direction."""
+    related = set()
+    for field in model._meta.get_fields(include_hidden=True):
+        other = getattr(field, "related_model", None)
+        if isinstance(other, type) and other is not model:
+            related.add(other)
+    return frozenset(related)
 
 
 def batch_reason(model: Any) -> str | None:
@@ -128,10 +151,14 @@ def batch_reason(model: Any) -> str | None:
     manager = model._meta.managers_map["cqrs"]
     if bulk._overridden(type(manager), ReplicaManager, "delete_instance"):
         return "cqrs manager delete_instance is overridden"
+    for field in model._meta.get_fields(include_hidden=True):
+        if getattr(field, "related_model", None) is model:
+            # A delete cascades (or sets null) to rows of the same group: not in the replayed state.
+            return "relation to itself"
     return None
 
 
-def apply_group(model: Any, items: list[Item]) -> dict[int, Outcome]:
+def apply_group(model: Any, items: list[Item], tick: Callable[[], None] | None = None) -> dict[int, Outcome]:
     """Apply one model's messages set-based; split in halves on failure. Never raises."""
     db = router.db_for_write(model)
     try:
@@ -148,8 +175,10 @@ def apply_group(model: Any, items: list[Item]) -> dict[int, Outcome]:
             "CQRS batch of %s %s message(s) failed (%s: %s); splitting it",
             len(items), model.CQRS_ID, type(exc).__name__, exc,
         )
+        if tick is not None:
+            tick()
         middle = len(items) // 2
-        return {**apply_group(model, items[:middle]), **apply_group(model, items[middle:])}
+        return {**apply_group(model, items[:middle], tick), **apply_group(model, items[middle:], tick)}
 
 
 @dataclasses.dataclass(slots=True)
@@ -167,6 +196,8 @@ class _State:
     stone: Any = None
     stone_in_db: bool = False
     stone_dirty: bool = False
+    #: Values of applied SAVEs that a later SAVE of this batch replaced (checked, not written).
+    superseded: list[dict[str, Any]] | None = None
 
 
 class _Group:
@@ -238,8 +269,6 @@ class _Group:
 
     def _load(self, pks: list[Any]) -> dict[Any, _State]:
         qs = self.model._base_manager.using(self.db).filter(pk__in=pks)
-        from django.db import connections
-
         if connections[self.db].features.has_select_for_update or getattr(self.model, "CQRS_SELECT_FOR_UPDATE", False):
             qs = qs.select_for_update()
         stored = {pk: (rev, upd) for pk, rev, upd in qs.values_list("pk", "cqrs_revision", "cqrs_updated")}
@@ -271,12 +300,18 @@ class _Group:
                 return "ignored_deleted"
             if stone is not None:
                 state.stone, state.stone_dirty = None, True
+            if state.values is not None:  # created, deleted and created again in this batch
+                state.superseded = [*(state.superseded or []), state.values]
             state.exists, state.fresh, state.values = True, True, dict(mapped)
         else:
             decision = revision_decision(self.model, pk, revision, updated, state.revision, state.updated, sync)
             if decision != "apply":
                 return decision
-            state.values = {**state.values, **mapped} if state.values is not None else dict(mapped)
+            if state.values is not None:
+                state.superseded = [*(state.superseded or []), state.values]
+                state.values = {**state.values, **mapped}
+            else:
+                state.values = dict(mapped)
         state.revision = revision
         state.updated = self._stored_updated(updated)
         return "applied"
@@ -303,16 +338,43 @@ class _Group:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    def _check_superseded(self, states: dict[Any, _State]) -> None:
+        """Values only an intermediate SAVE carried must still be valid: the per-message path
+        would have failed that message (then ``_GroupFailed`` splits the batch and it does)."""
+        connection = connections[self.db]
+        fields = {n: f for f in self.model._meta.concrete_fields for n in (f.name, f.attname)}
+        for state in states.values():
+            for values in state.superseded or ():
+                for key, value in values.items():
+                    field = fields.get(key)
+                    if field is None:
+                        continue
+                    try:
+                        field.get_db_prep_save(value, connection=connection)
+                    except Exception as exc:  # noqa: BLE001 - the per-message path decides
+                        raise _GroupFailed(f"invalid {key}: {exc}") from exc
+
     def _write(self, states: dict[Any, _State]) -> None:
         model, db = self.model, self.db
+        self._check_superseded(states)
         gone = [pk for pk, s in states.items() if s.in_db and (not s.exists or s.fresh)]
         if gone:
             model._base_manager.using(db).filter(pk__in=gone).delete()
-        rows = [s.values for s in states.values() if s.exists and s.values is not None]
-        if rows:
-            result = upsert(model, rows, sync=True, using=db)
+        # Rows stored before the batch (locked) or replaced in it: written as decided. New rows:
+        # never over a newer revision, in case a writer that takes no object lock (a bulk load,
+        # a django-cqrs worker) inserted the key meanwhile; if one did, the group falls back to
+        # the per-message path, whose create fails and retries.
+        known = [s.values for s in states.values() if s.exists and s.values is not None and s.in_db]
+        new = [s.values for s in states.values() if s.exists and s.values is not None and not s.in_db]
+        if known:
+            result = upsert(model, known, sync=True, using=db)
             if result.failures:
                 raise _GroupFailed("; ".join(f.reason for f in result.failures[:3]))
+        if new:
+            result = upsert(model, new, sync=False, using=db, check_tombstones=False)
+            if result.failures or result.loaded != len(new):
+                reasons = "; ".join(f.reason for f in result.failures[:3]) or "a row with the same key appeared"
+                raise _GroupFailed(reasons)
         if self.stones_on:
             cleared = [pk for pk, s in states.items() if s.stone_dirty and s.stone is None and s.stone_in_db]
             if cleared:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -68,10 +69,12 @@ def python_text(value: Any) -> str:
         return str(value)
     if kind in (bytes, bytearray, memoryview):
         return "\\\\x" + bytes(value).hex()
-    adapted = getattr(value, "adapted", None)
-    dumps = getattr(value, "dumps", None)
-    if dumps is not None and kind.__name__ in ("Json", "Jsonb"):  # psycopg2/psycopg JSON adapters
-        return escape(dumps(adapted) if adapted is not None else "null")
+    if kind.__name__ in ("Json", "Jsonb"):
+        # psycopg2's Json keeps the object in ``adapted`` (``dumps`` is a method); psycopg 3's
+        # Jsonb/Json in ``obj`` (``dumps`` is an optional function).
+        obj = value.adapted if hasattr(value, "adapted") else getattr(value, "obj", None)
+        dumps = getattr(value, "dumps", None)
+        return escape(dumps(obj) if callable(dumps) else json.dumps(obj))
     raise Unsupported(f"no COPY text form for {kind.__name__}")
 
 

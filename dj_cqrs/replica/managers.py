@@ -55,8 +55,9 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         self, mapped: dict[str, Any], previous_data: dict[str, Any] | None, sync: bool, meta: dict[str, Any] | None, db: str
     ) -> Any:
         model = self.model
-        pk_name = model._meta.pk.name
-        pk = mapped[pk_name]
+        pk_field = model._meta.pk
+        # The canonical key (a UUID in any spelling is one object, and one tombstone).
+        pk = pk_field.to_python(mapped.get(pk_field.attname, mapped.get(pk_field.name)))
         lock_objects(model, [pk], db)
         qs = model._base_manager.using(db)
         if connections[db].features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
@@ -196,7 +197,8 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                 last_error_holder()["reason"] = "missing_required_fields"
                 return None
             mapped = self._convert(mapped)
-        if self.model._meta.pk.name not in mapped:
+        pk_field = self.model._meta.pk
+        if pk_field.name not in mapped and pk_field.attname not in mapped:  # an FK key is under its attname
             self._log_pk_data_error()
             return None
         return mapped

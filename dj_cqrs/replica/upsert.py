@@ -117,13 +117,16 @@ def upsert(
     sync: bool = False,
     using: str | None = None,
     strategy: str | None = None,
+    check_tombstones: bool = True,
 ) -> BulkResult:
     """Write mapped rows (as :func:`dj_cqrs.replica.bulk.map_row` returns them) to ``model``.
 
     ``strategy``: ``"upsert"`` or ``"portable"`` (default: the best the database supports).
+    ``check_tombstones=False``: the caller already applied the tombstone rule (non-sync writes).
     Returns how many rows were written, skipped, and which failed (``index`` into ``rows``).
     """
-    return write(model, prepare(model, rows, using=using, strategy=strategy), sync=sync, using=using)
+    prepared = prepare(model, rows, using=using, strategy=strategy)
+    return write(model, prepared, sync=sync, using=using, check_tombstones=check_tombstones)
 
 
 def prepare(model: Any, rows: Sequence[dict[str, Any]], *, using: str | None = None, strategy: str | None = None) -> Prepared:
@@ -175,7 +178,9 @@ def prepare(model: Any, rows: Sequence[dict[str, Any]], *, using: str | None = N
     return prepared
 
 
-def write(model: Any, prepared: Prepared, *, sync: bool = False, using: str | None = None) -> BulkResult:
+def write(
+    model: Any, prepared: Prepared, *, sync: bool = False, using: str | None = None, check_tombstones: bool = True
+) -> BulkResult:
     """Apply prepared rows: reduce same-key rows, then one statement (or COPY) per chunk."""
     db = using or router.db_for_write(model)
     connection = connections[db]
@@ -189,7 +194,7 @@ def write(model: Any, prepared: Prepared, *, sync: bool = False, using: str | No
             result.skipped += 1
             if sync or item.revision > current.revision:
                 latest[item.pk] = item  # the later row (sync) or the newer revision wins
-    if not sync and latest:
+    if not sync and check_tombstones and latest:
         # Deletes stay deleted: a row of the dump older than a deletion this replica applied is
         # not written back (as the consumer ignores a late SAVE).
         stones = tombstones.find(model, list(latest))

@@ -229,3 +229,29 @@ class NoteRef(models.Model):
     """Rows that cascade when their ``MappedBatchRef`` is deleted."""
 
     parent = models.ForeignKey(MappedBatchRef, on_delete=models.CASCADE)
+
+
+class BatchTreeRef(ReplicaMixin):
+    """A replica with a relation to itself (a delete cascades inside its own batch group)."""
+
+    CQRS_ID = "batch_tree"
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=20, default="")
+    parent = models.ForeignKey("self", null=True, on_delete=models.CASCADE)
+
+
+class BatchAuthorRef(ReplicaMixin):
+    CQRS_ID = "batch_author"
+
+    id = models.IntegerField(primary_key=True)
+    name = models.CharField(max_length=20, default="")
+
+
+class BatchBookRef(ReplicaMixin):
+    """A child replica: its rows reference (and cascade with) ``BatchAuthorRef`` rows."""
+
+    CQRS_ID = "batch_book"
+
+    id = models.IntegerField(primary_key=True)
+    author = models.ForeignKey(BatchAuthorRef, on_delete=models.CASCADE)
