@@ -85,6 +85,7 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
     outcomes: list[Outcome | None] = [None] * len(messages)
     pending: dict[Any, list[Item]] = {}
     reasons: dict[Any, str | None] = {}
+    barriers: dict[Any, Any] = {}  # model -> the pending models it must not overtake
     set_based = cqrs_settings.replica.CQRS_BATCH_APPLY
 
     def flush(models: Any) -> None:
@@ -108,8 +109,9 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
         model = replica_registry.get_model_by_cqrs_id(prepared.cqrs_id)
         if model not in reasons:
             reasons[model] = batch_reason(model) if set_based else "CQRS_BATCH_APPLY is False"
+            barriers[model] = related_models(model) if _is_db_model(model) else None
         if pending:
-            flush(list(pending) if not _is_db_model(model) else related_models(model))
+            flush(list(pending) if barriers[model] is None else barriers[model])
         if reasons[model] is None:
             pending.setdefault(model, []).append((index, prepared))
             continue
