@@ -57,7 +57,11 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         model = self.model
         pk_field = model._meta.pk
         # The canonical key (a UUID in any spelling is one object, and one tombstone).
-        pk = pk_field.to_python(mapped.get(pk_field.attname, mapped.get(pk_field.name)))
+        pk = mapped.get(pk_field.attname, mapped.get(pk_field.name))
+        try:
+            pk = pk_field.to_python(pk)
+        except ValidationError:
+            pass  # the lookup below fails with the database field's own error, as it always did
         lock_objects(model, [pk], db)
         qs = model._base_manager.using(db)
         if connections[db].features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
