@@ -38,7 +38,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connections, router, transaction
+from django.db import connections, models, router, transaction
 from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
@@ -200,6 +200,8 @@ class _State:
     stone_dirty: bool = False
     #: Values of applied SAVEs that a later SAVE of this batch replaced (checked, not written).
     superseded: list[dict[str, Any]] | None = None
+    #: ``cqrs_updated`` of the last applied SAVE, as received (see ``_Group._updated``).
+    updated_pending: Any = None
 
 
 class _Group:
@@ -270,10 +272,7 @@ class _Group:
         return outcomes
 
     def _load(self, pks: list[Any]) -> dict[Any, _State]:
-        qs = self.model._base_manager.using(self.db).filter(pk__in=pks)
-        if connections[self.db].features.has_select_for_update or getattr(self.model, "CQRS_SELECT_FOR_UPDATE", False):
-            qs = qs.select_for_update()
-        stored = {pk: (rev, upd) for pk, rev, upd in qs.values_list("pk", "cqrs_revision", "cqrs_updated")}
+        stored = self._stored(pks)
         self.stones_on = tombstones.ready(self.model)
         found = tombstones.find(self.model, pks) if self.stones_on else {}
         states = {}
@@ -287,6 +286,28 @@ class _Group:
             state.stone, state.stone_in_db = stone, stone is not None
             states[pk] = state
         return states
+
+    def _stored(self, pks: list[Any]) -> dict[Any, tuple[int, Any]]:
+        """``pk -> (cqrs_revision, cqrs_updated)`` of the stored rows, locked ``FOR UPDATE``."""
+        model, connection = self.model, connections[self.db]
+        manager = model._base_manager
+        if connection.vendor == "postgresql" and type(manager) is models.Manager:
+            # One array parameter instead of an IN list of 500 (the ORM's is much slower to build).
+            qn = connection.ops.quote_name
+            pk = qn(self.pk_field.column)
+            columns = f"{pk}, {qn(model._meta.get_field('cqrs_revision').column)}, {qn(self.updated_field.column)}"
+            values = [self.pk_field.get_db_prep_value(value, connection) for value in pks]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {columns} FROM {qn(model._meta.db_table)} WHERE {pk} = ANY(%s) FOR UPDATE", [values]
+                )
+                rows = cursor.fetchall()
+            convert = self.pk_field.to_python
+            return {convert(key): (revision, updated) for key, revision, updated in rows}
+        qs = manager.using(self.db).filter(pk__in=pks)
+        if connection.features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
+            qs = qs.select_for_update()
+        return {key: (revision, updated) for key, revision, updated in qs.values_list("pk", "cqrs_revision", "cqrs_updated")}
 
     # -- the per-message rules, replayed ---------------------------------------------------------
 
@@ -306,7 +327,7 @@ class _Group:
                 state.superseded = [*(state.superseded or []), state.values]
             state.exists, state.fresh, state.values = True, True, dict(mapped)
         else:
-            decision = revision_decision(self.model, pk, revision, updated, state.revision, state.updated, sync)
+            decision = revision_decision(self.model, pk, revision, updated, state.revision, self._updated(state), sync)
             if decision != "apply":
                 return decision
             if state.values is not None:
@@ -315,14 +336,14 @@ class _Group:
             else:
                 state.values = dict(mapped)
         state.revision = revision
-        state.updated = self._stored_updated(updated)
+        state.updated, state.updated_pending = None, updated  # converted only if compared again
         return "applied"
 
     def _delete(self, state: _State, pk: Any, payload: TransportPayload) -> str:
         data = payload.instance_data
         revision = data.get("cqrs_revision")
         if state.exists and tombstones.delete_is_stale(
-            state.revision, state.updated, revision, tombstones.parse_updated(data.get("cqrs_updated"))
+            state.revision, self._updated(state), revision, tombstones.parse_updated(data.get("cqrs_updated"))
         ):
             log_stale_delete(self.model, pk, revision, state.revision)
             return "ignored_stale_delete"
@@ -330,6 +351,11 @@ class _Group:
         if self.stones_on:
             state.stone, state.stone_dirty = tombstones.new(revision, data.get("cqrs_updated")), True
         return "applied"
+
+    def _updated(self, state: _State) -> Any:
+        if state.updated_pending is not None:
+            state.updated, state.updated_pending = self._stored_updated(state.updated_pending), None
+        return state.updated
 
     def _stored_updated(self, value: Any) -> Any:
         """``cqrs_updated`` as the database gives it back after a write."""
