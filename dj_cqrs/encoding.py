@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import functools
+import json
 import uuid
 from typing import Any
 
@@ -104,6 +106,13 @@ def restore_exact(obj: Any) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=1)
+def _decoder() -> json.JSONDecoder:
+    # One decoder (the standard library's C scanner), built once: ``loads(..., parse_float=)``
+    # would build a new one for every message.
+    return json.JSONDecoder(parse_float=ExactFloat)
+
+
 def loads(data: str | bytes | bytearray | memoryview) -> Any:
     """Parse JSON; numbers with a fraction or exponent become :class:`ExactFloat`."""
     if isinstance(data, memoryview):
@@ -111,7 +120,7 @@ def loads(data: str | bytes | bytearray | memoryview) -> Any:
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")
     try:
-        return simplejson.loads(data, parse_float=ExactFloat)
+        return _decoder().decode(data)
     except RecursionError as exc:
         # Absurdly deep nesting: malformed input like any other, not a crash of the caller.
         raise ValueError(f"JSON nested too deeply: {exc}") from exc
