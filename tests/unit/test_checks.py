@@ -136,6 +136,10 @@ def test_e007_bad_master_values(key, value):
         ("CQRS_LOG_TIMED_OUT_QUERIES", 1),
         ("CQRS_QUERY_LOGGER", None),
         ("CQRS_BATCH_SIZE", 0),
+        ("CQRS_BATCH_SIZE", 20000),
+        ("CQRS_BATCH_MAX_WAIT", -0.1),
+        ("CQRS_BATCH_MAX_WAIT", "5ms"),
+        ("CQRS_BATCH_APPLY", "yes"),
         ("max_message_bytes", 0),
     ],
 )
