@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
-import functools
 import json
 import uuid
 from typing import Any
@@ -106,11 +105,9 @@ def restore_exact(obj: Any) -> Any:
     return obj
 
 
-@functools.lru_cache(maxsize=1)
-def _decoder() -> json.JSONDecoder:
-    # One decoder (the standard library's C scanner), built once: ``loads(..., parse_float=)``
-    # would build a new one for every message.
-    return json.JSONDecoder(parse_float=ExactFloat)
+#: The one decoder (the standard library's C scanner): numbers with a fraction or exponent become
+#: :class:`ExactFloat`. Built once; ``json.loads(..., parse_float=)`` would build one per call.
+DECODER = json.JSONDecoder(parse_float=ExactFloat)
 
 
 def loads(data: str | bytes | bytearray | memoryview) -> Any:
@@ -120,7 +117,7 @@ def loads(data: str | bytes | bytearray | memoryview) -> Any:
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")
     try:
-        return _decoder().decode(data)
+        return DECODER.decode(data)
     except RecursionError as exc:
         # Absurdly deep nesting: malformed input like any other, not a crash of the caller.
         raise ValueError(f"JSON nested too deeply: {exc}") from exc

@@ -7,21 +7,20 @@
   primary keys to re-sync. ``cqrs_deleted_diff_replica``: ``<cqrs_id>,<now>``, then JSON arrays of
   primary keys; ``cqrs_deleted_diff_master`` echoes the header and the keys gone from the master.
 
-Lines are written with non-ASCII characters escaped (``\\uXXXX``), so the bytes are the same
-whatever the locale of the shell a pipe runs in. Empty batches are not written: django-cqrs's
-readers fail on empty lines.
+Lines are pure ASCII (other characters are written as JSON ``\\u`` escapes, ``é`` as ``\\u00e9``),
+so the bytes are the same whatever the locale of the shell a pipe runs in. Empty batches are
+not written: django-cqrs's readers fail on empty lines.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import simplejson  # type: ignore[import-untyped]
 from django.utils import timezone
 
-from dj_cqrs.encoding import ExactFloat, to_json_value
+from dj_cqrs.encoding import DECODER, to_json_value
 
 
 def _default(value: Any) -> Any:
@@ -32,9 +31,6 @@ def _default(value: Any) -> Any:
 
 
 _ENCODER = simplejson.JSONEncoder(use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=True)
-# The standard library's decoder is faster than simplejson's on these lines; numbers with a
-# fraction or exponent become ExactFloat exactly as in dj_cqrs.encoding.loads.
-_DECODER = json.JSONDecoder(parse_float=ExactFloat)
 
 
 def encode(obj: Any) -> str:
@@ -44,7 +40,7 @@ def encode(obj: Any) -> str:
 
 def decode(line: str) -> Any:
     """Parse one line (as :func:`dj_cqrs.encoding.loads`: exact decimals); ``ValueError`` if not JSON."""
-    return _DECODER.decode(line)
+    return DECODER.decode(line)
 
 
 def json_pk(pk: Any) -> Any:
