@@ -17,6 +17,7 @@ from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.dead_letters import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.transport.kombu import connection_errors, new_connection
+from dj_cqrs.transport.kombu_consumer import inbound
 
 if TYPE_CHECKING:
     from dj_cqrs.transport.kombu import KombuTransport
@@ -34,14 +35,9 @@ class _Session(DeadLetterSession):
         if message is None:
             return None
         self.held[id(message)] = message
-        body = message.body
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+        received = inbound(message)
         return DeadLetter(
-            body=body or b"",
-            headers=dict(message.headers or {}),
-            routing_key=(message.delivery_info or {}).get("routing_key", "") or "",
-            handle=message,
+            body=received.body, headers=received.headers, routing_key=received.routing_key, handle=message
         )
 
     def ack(self, letter: DeadLetter) -> None:

@@ -23,9 +23,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import pika
-import pika.exceptions
-
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
@@ -38,7 +35,12 @@ from dj_cqrs.replica.retry import (
     failure_headers,
     retry_body,
 )
-from dj_cqrs.transport.rabbit_mq import CONNECTION_ERRORS, connection_parameters, message_properties
+from dj_cqrs.transport.rabbit_mq import (
+    CONNECTION_ERRORS,
+    message_properties,
+    open_blocking_connection,
+)
+from dj_cqrs.utils import get_messages_prefetch_count_per_worker
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -98,7 +100,7 @@ class RabbitMQConsumer:
         self.batch_size: int = cqrs_settings.replica.CQRS_BATCH_SIZE
         self.batch_max_wait: float = cqrs_settings.replica.CQRS_BATCH_MAX_WAIT
         # Twice the batch: the next batch is on its way while this one is applied.
-        self.prefetch = min(2 * self.batch_size, 65535)
+        self.prefetch = get_messages_prefetch_count_per_worker()
         self.max_messages = max_messages
         self.idle_timeout = idle_timeout
         self.handled = 0
@@ -153,10 +155,7 @@ class RabbitMQConsumer:
         self._uncommitted = 0
         self._unsettled = False
         self._returned = []
-        try:
-            self.connection = pika.BlockingConnection(connection_parameters("consumer"))
-        except CONNECTION_ERRORS as exc:
-            raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc
+        self.connection = open_blocking_connection("consumer")
         channel = self.connection.channel()
         self.declare_topology(channel)
         channel.basic_qos(prefetch_count=self.prefetch)
@@ -298,9 +297,7 @@ class RabbitMQConsumer:
         assert self.channel is not None
         prefix = f"{self.queue}.retry."
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            delay_ms = int(name[len(prefix) :])
-            self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
-            self._retry_queues_declared[delay_ms] = time.monotonic()
+            self._declare_retry_queue(int(name[len(prefix) :]))
         else:
             self.channel.queue_declare(name, durable=True)
 
@@ -328,12 +325,17 @@ class RabbitMQConsumer:
         if delay_ms == 0:
             self._publish(self.queue, body, headers)
             return
-        name = retry_queue_name(self.queue, delay_ms)
         declared = self._retry_queues_declared.get(delay_ms)
         if declared is None or time.monotonic() - declared > RETRY_QUEUE_REDECLARE_SECONDS:
-            self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
-            self._retry_queues_declared[delay_ms] = time.monotonic()
-        self._publish(name, body, headers)
+            self._declare_retry_queue(delay_ms)
+        self._publish(retry_queue_name(self.queue, delay_ms), body, headers)
+
+    def _declare_retry_queue(self, delay_ms: int) -> None:
+        """Declare ``<queue>.retry.<delay_ms>`` (which renews its ``x-expires`` lease)."""
+        assert self.channel is not None
+        name = retry_queue_name(self.queue, delay_ms)
+        self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
+        self._retry_queues_declared[delay_ms] = time.monotonic()
 
     def _publish_dead_letter(self, message: InboundMessage, outcome: Outcome) -> None:
         ttl = dead_letter_ttl()

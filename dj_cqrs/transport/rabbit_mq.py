@@ -311,7 +311,8 @@ class RabbitMQTransport(BaseTransport):
             while chunk:
                 try:
                     failed = producer.publish([messages[i] for i in chunk])
-                    confirmed = [i for pos, i in enumerate(chunk) if pos not in set(failed)]
+                    failed_positions = set(failed)
+                    confirmed = [i for pos, i in enumerate(chunk) if pos not in failed_positions]
                     for i in confirmed:
                         self._log_published(payloads, i, messages[i][1])
                     chunk = [chunk[pos] for pos in failed]
