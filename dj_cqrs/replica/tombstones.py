@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from django.db import router
+from django.db import connections, router
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -76,8 +76,6 @@ def _table_ready(using: str) -> bool:
     """Whether the tombstone table exists on ``using`` (checked once per process and alias)."""
     known = _state.setdefault("tables", {})
     if using not in known:
-        from django.db import connections
-
         with connections[using].cursor() as cursor:
             names = connections[using].introspection.table_names(cursor)
         known[using] = _model()._meta.db_table in names
@@ -88,15 +86,11 @@ def _table_ready(using: str) -> bool:
 
 def find(model: Any, pks: list[Any]) -> dict[str, Any]:
     """Tombstones of ``model`` for these primary keys, by ``pk_key``."""
-    if not enabled() or not pks:
+    if not pks or not ready(model):
         return {}
     using = _db(model)
-    if not _table_ready(using):
-        return {}
     keys = [pk_key(pk) for pk in pks]
     manager = _model().objects.using(using)
-    from django.db import connections
-
     if connections[using].vendor == "postgresql":  # one array parameter: much cheaper than IN (...)
         rows = manager.raw(
             "SELECT id, cqrs_id, object_pk, revision, deleted_at, recorded_at FROM dj_cqrs_tombstone"
@@ -135,19 +129,7 @@ def delete_is_stale(
 
 def record(model: Any, pk: Any, revision: Any, updated: Any) -> None:
     """Remember that ``pk`` of ``model`` was deleted at ``revision``."""
-    if not enabled():
-        return
-    moment = parse_updated(updated) or timezone.now()
-    if not isinstance(revision, int) or isinstance(revision, bool):
-        revision = 0
-    using = _db(model)
-    if not _table_ready(using):
-        return
-    _model().objects.using(using).update_or_create(
-        cqrs_id=model.CQRS_ID,
-        object_pk=pk_key(pk),
-        defaults={"revision": revision, "deleted_at": moment, "recorded_at": timezone.now()},
-    )
+    record_many(model, {pk: new(revision, updated)})
 
 
 def ready(model: Any) -> bool:
@@ -173,12 +155,14 @@ def record_many(model: Any, stones: dict[Any, Any]) -> None:
         stone.cqrs_id = model.CQRS_ID
         stone.object_pk = pk_key(pk)
         rows.append(stone)
-    from django.db import connections
-
     features = connections[using].features
     if not features.supports_update_conflicts:
-        for pk, stone in stones.items():
-            record(model, pk, stone.revision, stone.deleted_at)
+        for stone in rows:
+            _model().objects.using(using).update_or_create(
+                cqrs_id=stone.cqrs_id,
+                object_pk=stone.object_pk,
+                defaults={"revision": stone.revision, "deleted_at": stone.deleted_at, "recorded_at": stone.recorded_at},
+            )
         return
     target = ["cqrs_id", "object_pk"] if features.supports_update_conflicts_with_target else None
     _model().objects.using(using).bulk_create(
@@ -187,12 +171,9 @@ def record_many(model: Any, stones: dict[Any, Any]) -> None:
 
 
 def clear(model: Any, pks: list[Any]) -> None:
-    if not enabled() or not pks:
+    if not pks or not ready(model):
         return
-    using = _db(model)
-    if not _table_ready(using):
-        return
-    _model().objects.using(using).filter(cqrs_id=model.CQRS_ID, object_pk__in=[pk_key(p) for p in pks]).delete()
+    _model().objects.using(_db(model)).filter(cqrs_id=model.CQRS_ID, object_pk__in=[pk_key(p) for p in pks]).delete()
 
 
 def prune_if_due(using: str | None = None) -> int:
