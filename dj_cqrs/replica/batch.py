@@ -37,7 +37,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
@@ -54,17 +53,24 @@ from dj_cqrs.replica.consumer import (
     apply,
     classify_failure,
     drop_if_broken,
+    ignores_broadcast_sync,
     is_connection_lost,
+    is_direct_sync,
     log_outcome,
     prepare,
 )
 from dj_cqrs.replica.locks import lock_objects
-from dj_cqrs.replica.managers import log_ignored_deleted, log_stale_delete, revision_decision
+from dj_cqrs.replica.managers import (
+    delete_pk,
+    log_ignored_deleted,
+    log_stale_delete,
+    mapped_pk,
+    revision_decision,
+)
 from dj_cqrs.replica.timeouts import apply_query_timeout
 from dj_cqrs.replica.upsert import upsert
 
 logger = logging.getLogger("django-cqrs.consumer")
-replica_logger = logging.getLogger("django-cqrs.replica")
 
 Item = tuple[int, TransportPayload]
 
@@ -109,7 +115,7 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
         model = replica_registry.get_model_by_cqrs_id(prepared.cqrs_id)
         if model not in reasons:
             reasons[model] = batch_reason(model) if set_based else "CQRS_BATCH_APPLY is False"
-            barriers[model] = related_models(model) if _is_db_model(model) else None
+            barriers[model] = related_models(model) if bulk._is_db_model(model) else None
         if pending:
             flush(list(pending) if barriers[model] is None else barriers[model])
         if reasons[model] is None:
@@ -124,10 +130,6 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
         assert maybe is not None
         final.append(log_outcome(maybe, message))
     return final
-
-
-def _is_db_model(model: Any) -> bool:
-    return bulk._is_db_model(model)  # type: ignore[no-any-return]
 
 
 def related_models(model: Any) -> frozenset[Any]:
@@ -210,8 +212,6 @@ class _Group:
         self.db = db
         self.pk_field = model._meta.pk
         self.updated_field = model._meta.get_field("cqrs_updated")
-        self.only_direct = bool(getattr(model, "CQRS_ONLY_DIRECT_SYNCS", False))
-        self.own_queue = cqrs_settings.queue
 
     # -- decoding (no database access) -----------------------------------------------------------
 
@@ -221,21 +221,13 @@ class _Group:
         for index, payload in items:
             signal = SignalType(payload.signal_type)
             if signal is SignalType.DELETE:
-                raw = payload.instance_data.get("id")
-                if raw is None:
-                    replica_logger.error("CQRS PK is not provided in data (%s).", self.model.CQRS_ID)
-                    outcomes[index] = classify_failure(payload, None, "missing_pk")
-                    continue
-                try:
-                    pk = self.pk_field.to_python(raw)
-                except ValidationError:
-                    replica_logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, raw)
-                    outcomes[index] = classify_failure(payload, None, "bad_pk")
-                    continue
-                ops.append((index, payload, pk, None))
+                pk, reason = delete_pk(self.model, payload.instance_data)
+                if reason is not None:
+                    outcomes[index] = classify_failure(payload, None, reason)
+                else:
+                    ops.append((index, payload, pk, None))
                 continue
-            if signal is SignalType.SYNC and self.only_direct and payload.queue != self.own_queue:
-                logger.info("CQRS broadcast sync ignored for %s (CQRS_ONLY_DIRECT_SYNCS).", payload.cqrs_id)
+            if ignores_broadcast_sync(self.model, signal, payload.queue):
                 outcomes[index] = Outcome(Action.ACK, payload=payload, status="ignored_broadcast_sync")
                 continue
             try:
@@ -243,8 +235,7 @@ class _Group:
             except bulk.MappingError as exc:
                 outcomes[index] = classify_failure(payload, None, exc.reason)
                 continue
-            raw = mapped.get(self.pk_field.attname, mapped.get(self.pk_field.name))
-            pk = self.pk_field.to_python(raw)  # a bad key raises: the per-message path decides
+            pk = mapped_pk(self.model, mapped)  # a bad key raises: the per-message path decides
             ops.append((index, payload, pk, mapped))
         return ops
 
@@ -316,7 +307,7 @@ class _Group:
         revision = mapped["cqrs_revision"]
         updated = mapped.get("cqrs_updated")
         if not state.exists:
-            direct = sync and payload.queue is not None and payload.queue == self.own_queue
+            direct = is_direct_sync(SignalType(payload.signal_type), payload.queue)
             stone = state.stone
             if stone is not None and not direct and not tombstones.allows(stone, revision, updated):
                 log_ignored_deleted(self.model, pk, revision, stone.revision)

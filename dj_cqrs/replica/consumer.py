@@ -186,6 +186,19 @@ def _meta_kwargs(model: Any, meta: dict[str, Any] | None) -> dict[str, Any]:
     return {"meta": meta} if getattr(model, "CQRS_META", False) else {}
 
 
+def is_direct_sync(signal: SignalType, queue: str | None) -> bool:
+    """A SYNC sent to this replica's queue (``cqrs_sync --queue``), not broadcast."""
+    return signal is SignalType.SYNC and queue is not None and queue == cqrs_settings.queue
+
+
+def ignores_broadcast_sync(model: Any, signal: SignalType, queue: str | None) -> bool:
+    """True (and logged) for a broadcast SYNC of a ``CQRS_ONLY_DIRECT_SYNCS`` model."""
+    if signal is SignalType.SYNC and getattr(model, "CQRS_ONLY_DIRECT_SYNCS", False) and queue != cqrs_settings.queue:
+        logger.info("CQRS broadcast sync ignored for %s (CQRS_ONLY_DIRECT_SYNCS).", model.CQRS_ID)
+        return True
+    return False
+
+
 def route_signal_to_replica_model(
     signal_type: SignalType | str,
     cqrs_id: str,
@@ -201,14 +214,11 @@ def route_signal_to_replica_model(
         context.current()["reason"] = "unknown_cqrs_id"
         return None
     signal = SignalType(signal_type)
-    if signal is SignalType.SYNC and getattr(model, "CQRS_ONLY_DIRECT_SYNCS", False):
-        own = cqrs_settings.queue
-        if queue != own:
-            logger.info("CQRS broadcast sync ignored for %s (CQRS_ONLY_DIRECT_SYNCS).", cqrs_id)
-            context.current()["status"] = "ignored_broadcast_sync"
-            return True
+    if ignores_broadcast_sync(model, signal, queue):
+        context.current()["status"] = "ignored_broadcast_sync"
+        return True
     scratch = context.current()
-    scratch["direct_sync"] = signal is SignalType.SYNC and queue is not None and queue == cqrs_settings.queue
+    scratch["direct_sync"] = is_direct_sync(signal, queue)
     meta_kwargs = _meta_kwargs(model, meta)
     if getattr(model, "CQRS_NO_DB_OPERATIONS", False):
         return _call_handler(model, signal, instance_data, previous_data, meta_kwargs)

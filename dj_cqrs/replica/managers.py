@@ -55,13 +55,12 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         self, mapped: dict[str, Any], previous_data: dict[str, Any] | None, sync: bool, meta: dict[str, Any] | None, db: str
     ) -> Any:
         model = self.model
-        pk_field = model._meta.pk
         # The canonical key (a UUID in any spelling is one object, and one tombstone).
-        pk = mapped.get(pk_field.attname, mapped.get(pk_field.name))
         try:
-            pk = pk_field.to_python(pk)
+            pk = mapped_pk(model, mapped)
         except ValidationError:
-            pass  # the lookup below fails with the database field's own error, as it always did
+            # the lookup below fails with the database field's own error, as it always did
+            pk = mapped.get(model._meta.pk.attname, mapped.get(model._meta.pk.name))
         lock_objects(model, [pk], db)
         qs = model._base_manager.using(db)
         if connections[db].features.has_select_for_update or getattr(model, "CQRS_SELECT_FOR_UPDATE", False):
@@ -145,16 +144,9 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         """Delete the row named by ``master_data['id']`` (the key is ``id`` whatever the PK is)
         and remember the deletion (a tombstone), unless the stored row is newer than the DELETE."""
 
-        pk = master_data.get("id")
-        if pk is None:
-            self._log_pk_data_error()
-            return False
-        field = self.model._meta.pk
-        try:
-            pk = field.to_python(pk)
-        except ValidationError:
-            logger.error("CQRS PK is not valid for %s: %r", self.model.CQRS_ID, pk)
-            last_error_holder()["reason"] = "bad_pk"
+        pk, reason = delete_pk(self.model, master_data)
+        if reason is not None:
+            last_error_holder()["reason"] = reason
             return False
         with transaction.atomic(using=self._write_db(), savepoint=False):
             return self._delete_locked(pk, master_data)
@@ -320,6 +312,27 @@ def revision_decision(
             incoming - current - 1, pk, incoming, cqrs_id,
         )
     return "apply"
+
+
+def delete_pk(model: Any, master_data: dict[str, Any]) -> tuple[Any, str | None]:
+    """The key a DELETE names (``id``, whatever the primary key is called), or a failure reason
+    (``missing_pk``/``bad_pk``, logged)."""
+    raw = master_data.get("id")
+    if raw is None:
+        logger.error("CQRS PK is not provided in data (%s).", model.CQRS_ID)
+        return None, "missing_pk"
+    try:
+        return model._meta.pk.to_python(raw), None
+    except ValidationError:
+        logger.error("CQRS PK is not valid for %s: %r", model.CQRS_ID, raw)
+        return None, "bad_pk"
+
+
+def mapped_pk(model: Any, mapped: dict[str, Any]) -> Any:
+    """The canonical key of a mapped row (a foreign-key key is under its attname); raises
+    ``ValidationError`` when it does not convert."""
+    field = model._meta.pk
+    return field.to_python(mapped.get(field.attname, mapped.get(field.name)))
 
 
 def log_ignored_deleted(model: Any, pk: Any, revision: Any, deleted_revision: Any) -> None:
