@@ -100,7 +100,7 @@ def load(
     db = router.db_for_write(model) if bulk._is_db_model(model) else None
     bulk_path = report.per_row_reason is None
     if workers is None:
-        workers = default_workers(db) if bulk_path else 0
+        workers = min(4, os.cpu_count() or 1)
     if sync or not bulk_path or db is None or connections[db].in_atomic_block or connections[db].vendor != "postgresql":
         # ordered application, a transaction that forking would break, or a database that other
         # processes cannot share (e.g. SQLite in memory) or write concurrently anyway
@@ -166,12 +166,6 @@ def _load_batch_in_worker(cqrs_id: str, chunk: list[tuple[int, str]], strategy: 
         return load_batch(cqrs_id, chunk, True, strategy, db, False)
     finally:
         connections.close_all()  # workers end with os._exit: never leave a connection dangling
-
-
-def default_workers(db: str | None) -> int:
-    if db is None or connections[db].vendor != "postgresql" or connections[db].in_atomic_block:
-        return 0
-    return min(4, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
