@@ -17,10 +17,6 @@ from dj_cqrs.master import outbox, pending, publisher
 from dj_cqrs.master.pending import PendingEvent
 
 
-def _uses_outbox(event: PendingEvent) -> bool:
-    return outbox.enabled()
-
-
 def _via_trigger(event: PendingEvent) -> bool:
     from dj_cqrs.master import triggers
 
@@ -32,7 +28,7 @@ def add(event: PendingEvent) -> PendingEvent:
     if _via_trigger(event):
         event.via_trigger = True
         return pending.add(event, flush)
-    if _uses_outbox(event):
+    if outbox.enabled():
         return pending.add(event, flush, on_new=outbox.record, on_merge=outbox.update_data)
     return pending.add(event, flush)
 
@@ -45,7 +41,7 @@ def add_many(events: list[PendingEvent]) -> None:
         for event in events:
             event.via_trigger = True
         pending.add_many(events, flush)
-    elif _uses_outbox(events[0]):
+    elif outbox.enabled():
         pending.add_many(events, flush, on_new_many=outbox.record_many, on_merge=outbox.update_data)
     else:
         pending.add_many(events, flush)
@@ -58,9 +54,11 @@ def flush(events: list[PendingEvent]) -> None:
     direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
     ordered: dict[str, list[tuple[int, TransportPayload | None]]] = defaultdict(list)
     claims: set[str] = set()
+    relay_only = {u for u in {e.using for e in events if e.outbox_id is not None} if dispatcher.mode(u) == "relay"}
     for event in events:
         if event.outbox_id is not None:
-            ordered[event.using].append((event.outbox_id, outbox.snapshot_payload(event)))
+            if event.using not in relay_only:  # the relay reads the rows: no payload to build
+                ordered[event.using].append((event.outbox_id, outbox.snapshot_payload(event)))
         elif event.via_trigger:
             claims.add(event.using)
     if direct:

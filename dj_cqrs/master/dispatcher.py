@@ -102,13 +102,13 @@ class Dispatcher:
 
     # -- work ------------------------------------------------------------------------------------
 
-    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> bool:
+    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]]) -> bool:
         """Publish items in batches; False (and the circuit opened) after a failure."""
         batch = cqrs_settings.master.outbox_batch_size
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             try:
-                outbox.publish_items(using, chunk, relaxed=relaxed)
+                outbox.publish_items(using, chunk)
             except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
                 logger.error(
                     "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
@@ -246,7 +246,7 @@ class Dispatcher:
                     self.claim(using)
                 for using, batch in items.items():
                     if batch and time.monotonic() >= self._open_until.get(using, 0.0):
-                        self.publish(using, batch, relaxed=True)
+                        self.publish(using, batch)
                     elif batch:
                         with self._lock:
                             self._backlog.add(using)

@@ -107,7 +107,9 @@ def _has_other_receivers(signal: Any, sender: Any) -> bool:
     """Whether anything but dj_cqrs listens to ``signal`` for ``sender``."""
     from django.dispatch import dispatcher
 
-    ours = f"dj_cqrs_{sender._meta.label_lower}_{id(sender)}"
+    from dj_cqrs.master.signals import dispatch_uid
+
+    ours = dispatch_uid(sender)
     wanted = {dispatcher.NONE_ID, dispatcher._make_id(sender)}  # type: ignore[attr-defined]
     for entry in signal.receivers:
         receiver_key, sender_key = entry[0]

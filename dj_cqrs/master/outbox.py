@@ -21,7 +21,7 @@ from django.utils import timezone
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.dataclasses import TransportPayload, message_expiration
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import publisher, serializers
 from dj_cqrs.registry import master_registry
@@ -330,16 +330,6 @@ def _pk_value(model: Any, text: str) -> Any:
     return model._meta.pk.to_python(text)
 
 
-def _expires(created_at: datetime.datetime) -> datetime.datetime | None:
-    """``expires`` of a message published now. It counts from publication, not from the change:
-    an event held back by a broker outage longer than ``CQRS_MESSAGE_TTL`` must still apply (a
-    SAVE carries the state read at publication anyway)."""
-    ttl = cqrs_settings.master.CQRS_MESSAGE_TTL
-    if ttl is None:
-        return None
-    return max(created_at, timezone.now()) + datetime.timedelta(seconds=ttl)
-
-
 class OutboxRow(NamedTuple):
     """The columns of an outbox row the publisher needs (read without building model instances)."""
 
@@ -362,7 +352,7 @@ def build_payloads(rows: Iterable[OutboxRow], using: str) -> list[tuple[OutboxRo
     """Payloads for outbox rows, in row order; ``None`` where there is nothing to send (the object
     of a SAVE no longer exists: its DELETE follows). Rows of a SAVE are read in one query per model."""
     rows = list(rows)
-    expires = _expires(timezone.now())
+    expires = message_expiration()
     wanted: dict[str, set[Any]] = defaultdict(set)
     for row in rows:
         if row.signal_type != SignalType.DELETE.value:
@@ -431,13 +421,12 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
             instance_data=event.instance_data,
             instance_pk=event.instance_data.get("id"),
             correlation_id=event.correlation_id,
-            expires=_expires(timezone.now()),
+            expires=message_expiration(),
             meta=event.meta,
         )
     instance = event.instance
     if (
         instance is None
-        or event.in_savepoint
         or event.revision is None
         or serializers.serializer_class(event.model) is not None
     ):
@@ -459,7 +448,7 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
         queue=event.queue,
         previous_data=event.previous_data,
         correlation_id=event.correlation_id,
-        expires=_expires(timezone.now()),
+        expires=message_expiration(),
         meta=event.meta if event.meta is not None else {},
     )
 
@@ -505,14 +494,14 @@ def _stored_overrides(instance: Any) -> dict[str, Any] | None:
     return overrides
 
 
-def publish_items(using: str, items: list[tuple[int, TransportPayload | None]], relaxed: bool = False) -> int:
+def publish_items(using: str, items: list[tuple[int, TransportPayload | None]]) -> int:
     """Publish committed events in commit order and mark their rows published.
 
     Each item is ``(outbox_id, payload)``; a payload built at commit is sent as is, a ``None`` one
     is built from its outbox row and the committed object (one query per model for all of them).
     The rows are claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so a relay or sweep
-    working at the same time never publishes them too. ``relaxed`` is accepted for callers of an
-    earlier version; the marking commit is always relaxed (``SET LOCAL``).
+    working at the same time never publishes them too. The marking commit is relaxed
+    (``SET LOCAL``).
     """
     if not items:
         return 0
@@ -550,17 +539,6 @@ def publish_items(using: str, items: list[tuple[int, TransportPayload | None]], 
 
 def supports_skip_locked(using: str) -> bool:
     return bool(connections[using].features.has_select_for_update_skip_locked)
-
-
-def publish_ids(using: str, ids: list[int]) -> int:
-    """Publish the still-unpublished rows among ``ids`` (the immediate path); return how many rows."""
-    model = _outbox_model()
-    with transaction.atomic(using=using):
-        qs = model.objects.using(using).filter(id__in=ids, published_at__isnull=True).order_by("id")
-        if supports_skip_locked(using):
-            qs = qs.select_for_update(skip_locked=True)
-        rows = read_rows(qs)
-        return _publish_locked(using, rows)
 
 
 def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:

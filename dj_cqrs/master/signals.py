@@ -137,8 +137,13 @@ def on_post_update(sender: type[models.Model], instances: list[Any], using: str 
     _record_bulk(sender, instances, using, previous)
 
 
+def dispatch_uid(model: type[models.Model]) -> str:
+    """The ``dispatch_uid`` of dj_cqrs's own signal receivers for ``model``."""
+    return f"dj_cqrs_{model._meta.label_lower}_{id(model)}"
+
+
 def connect(model: type[models.Model]) -> None:
-    uid = f"dj_cqrs_{model._meta.label_lower}_{id(model)}"
+    uid = dispatch_uid(model)
     post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
     post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
     post_bulk_create.connect(on_post_bulk_create, sender=model, weak=False, dispatch_uid=uid)
