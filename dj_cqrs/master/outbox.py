@@ -172,8 +172,9 @@ def _record_many(events: list[PendingEvent]) -> None:
 
 
 def update_data(event: PendingEvent) -> None:
-    """Rewrite the captured data of an event merged with a later save in the same transaction."""
-    if event.outbox_id is None:
+    """Rewrite the captured data of an event merged with a later save in the same transaction
+    (only when the merge changed its ``previous_data``, the one part that can change)."""
+    if event.outbox_id is None or not event.previous_changed:
         return
     model = _outbox_model()
     row = model.objects.using(event.using).only("data").get(pk=event.outbox_id)

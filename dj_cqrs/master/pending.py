@@ -58,6 +58,8 @@ class PendingEvent:
     #: A save that publishes nothing (``CQRS_PRODUCE=False`` or ``is_sync_instance()`` False): it is
     #: kept only so that the row's revision is bumped once per transaction.
     silent: bool = False
+    #: Whether the last :meth:`merge_save` changed ``previous_data`` (the outbox row must follow).
+    previous_changed: bool = False
 
     @property
     def cqrs_id(self) -> str:
@@ -68,9 +70,11 @@ class PendingEvent:
         self.instance = instance
         if connections[self.using].savepoint_ids:
             self.in_savepoint = True
+        self.previous_changed = False
         if previous_data is not None:
             merged = dict(previous_data)
             merged.update(self.previous_data or {})  # the first-seen old values win
+            self.previous_changed = merged != self.previous_data
             self.previous_data = merged
 
 
