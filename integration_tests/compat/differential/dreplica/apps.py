@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DreplicaConfig(AppConfig):
+    name = "dreplica"
+    default_auto_field = "django.db.models.AutoField"
