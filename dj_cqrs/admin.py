@@ -13,9 +13,17 @@ from dj_cqrs.exceptions import PublishFailed
 class CQRSAdminMasterSyncMixin:
     """Add to a ``ModelAdmin`` of a master model: adds the ``sync_items`` action."""
 
-    def get_actions(self, request: Any) -> Any:
-        actions = super().get_actions(request)  # type: ignore[misc]
-        actions["sync_items"] = self.get_action("sync_items")  # type: ignore[attr-defined]
+    def get_actions(self, request: Any, action_location: Any = None) -> Any:
+        # Django 6.1 passes ``action_location`` (change list or change form) and warns about
+        # overrides without it; older versions call ``get_actions(request)`` for the change list.
+        if action_location is None:
+            actions = super().get_actions(request)  # type: ignore[misc]
+            action = self.get_action("sync_items")  # type: ignore[attr-defined]
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[misc]
+            action = self.get_action("sync_items", action_location)  # type: ignore[attr-defined]
+        if action is not None:  # None where Django 6.1 does not offer it (the change form)
+            actions["sync_items"] = action
         return actions
 
     def _cqrs_sync_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
