@@ -7,7 +7,11 @@ peer:
 * ``time`` is an ISO-8601 string, ``timedelta`` an ISO-8601 duration and binary data base64 text
   (django-cqrs crashes on those);
 * on the way in, a JSON number with a fraction or exponent becomes :class:`ExactFloat`, a ``float``
-  that remembers its text, so a ``DecimalField`` on our replica gets the exact value.
+  that remembers its text, so a ``DecimalField`` on our replica gets the exact value;
+* ``NaN``, ``Infinity`` and ``-Infinity`` are read, as django-cqrs (ujson) reads and writes them
+  for float values, and written back only where a received body is re-encoded (``allow_nan``);
+* a string holding a lone UTF-16 surrogate (``"\\ud800"``) is refused (``ValueError``): it is not
+  Unicode text, so it could neither be stored (PostgreSQL) nor encoded again as UTF-8.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import base64
 import datetime
 import decimal
 import json
+import re
 import uuid
 from typing import Any
 
@@ -82,15 +87,19 @@ def _default(value: Any) -> Any:
     return converted
 
 
-def dumps(obj: Any) -> str:
-    """Serialize to compact JSON; Decimals as exact numbers."""
+def dumps(obj: Any, allow_nan: bool = False) -> str:
+    """Serialize to compact JSON; Decimals as exact numbers.
+
+    ``allow_nan`` writes NaN and the infinities as ``NaN``/``Infinity``/``-Infinity`` (what
+    django-cqrs writes); otherwise they raise ``ValueError``.
+    """
     return simplejson.dumps(  # type: ignore[no-any-return]
-        obj, use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=False
+        obj, use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan
     )
 
 
-def dumps_bytes(obj: Any) -> bytes:
-    return dumps(obj).encode("utf-8")
+def dumps_bytes(obj: Any, allow_nan: bool = False) -> bytes:
+    return dumps(obj, allow_nan=allow_nan).encode("utf-8")
 
 
 def restore_exact(obj: Any) -> Any:
@@ -110,14 +119,51 @@ def restore_exact(obj: Any) -> Any:
 DECODER = json.JSONDecoder(parse_float=ExactFloat)
 
 
+#: An escaped UTF-16 surrogate (``\\ud800``-``\\udfff``): only a text holding one, or a raw one, can
+#: decode to a string with a lone surrogate (escaped pairs decode to one character).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def loads(data: str | bytes | bytearray | memoryview) -> Any:
-    """Parse JSON; numbers with a fraction or exponent become :class:`ExactFloat`."""
+    """Parse JSON; numbers with a fraction or exponent become :class:`ExactFloat`.
+
+    ``ValueError`` for text that is not JSON, and for a string (key or value) holding a lone
+    UTF-16 surrogate, which is not Unicode text.
+    """
     if isinstance(data, memoryview):
         data = bytes(data)
+    suspect: bool
     if isinstance(data, (bytes, bytearray)):
-        data = data.decode("utf-8")
+        data = data.decode("utf-8")  # strict: raw surrogates are not UTF-8, only escapes remain
+        suspect = _SURROGATE_ESCAPE.search(data) is not None
+    else:
+        suspect = _SURROGATE_ESCAPE.search(data) is not None or (
+            not data.isascii() and _SURROGATE.search(data) is not None
+        )
     try:
-        return DECODER.decode(data)
+        value = DECODER.decode(data)
     except RecursionError as exc:
         # Absurdly deep nesting: malformed input like any other, not a crash of the caller.
         raise ValueError(f"JSON nested too deeply: {exc}") from exc
+    if suspect:
+        lone = lone_surrogate(value)
+        if lone is not None:
+            raise ValueError(f"a string holds a lone UTF-16 surrogate, which is not Unicode text: {ascii(lone)[:80]}")
+    return value
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) of decoded JSON that holds a lone surrogate, or None."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) is not None:
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None

@@ -69,7 +69,7 @@ class DeadLetter:
         value = self.headers.get(REASON_HEADER)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        return str(value) if value else "unknown"
+        return _plain(str(value)) if value else "unknown"
 
     def expired(self, now: float | None = None) -> bool:
         """Past its ``x-cqrs-dead-until`` (set where the broker has no message TTL)."""
@@ -83,7 +83,7 @@ class DeadLetter:
 
     def as_json(self) -> str:
         return encoding.dumps(
-            {"routing_key": self.routing_key, "headers": _plain(self.headers), "body": self.text()}
+            {"routing_key": self.routing_key, "headers": _plain(self.headers), "body": self.text()}, allow_nan=True
         )
 
 
@@ -94,7 +94,9 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, (int, float, bool)):
         return value
     return str(value)
 
@@ -200,19 +202,26 @@ def summary(store: DeadLetterStore, cqrs_id: str | None = None) -> dict[tuple[st
 def retry_message(letter: DeadLetter, queue: str) -> tuple[str, bytes, dict[str, Any]]:
     """Routing key, body and headers that give ``letter`` a new start on ``queue``.
 
-    Raises :class:`PayloadError` for a body that is not a valid CQRS payload.
+    Raises :class:`PayloadError` for a body that is not a valid CQRS payload (not JSON, a string
+    with a lone surrogate, invalid fields) or cannot be encoded again.
     """
     data = letter.data
     if data is None:
         raise PayloadError("the body is not a JSON object", reason="malformed")
-    payload = TransportPayload.from_message(data)
-    fresh = payload.with_changes(retries=0, expires=message_expiration())
+    try:
+        payload = TransportPayload.from_message(data)
+        fresh = payload.with_changes(retries=0, expires=message_expiration())
+        # NaN and the infinities are written back as they came (django-cqrs writes them too).
+        body = encoding.dumps_bytes(encoding.restore_exact(fresh.to_dict()), allow_nan=True)
+    except PayloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range date in ``expires``
+        raise PayloadError(f"invalid body: {type(exc).__name__}: {exc}", reason="malformed") from exc
     headers = {k: v for k, v in carried_headers(letter.headers).items() if k not in FAILURE_HEADERS}
     original = headers.get(ROUTING_KEY_HEADER)
     if not isinstance(original, str) or not original:
         # A django-cqrs dead letter: the master's routing key is lost; treat it as a broadcast.
         headers[ROUTING_KEY_HEADER] = payload.cqrs_id
-    body = encoding.dumps_bytes(encoding.restore_exact(fresh.to_dict()))
     return f"cqrs.{queue}.{payload.cqrs_id}", body, headers
 
 

@@ -123,13 +123,13 @@ def failure_headers(message: InboundMessage, outcome: Outcome) -> dict[str, Any]
     headers = carried_headers(message.headers)
     original_rk = headers.get(ROUTING_KEY_HEADER)
     if not isinstance(original_rk, str) or not original_rk:
-        headers[ROUTING_KEY_HEADER] = message.routing_key or ""
+        headers[ROUTING_KEY_HEADER] = header_text(message.routing_key or "")
     if not isinstance(headers.get(FIRST_FAILURE_HEADER), str):
         headers[FIRST_FAILURE_HEADER] = now
     headers[LAST_FAILURE_HEADER] = now
-    headers[REASON_HEADER] = outcome.reason
-    headers[FAILURE_HEADER] = outcome.failure or outcome.reason
-    headers[ERROR_HEADER] = (outcome.detail or outcome.reason)[:_MAX_ERROR_TEXT]
+    headers[REASON_HEADER] = header_text(outcome.reason)
+    headers[FAILURE_HEADER] = header_text(outcome.failure or outcome.reason)
+    headers[ERROR_HEADER] = header_text((outcome.detail or outcome.reason)[:_MAX_ERROR_TEXT])
     if outcome.exception is not None:
         exc_type = type(outcome.exception)
         headers[EXCEPTION_HEADER] = f"{exc_type.__module__}.{exc_type.__qualname__}"
@@ -143,10 +143,50 @@ def failure_headers(message: InboundMessage, outcome: Outcome) -> dict[str, Any]
     return headers
 
 
+def header_text(text: str) -> str:
+    """``text`` as valid Unicode (a lone surrogate, e.g. quoted from bad input, is escaped): AMQP
+    headers are UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def retry_body(payload: TransportPayload) -> bytes:
-    """The body of the next attempt: the same event with ``retries + 1`` (exact decimals kept)."""
+    """The body of the next attempt: the same event with ``retries + 1`` (exact decimals kept).
+
+    django-cqrs consumers sharing the queue read ``retries`` from the body, so the body is encoded
+    again rather than sent as received. That is safe for anything :func:`dj_cqrs.encoding.loads`
+    accepted: NaN and the infinities are written back as they came, and strings with a lone
+    surrogate were refused there. Should it fail all the same, the caller dead-letters the
+    original bytes (see the consumers' settle step).
+    """
     next_try = payload.with_changes(retries=payload.retries + 1)
-    return encoding.dumps_bytes(encoding.restore_exact(next_try.to_dict()))
+    return encoding.dumps_bytes(encoding.restore_exact(next_try.to_dict()), allow_nan=True)
+
+
+def settle_failed(outcome: Outcome, exc: BaseException) -> Outcome:
+    """What a message becomes when its outcome could not be carried out (e.g. its retry body
+    could not be built): a dead letter of its original body, reason ``internal_error``, so that
+    one message never holds up the others of its batch."""
+    from dj_cqrs.replica.consumer import Action, Outcome
+
+    return Outcome(
+        Action.DEAD_LETTER,
+        reason="internal_error",
+        failure=outcome.failure or outcome.reason or outcome.action.value,
+        detail=f"settling the {outcome.action.value} outcome failed: {type(exc).__name__}: {exc}",
+        payload=outcome.payload,
+        exception=exc,
+    )
+
+
+def minimal_failure_headers(outcome: Outcome) -> dict[str, Any]:
+    """Only the reason and error: for a dead letter whose full headers could not be published."""
+    return {
+        REASON_HEADER: header_text(outcome.reason),
+        ERROR_HEADER: header_text((outcome.detail or outcome.reason)[:_MAX_ERROR_TEXT]),
+        WORKER_HEADER: worker_id(),
+    }
 
 
 def dead_letter_ttl() -> int | None:
@@ -165,5 +205,8 @@ __all__ = [
     "default_retry_delay",
     "default_should_retry",
     "failure_headers",
+    "header_text",
+    "minimal_failure_headers",
     "retry_body",
+    "settle_failed",
 ]

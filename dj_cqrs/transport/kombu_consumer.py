@@ -21,6 +21,9 @@ generic kombu broker offers:
   for brokers without message TTLs: ``cqrs_dead_letters`` drops letters past it).
 * The successor is published before the original is acknowledged: a crash in between can leave
   both (a duplicate, which the revision checks ignore), never neither.
+* A successor that cannot be published for any reason but the connection (a body that cannot be
+  encoded again, headers the broker client refuses ...): the original body is dead-lettered
+  instead (reason ``internal_error``), and the rest of the batch is settled as usual.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from dj_cqrs.replica.retry import (
     NOT_BEFORE_HEADER,
     dead_letter_ttl,
     failure_headers,
+    minimal_failure_headers,
     retry_body,
+    settle_failed,
 )
 from dj_cqrs.transport.kombu import connection_errors, new_connection, retry_queue_name
 
@@ -109,6 +114,8 @@ class KombuConsumer:
         self._held: list[tuple[float, int, float, InboundMessage]] = []
         self._seq = itertools.count()
         self._hold_limit: float | None = None
+        #: Errors after which the connection is re-opened (set per connection).
+        self._recoverable: tuple[type[BaseException], ...] = (PublishFailed,)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -124,6 +131,7 @@ class KombuConsumer:
         while not self._should_stop():
             conn = new_connection()
             errors = connection_errors(conn) + (PublishFailed,)
+            self._recoverable = errors
             try:
                 conn.ensure_connection(max_retries=1)
                 self._consume(conn, backoff)
@@ -274,11 +282,38 @@ class KombuConsumer:
     # -- outcomes --------------------------------------------------------------------------------
 
     def settle(self, message: InboundMessage, outcome: Outcome) -> None:
-        if outcome.action is Action.RETRY:
-            self._publish_retry(message, outcome)
-        elif outcome.action is Action.DEAD_LETTER:
-            self._publish_dead_letter(message, outcome)
+        """Publish the successor of a retried or dead-lettered message, then acknowledge it.
+
+        Raises only for a lost connection: a successor that cannot be published otherwise is
+        replaced by a dead letter of the original body."""
+        try:
+            if outcome.action is Action.RETRY:
+                self._publish_retry(message, outcome)
+            elif outcome.action is Action.DEAD_LETTER:
+                self._publish_dead_letter(message, outcome)
+        except self._recoverable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one message never holds up its batch
+            self._dead_letter_unsettled(message, outcome, exc)
         message.handle.ack()
+
+    def _dead_letter_unsettled(self, message: InboundMessage, outcome: Outcome, exc: BaseException) -> None:
+        """Dead-letter the original body of a message whose successor could not be published."""
+        fallback = settle_failed(outcome, exc)
+        logger.error(
+            "CQRS message (routing_key=%r) could not be settled as %s; its original body is dead-lettered: %s",
+            message.routing_key,
+            outcome.action.value,
+            fallback.detail,
+            exc_info=exc,
+        )
+        try:
+            self._publish_dead_letter(message, fallback)
+        except self._recoverable:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. the carried headers: reason and error only
+            logger.exception("CQRS dead letter with full headers failed; publishing it with the reason only")
+            self._publish_dead_letter(message, fallback, minimal=True)
 
     def _publish_retry(self, message: InboundMessage, outcome: Outcome) -> None:
         assert outcome.payload is not None
@@ -287,9 +322,9 @@ class KombuConsumer:
         headers[NOT_BEFORE_HEADER] = time.time() + outcome.delay
         self.transport.publish_raw("", self.retry_queue, retry_body(outcome.payload), headers)
 
-    def _publish_dead_letter(self, message: InboundMessage, outcome: Outcome) -> None:
+    def _publish_dead_letter(self, message: InboundMessage, outcome: Outcome, minimal: bool = False) -> None:
         ttl = dead_letter_ttl()
-        headers = failure_headers(message, outcome)
+        headers = minimal_failure_headers(outcome) if minimal else failure_headers(message, outcome)
         if ttl:
             headers[DEAD_UNTIL_HEADER] = time.time() + ttl
         self.transport.publish_raw(

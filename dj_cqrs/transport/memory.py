@@ -84,6 +84,7 @@ class MemoryTransport(BaseTransport):
         """Apply queued messages (and their retries) until none is left; return how many."""
         from dj_cqrs.replica.batch import handle_batch
         from dj_cqrs.replica.consumer import Action, InboundMessage
+        from dj_cqrs.replica.retry import settle_failed
 
         handled = 0
         for _ in range(max_rounds):
@@ -95,21 +96,33 @@ class MemoryTransport(BaseTransport):
             for message, outcome in zip(batch, handle_batch(inbound), strict=True):
                 handled += 1
                 self.outcomes.append(outcome)
-                if outcome.action is Action.RETRY and outcome.payload is not None:
-                    body = outcome.payload.with_changes(retries=outcome.payload.retries + 1).to_dict()
-                    headers = dict(message.headers)
-                    headers.setdefault("x-cqrs-routing-key", message.routing_key)
-                    with self._lock:
-                        self.messages.append(StoredMessage(message.routing_key, encoding.dumps_bytes(body), headers))
-                elif outcome.action is Action.REQUEUE:
-                    with self._lock:
-                        self.messages.append(message)
-                elif outcome.action is Action.DEAD_LETTER:
+                try:
+                    self._settle(message, outcome)
+                except Exception as exc:  # noqa: BLE001 - as the real consumers: the original is dead-lettered
+                    outcome = settle_failed(outcome, exc)
                     with self._lock:
                         self.dead_letters.append((message, outcome))
-                    if fail_fast:
-                        raise DeadLetterError(f"dead-lettered: {outcome.reason} ({outcome.detail})")
+                if outcome.action is Action.DEAD_LETTER and fail_fast:
+                    raise DeadLetterError(f"dead-lettered: {outcome.reason} ({outcome.detail})")
         raise RuntimeError(f"MemoryTransport.join did not settle after {max_rounds} rounds")
+
+    def _settle(self, message: StoredMessage, outcome: Any) -> None:
+        """Queue the retry (with ``retries + 1``, as the real transports) or keep the dead letter."""
+        from dj_cqrs.replica.consumer import Action
+        from dj_cqrs.replica.retry import ROUTING_KEY_HEADER, retry_body
+
+        if outcome.action is Action.RETRY and outcome.payload is not None:
+            headers = dict(message.headers)
+            headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)
+            successor = StoredMessage(message.routing_key, retry_body(outcome.payload), headers)
+            with self._lock:
+                self.messages.append(successor)
+        elif outcome.action is Action.REQUEUE:
+            with self._lock:
+                self.messages.append(message)
+        elif outcome.action is Action.DEAD_LETTER:
+            with self._lock:
+                self.dead_letters.append((message, outcome))
 
     def reset(self) -> None:
         with self._lock:

@@ -11,6 +11,9 @@ or its successor, never both and never neither.
   ``x-cqrs-routing-key`` keeps the master's routing key (a direct sync stays direct).
 * Dead letter: the original body goes to ``replica.dead_letter_queue`` with ``expiration =
   dead_message_ttl`` and ``x-cqrs-*`` headers saying why (see :mod:`dj_cqrs.replica.retry`).
+* A successor that cannot be published for any reason but the connection (a body that cannot be
+  encoded again, headers pika refuses ...): the original body is dead-lettered instead (reason
+  ``internal_error``), and the rest of the batch is settled as usual.
 * Database unreachable: the message stays unacknowledged; the worker retries it with back-off
   while servicing the broker connection (heartbeats).
 * Broker connection lost: reconnect with back-off and declare the topology again; the broker
@@ -33,7 +36,9 @@ from dj_cqrs.replica.retry import (
     DELAY_HEADER,
     dead_letter_ttl,
     failure_headers,
+    minimal_failure_headers,
     retry_body,
+    settle_failed,
 )
 from dj_cqrs.transport.rabbit_mq import (
     CONNECTION_ERRORS,
@@ -52,6 +57,8 @@ RETRY_QUEUE_EXPIRES_EXTRA_MS = 15 * 60 * 1000
 #: Retry queues are declared again at least this often, which renews their ``x-expires`` lease.
 RETRY_QUEUE_REDECLARE_SECONDS = 60.0
 _RETURN_ATTEMPTS = 3
+#: Errors after which the connection is re-opened (the broker redelivers what is unacknowledged).
+RECOVERABLE: tuple[type[BaseException], ...] = (ConnectionFailed, *CONNECTION_ERRORS)
 
 
 def retry_queue_name(queue: str, delay_ms: int) -> str:
@@ -118,13 +125,12 @@ class RabbitMQConsumer:
 
     def run(self) -> None:
         backoff = Backoff(0.5, 30.0)
-        recoverable: tuple[type[BaseException], ...] = (ConnectionFailed, *CONNECTION_ERRORS)
         while not self._should_stop():
             try:
                 self._connect()
                 backoff.reset()
                 self._loop()
-            except recoverable as exc:
+            except RECOVERABLE as exc:
                 delay = backoff.next()
                 logger.warning("RabbitMQ connection lost (%r); reconnecting in %.1fs", exc, delay)
                 self._close()
@@ -256,12 +262,20 @@ class RabbitMQConsumer:
 
     def settle(self, message: InboundMessage, outcome: Outcome, ack: bool = True) -> None:
         """Publish the successor of a retried or dead-lettered message and (``ack``) acknowledge
-        it, in the channel's transaction: nothing is final before :meth:`commit`."""
+        it, in the channel's transaction: nothing is final before :meth:`commit`.
+
+        Raises only for a lost connection: a successor that cannot be published otherwise is
+        replaced by a dead letter of the original body."""
         assert self.channel is not None
-        if outcome.action is Action.RETRY:
-            self._publish_retry(message, outcome)
-        elif outcome.action is Action.DEAD_LETTER:
-            self._publish_dead_letter(message, outcome)
+        try:
+            if outcome.action is Action.RETRY:
+                self._publish_retry(message, outcome)
+            elif outcome.action is Action.DEAD_LETTER:
+                self._publish_dead_letter(message, outcome)
+        except RECOVERABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one message never holds up its batch
+            self._dead_letter_unsettled(message, outcome, exc)
         if ack:
             self.channel.basic_ack(delivery_tag=message.handle)
             self._uncommitted += 1
@@ -337,10 +351,28 @@ class RabbitMQConsumer:
         self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
         self._retry_queues_declared[delay_ms] = time.monotonic()
 
-    def _publish_dead_letter(self, message: InboundMessage, outcome: Outcome) -> None:
+    def _publish_dead_letter(self, message: InboundMessage, outcome: Outcome, minimal: bool = False) -> None:
         ttl = dead_letter_ttl()
         expiration = str(ttl * 1000) if ttl else None
-        headers = failure_headers(message, outcome)
+        headers = minimal_failure_headers(outcome) if minimal else failure_headers(message, outcome)
         # Straight into the dead-letter queue through the default exchange: routable even for a
         # cqrs_id this service has no binding for.
         self._publish(self.dead_letter_queue, message.body, headers, expiration)
+
+    def _dead_letter_unsettled(self, message: InboundMessage, outcome: Outcome, exc: BaseException) -> None:
+        """Dead-letter the original body of a message whose successor could not be published."""
+        fallback = settle_failed(outcome, exc)
+        logger.error(
+            "CQRS message (routing_key=%r) could not be settled as %s; its original body is dead-lettered: %s",
+            message.routing_key,
+            outcome.action.value,
+            fallback.detail,
+            exc_info=exc,
+        )
+        try:
+            self._publish_dead_letter(message, fallback)
+        except RECOVERABLE:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. the carried headers: reason and error only
+            logger.exception("CQRS dead letter with full headers failed; publishing it with the reason only")
+            self._publish_dead_letter(message, fallback, minimal=True)
