@@ -29,6 +29,8 @@ from django.db import connections
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.master import outbox
+from dj_cqrs.master.publisher import publishes_in_batches
+from dj_cqrs.transport import get_transport
 
 logger = logging.getLogger("django-cqrs.outbox")
 
@@ -39,9 +41,10 @@ MAX_QUEUED = 20
 
 
 def _background_allowed() -> bool:
-    from dj_cqrs.transport import get_transport
-
-    return bool(getattr(get_transport(), "background_publish", True))
+    """Only transports that opt in, and that take batches as they are, publish from the thread
+    (a patched ``produce`` must see each event in the committing thread)."""
+    transport = get_transport()
+    return getattr(transport, "background_publish", False) is True and publishes_in_batches(transport)
 
 
 class Dispatcher:

@@ -8,6 +8,7 @@ final state and revision, and a row created and rolled back inside a savepoint i
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.master import serializers
 from dj_cqrs.master.pending import PendingEvent
+from dj_cqrs.transport import get_transport
 
 if TYPE_CHECKING:
     from dj_cqrs.master.mixins import RawMasterMixin
@@ -218,22 +220,63 @@ def _refresh_revision(instance: models.Model, row: models.Model) -> None:
         instance.__dict__["cqrs_revision"] = row.__dict__.get("cqrs_revision")
 
 
-def publish(payloads: Iterable[TransportPayload]) -> None:
-    """Publish payloads through the configured transport; raise ``PublishFailed`` on failure."""
-    from dj_cqrs.transport import get_transport
+#: django-cqrs's producer entry point; tests patch ``produce`` there to see each published event.
+PRODUCER_MODULE = "dj_cqrs.controller.producer"
 
-    payloads = list(payloads)
-    if not payloads:
-        return
-    transport = get_transport()
+
+def _controller_produce() -> Any:
+    """``dj_cqrs.controller.producer.produce`` as it is now (patched or not), if imported.
+
+    Looked up in ``sys.modules`` rather than imported: a module nobody imported cannot have been
+    patched, and the master layer does not depend on the compatibility layer."""
+    module = sys.modules.get(PRODUCER_MODULE)
+    return None if module is None else getattr(module, "produce", None)
+
+
+def produce_is_patched() -> bool:
+    produce = _controller_produce()
+    return produce is not None and getattr(produce, "dj_cqrs_native", None) is not True
+
+
+def publishes_in_batches(transport: Any) -> bool:
+    """Whether committed events go to ``transport.produce_many`` in batches; otherwise each goes
+    through ``dj_cqrs.controller.producer.produce`` on its own, as django-cqrs publishes."""
+    check = getattr(transport, "publishes_in_batches", None)
+    return bool(check is not None and check()) and not produce_is_patched()
+
+
+def _guarded(send: Any, payloads: list[TransportPayload]) -> None:
     try:
-        transport.produce_many(payloads)
+        send()
     except PublishFailed:
         raise
     except Exception as exc:  # a custom transport's own error: never dropped silently
         for payload in payloads:
             logger.error("CQRS publish failed", extra=payload_context(payload))
         raise PublishFailed(f"publishing {len(payloads)} CQRS message(s) failed: {exc}") from exc
+
+
+def send(payload: TransportPayload) -> None:
+    """Hand one payload to the configured transport; raise ``PublishFailed`` on failure."""
+    transport = get_transport()
+    _guarded(lambda: transport.produce(payload), [payload])
+
+
+def publish(payloads: Iterable[TransportPayload]) -> None:
+    """Publish payloads in order; raise ``PublishFailed`` on failure.
+
+    Batched through ``produce_many`` where the transport batches (RabbitMQ, kombu), else one by
+    one through ``dj_cqrs.controller.producer.produce`` (see :func:`publishes_in_batches`)."""
+    payloads = list(payloads)
+    if not payloads:
+        return
+    transport = get_transport()
+    if publishes_in_batches(transport):
+        _guarded(lambda: transport.produce_many(payloads), payloads)
+        return
+    produce = _controller_produce() or send
+    for payload in payloads:
+        _guarded(lambda: produce(payload), [payload])  # noqa: B023 - called at once
 
 
 def flush(events: list[PendingEvent]) -> None:

@@ -75,6 +75,7 @@ def routing_key_for(payload: TransportPayload) -> str:
 
 class KombuTransport(BaseTransport):
     supports_dead_letters = True
+    background_publish = True
 
     def __init__(self) -> None:
         self._local = threading.local()

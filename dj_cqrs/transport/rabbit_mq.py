@@ -267,6 +267,7 @@ class RabbitMQTransport(BaseTransport):
     connection_errors = CONNECTION_ERRORS
     supports_confirms = True
     supports_dead_letters = True
+    background_publish = True
 
     def __init__(self) -> None:
         self._local = threading.local()
