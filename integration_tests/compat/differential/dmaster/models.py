@@ -31,3 +31,66 @@ class Book(MasterMixin):
     author = models.ForeignKey(Author, null=True, on_delete=models.SET_NULL)
     price = models.DecimalField(max_digits=10, decimal_places=2, default=0)
     published = models.DateField(null=True)
+
+
+class QuietCounter(MasterMixin):
+    """F() expressions on a model that publishes nothing (``CQRS_PRODUCE = False``)."""
+
+    CQRS_ID = "diff_quiet_counter"
+    CQRS_PRODUCE = False
+
+    count = models.IntegerField(default=0)
+
+
+class NarrowCounter(MasterMixin):
+    """F() expressions on a field left out of ``CQRS_FIELDS``."""
+
+    CQRS_ID = "diff_narrow_counter"
+    CQRS_FIELDS = ("id", "name")
+    CQRS_TRACKED_FIELDS = ("name", "hits")
+
+    name = models.CharField(max_length=50, default="n")
+    hits = models.IntegerField(default=0)
+
+
+#: Primary keys whose ``Gadget.cqrs_sync`` override ran (scenarios clear it first).
+GADGET_SYNCS: list[int] = []
+
+
+class Gadget(MasterMixin):
+    """Overrides ``to_cqrs_dict``, ``get_tracked_fields_data`` and ``cqrs_sync``."""
+
+    CQRS_ID = "diff_gadget"
+    CQRS_TRACKED_FIELDS = ("name",)
+
+    name = models.CharField(max_length=50)
+    hidden = models.BooleanField(default=False)
+
+    def to_cqrs_dict(self, using=None, sync=False):
+        data = super().to_cqrs_dict(using=using, sync=sync)
+        data["label"] = f"<{self.name}>"
+        return data
+
+    def get_tracked_fields_data(self):
+        data = super().get_tracked_fields_data()
+        if data is None:
+            return {"fresh": True}
+        return {**data, "extra": "yes"}
+
+    def cqrs_sync(self, using=None, queue=None):
+        GADGET_SYNCS.append(self.pk)
+        if self.hidden:
+            return False
+        return super().cqrs_sync(using=using, queue=queue)
+
+
+class Picky(MasterMixin):
+    """``is_sync_instance()`` False for some rows."""
+
+    CQRS_ID = "diff_picky"
+
+    name = models.CharField(max_length=50)
+    visible = models.BooleanField(default=True)
+
+    def is_sync_instance(self):
+        return self.visible
