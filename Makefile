@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration compat demo bench lint type clean
+.PHONY: help install test test-unit test-django61 test-integration compat demo bench lint type clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-$(STAMP): pyproject.toml setup.py requirements/base.txt requirements/test.txt
+$(STAMP): pyproject.toml setup.py requirements/base.txt requirements/deps.txt requirements/test.txt requirements/test-tools.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements/test.txt -e '.[postgres,redis,drf,progress]'
@@ -23,14 +23,38 @@ install: $(STAMP) ## Create .venv with the package and test tools
 PG_UNIT_TESTS ?= tests/unit/sync tests/unit/test_outbox.py tests/unit/test_tombstones.py tests/unit/regressions tests/unit/replica
 PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR))
 
-test: install ## Run every test: unit (SQLite, then the set-based ones on PostgreSQL) + integration and compat
+test: install ## Run every test: unit (SQLite, then the set-based ones on PostgreSQL) + integration and compat, then the unit tests on Django 6.1
 	$(BIN)/python -m pytest tests integration_tests
 	@if [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
 	  DATABASE_URL=$(PG_UNIT_URL) $(BIN)/python -m pytest --create-db -q $(PG_UNIT_TESTS); \
 	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL unit pass"; fi
+	@$(MAKE) --no-print-directory test-django61
 
 test-unit: install ## Unit tests only (no services needed)
 	$(BIN)/python -m pytest tests
+
+# The unit suite again on the newest Django (requirements/django61.txt) in a second virtualenv.
+# Django 6.1 needs Python 3.12+: pyenv's 3.12 first, then python3.12 or python3.13 on PATH.
+DJ61_VENV ?= .venv-dj61
+DJ61_BIN := $(DJ61_VENV)/bin
+DJ61_STAMP := $(DJ61_VENV)/.installed-stamp
+PY312 ?= $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/3.12*/bin/python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12)), \
+  $(shell for py in python3.12 python3.13; do "$$py" -c '' 2>/dev/null && command -v "$$py" && break; done))
+
+$(DJ61_STAMP): pyproject.toml setup.py requirements/deps.txt requirements/test-tools.txt requirements/django61.txt
+	$(PY312) -m venv $(DJ61_VENV)
+	$(DJ61_BIN)/python -m pip install -q --upgrade pip
+	$(DJ61_BIN)/python -m pip install -q -r requirements/django61.txt -e '.[postgres,redis,drf,progress]'
+	touch $(DJ61_STAMP)
+
+ifneq ($(strip $(PY312)),)
+test-django61: $(DJ61_STAMP) ## Unit tests (SQLite) on Django 6.1 in .venv-dj61 (Python 3.12+; without it: skipped, failing under CI=true)
+	$(DJ61_BIN)/python -m pytest tests -q
+else
+test-django61:
+	@if [ -n "$$CI" ]; then echo "Python 3.12 not found (pyenv or PATH): cannot run the Django 6.1 unit pass" >&2; exit 1; fi
+	@echo "Python 3.12 not found (pyenv or PATH): skipping the Django 6.1 unit pass"
+endif
 
 test-integration: install ## Integration and compatibility tests only
 	$(BIN)/python -m pytest integration_tests
@@ -52,5 +76,5 @@ type: install ## mypy
 	$(BIN)/python -m pip install -q -r requirements/lint.txt
 	$(BIN)/mypy dj_cqrs
 
-clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .cache build dist *.egg-info .pytest_cache .hypothesis
+clean: ## Remove the virtualenvs and caches
+	rm -rf $(VENV) $(DJ61_VENV) .cache build dist *.egg-info .pytest_cache .hypothesis
