@@ -41,3 +41,7 @@ class UnknownCqrsId(PayloadError):
 
 class ReplicaApplyError(CqrsError):
     """Applying an event to a replica failed (the handler raised or returned a falsy value)."""
+
+
+class DatabaseUnavailable(CqrsError):
+    """A database connection could not be opened (see :mod:`dj_cqrs.database`): an outage, not bad data."""

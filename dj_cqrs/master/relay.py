@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.database import Outage, close_broken, is_outage
 from dj_cqrs.master import outbox
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.relay")
+
+T = TypeVar("T")
 
 PRUNE_EVERY = 60.0
 RESOLVE_EVERY = 30.0
 ALERT_EVERY = 60.0
 
 
-def outbox_databases(aliases: Iterable[str] | None = None) -> list[str]:
-    """The database aliases that have the outbox table (or the given ones)."""
+def outbox_databases(aliases: Iterable[str] | None = None, unreachable: dict[str, BaseException] | None = None) -> list[str]:
+    """The database aliases that have the outbox table (or the given ones).
+
+    A database that cannot be reached (:func:`dj_cqrs.database.is_outage`) is put in
+    ``unreachable`` when given (the relay waits for it), else logged."""
     from dj_cqrs.models import OutboxEvent
 
     if aliases:
@@ -38,7 +45,11 @@ def outbox_databases(aliases: Iterable[str] | None = None) -> list[str]:
             with connections[alias].cursor() as cursor:
                 tables = connections[alias].introspection.table_names(cursor)
         except Exception as exc:  # noqa: BLE001 - an unreachable database is reported, not fatal
-            logger.warning("Database %r is not reachable for the relay: %r", alias, exc)
+            if unreachable is not None and is_outage(exc):
+                unreachable[alias] = exc
+                close_broken(alias)
+            else:
+                logger.warning("Database %r is not reachable for the relay: %r", alias, exc)
             continue
         if OutboxEvent._meta.db_table in tables:
             found.append(alias)
@@ -46,6 +57,14 @@ def outbox_databases(aliases: Iterable[str] | None = None) -> list[str]:
 
 
 class Relay:
+    """Publishes outbox rows of every outbox database.
+
+    A database outage (:func:`dj_cqrs.database.is_outage`: refused, restarting, connection lost)
+    is waited out per database: one WARNING when it starts, one INFO when it ends, attempts with
+    back-off in between; the other databases are published meanwhile. Nothing is lost: rows stay
+    in the outbox until they are published.
+    """
+
     def __init__(
         self,
         databases: Iterable[str] | None = None,
@@ -55,7 +74,10 @@ class Relay:
         stop: StopFlag | None = None,
     ) -> None:
         self._fixed = list(databases) if databases else None
-        self.databases = outbox_databases(databases)
+        self._outages: dict[str, Outage] = {}
+        #: Databases that could not be reached when the outbox databases were looked for.
+        self.unreachable: dict[str, BaseException] = {}
+        self.databases = self._resolve()
         self._resolved_at = time.monotonic()
         self.batch_size = batch_size or cqrs_settings.master.outbox_batch_size
         self.interval = interval
@@ -65,6 +87,29 @@ class Relay:
         self._last_prune = 0.0
         self._last_alert = 0.0
 
+    def _outage(self, alias: str) -> Outage:
+        if alias not in self._outages:
+            self._outages[alias] = Outage(f"CQRS relay: database {alias!r}", log=logger)
+        return self._outages[alias]
+
+    def _waiting(self, alias: str) -> bool:
+        """``alias`` is in an outage and its next attempt is not due yet."""
+        outage = self._outages.get(alias)
+        return outage is not None and outage.active and not outage.due()
+
+    def _resolve(self) -> list[str]:
+        if self._fixed is not None:
+            return list(self._fixed)
+        unreachable: dict[str, BaseException] = {}
+        found = outbox_databases(unreachable=unreachable)
+        for alias in connections:
+            if alias in unreachable:
+                self._outage(alias).failed(unreachable[alias])
+            elif alias in self._outages:
+                self._outages[alias].recovered()
+        self.unreachable = unreachable
+        return found
+
     def refresh_databases(self, force: bool = False) -> None:
         """Look for the outbox databases again (one that was down or not yet migrated when the
         relay started is picked up once it is back)."""
@@ -72,24 +117,60 @@ class Relay:
             return
         now = time.monotonic()
         incomplete = set(self.databases) != set(connections)  # an alias was down or unmigrated
+        if self.unreachable and all(self._waiting(alias) for alias in self.unreachable):
+            incomplete = False  # wait for the back-off before trying the unreachable ones again
         if force or incomplete or now - self._resolved_at >= RESOLVE_EVERY:
             self._resolved_at = now
-            found = outbox_databases()
+            found = self._resolve()
             if found != self.databases:
                 logger.info("CQRS relay now publishes from %s", ", ".join(found) or "no database")
             self.databases = found
 
+    def waiting(self) -> list[str]:
+        """The databases the relay waits for (an outage): their pending rows are not published yet."""
+        return [alias for alias, outage in self._outages.items() if outage.active]
+
+    def next_attempt_in(self) -> float:
+        """Seconds until the next attempt on a database in an outage (0 when none waits)."""
+        now = time.monotonic()
+        due = [o.retry_at - now for o in self._outages.values() if o.active]
+        return max(min(due), 0.0) if due else 0.0
+
     def run_once(self) -> int:
-        """Publish every pending row once (until a batch comes back short); return how many."""
+        """Publish every pending row once (until a batch comes back short); return how many.
+
+        A database in an outage is skipped (see :meth:`waiting`); the others are published."""
         self.refresh_databases()
         total = 0
         for alias in self.databases:
-            while not self.stop.is_set():
-                sent = outbox.claim_and_publish(alias, self.batch_size, min_age=self.min_age)
-                total += sent
-                if sent < self.batch_size:
-                    break
+            if self._waiting(alias):
+                continue
+            sent = self._unless_outage(alias, self._publish_all)
+            if sent is None:
+                continue
+            total += sent
+            if alias in self._outages:
+                self._outages[alias].recovered()
         self.published += total
+        return total
+
+    def _publish_all(self, alias: str) -> int:
+        total = 0
+        while not self.stop.is_set():
+            sent = outbox.claim_and_publish(alias, self.batch_size, min_age=self.min_age)
+            total += sent
+            if sent < self.batch_size:
+                break
+        return total
+
+    def run_until_done(self) -> int:
+        """``cqrs_relay --once``: publish what is pending now, waiting through database outages
+        (until every database was published from, or the relay is stopped); return how many."""
+        total = self.run_once()
+        while self.waiting() and not self.stop.is_set():
+            if self.stop.wait(self.next_attempt_in()):
+                break
+            total += self.run_once()
         return total
 
     def housekeeping(self) -> None:
@@ -97,8 +178,8 @@ class Relay:
         if now - self._last_alert >= ALERT_EVERY:
             self._last_alert = now
             threshold = cqrs_settings.master.outbox_alert_age
-            for alias in self.databases:
-                age = outbox.oldest_pending_age(alias)
+            for alias in self._available():
+                age = self._unless_outage(alias, outbox.oldest_pending_age)
                 if threshold is not None and age is not None and age > threshold:
                     logger.error(
                         "CQRS outbox on %r holds an unpublished event %.0fs old (alert at %ss):"
@@ -110,10 +191,24 @@ class Relay:
         retention = cqrs_settings.master.outbox_retention
         if retention is not None and now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
-            for alias in self.databases:
-                pruned = outbox.prune(alias, retention)
+            for alias in self._available():
+                pruned = self._unless_outage(alias, lambda alias: outbox.prune(alias, retention))
                 if pruned:
                     logger.info("CQRS outbox on %r: pruned %s published event(s)", alias, pruned)
+
+    def _available(self) -> list[str]:
+        return [alias for alias in self.databases if alias not in self._outages or not self._outages[alias].active]
+
+    def _unless_outage(self, alias: str, work: Callable[[str], T]) -> T | None:
+        """``work(alias)``; None (and the outage recorded) when the database is unavailable."""
+        try:
+            return work(alias)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._outage(alias).failed(exc)
+            close_broken(alias)
+            return None
 
     def run(self) -> int:
         """Loop until stopped; return the number of events published."""
@@ -137,6 +232,7 @@ class Relay:
                 self.stop.wait(delay)
                 continue
             if sent == 0:
-                self.stop.wait(self.interval)
+                self.stop.wait(min(self.interval, self.next_attempt_in()) if self.waiting() else self.interval)
         logger.info("CQRS relay stopped after publishing %s event(s)", self.published)
         return self.published
+

@@ -19,7 +19,9 @@ Each message gets the :class:`~dj_cqrs.replica.consumer.Outcome` the per-message
 given it. When a model's transaction fails (a value the database rejects, a bug), it is rolled back
 and the messages are split in halves, in order, down to single messages, which take the
 per-message path: the good messages are applied and only the bad ones are retried or
-dead-lettered. A lost database connection leaves the messages for redelivery (``REQUEUE``).
+dead-lettered. A database outage (:func:`dj_cqrs.database.is_outage`: connection refused or lost)
+leaves the messages for redelivery (``REQUEUE``); :func:`handle_batch_through_outages` holds them
+and applies them again once the database is back.
 
 Models whose writes must run Python code per row (overridden ``cqrs_save``/``cqrs_create``/
 ``cqrs_update``/``cqrs_delete``/``save()``, save signals, ``CQRS_CUSTOM_SERIALIZATION``,
@@ -42,6 +44,7 @@ from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
+from dj_cqrs.database import Outage
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import bulk, tombstones
@@ -130,6 +133,36 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
         assert maybe is not None
         final.append(log_outcome(maybe, message))
     return final
+
+
+def handle_batch_through_outages(
+    messages: Sequence[InboundMessage],
+    wait: Callable[[float], bool],
+    tick: Callable[[], None] | None = None,
+) -> list[Outcome]:
+    """:func:`handle_batch`, holding the messages that met a database outage (``REQUEUE``) and
+    applying them again, with back-off, until the database is back, however long that takes.
+
+    ``wait(seconds)`` sleeps while the transport keeps its broker connection alive and returns True
+    when the worker is asked to stop: the messages still waiting then keep their ``REQUEUE``
+    outcome (the transport leaves them unacknowledged). No retry is counted and nothing is
+    dead-lettered for an outage. One WARNING when it starts, one INFO when the database is back.
+    """
+    outcomes = handle_batch(messages, tick)
+    waiting = [i for i, outcome in enumerate(outcomes) if outcome.action is Action.REQUEUE]
+    if not waiting:
+        return outcomes
+    outage = Outage("Replica database", log=logger)
+    while waiting:
+        first = outcomes[waiting[0]]
+        delay = outage.failed(first.exception or first.detail, holding=f"{len(waiting)} message(s) held unacknowledged")
+        if wait(delay):
+            return outcomes
+        for index, outcome in zip(waiting, handle_batch([messages[i] for i in waiting], tick), strict=True):
+            outcomes[index] = outcome
+        waiting = [i for i in waiting if outcomes[i].action is Action.REQUEUE]
+    outage.recovered()
+    return outcomes
 
 
 def related_models(model: Any) -> frozenset[Any]:
@@ -403,4 +436,4 @@ class _Group:
                 tombstones.record_many(model, recorded)
 
 
-__all__ = ["apply_group", "batch_reason", "handle_batch"]
+__all__ = ["apply_group", "batch_reason", "handle_batch", "handle_batch_through_outages"]

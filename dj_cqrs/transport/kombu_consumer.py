@@ -39,7 +39,7 @@ from kombu.messaging import Consumer
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.batch import handle_batch
+from dj_cqrs.replica.batch import handle_batch_through_outages
 from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.replica.retry import (
@@ -263,17 +263,7 @@ class KombuConsumer:
 
     def _process_many(self, messages: list[InboundMessage]) -> None:
         """Apply messages together, then publish successors and acknowledge each (after commit)."""
-        outcomes = handle_batch(messages)
-        backoff = Backoff(0.5, 30.0)
-        waiting = [i for i, o in enumerate(outcomes) if o.action is Action.REQUEUE]
-        while waiting:
-            delay = backoff.next()
-            logger.warning("Replica database unavailable; retrying %s message(s) in %.1fs", len(waiting), delay)
-            if self.stop.wait(delay):
-                break  # left unacknowledged: the broker gives them back
-            for i, outcome in zip(waiting, handle_batch([messages[i] for i in waiting]), strict=True):
-                outcomes[i] = outcome
-            waiting = [i for i in waiting if outcomes[i].action is Action.REQUEUE]
+        outcomes = handle_batch_through_outages(messages, self.stop.wait)  # unsettled when stopped: redelivered
         for message, outcome in zip(messages, outcomes, strict=True):
             if outcome.action is not Action.REQUEUE:
                 self.settle(message, outcome)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.batch import handle_batch
+from dj_cqrs.replica.batch import handle_batch_through_outages
 from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.replica.retry import (
@@ -224,16 +224,8 @@ class RabbitMQConsumer:
         published and every message acknowledged (one ``multiple`` ack when all are settled) in
         one AMQP transaction, after the database transactions committed. Messages still waiting
         for the database when asked to stop stay unacknowledged."""
-        outcomes = dict(zip((m.handle for m in batch), handle_batch(batch, tick=self._service), strict=True))
-        waiting = [m for m in batch if outcomes[m.handle].action is Action.REQUEUE]
-        backoff = Backoff(0.5, 30.0)
-        while waiting:
-            delay = backoff.next()
-            logger.warning("Replica database unavailable; retrying %s message(s) in %.1fs", len(waiting), delay)
-            if self._sleep_servicing_heartbeats(delay):
-                break
-            outcomes.update(zip((m.handle for m in waiting), handle_batch(waiting, tick=self._service), strict=True))
-            waiting = [m for m in waiting if outcomes[m.handle].action is Action.REQUEUE]
+        applied = handle_batch_through_outages(batch, self._sleep_servicing_heartbeats, tick=self._service)
+        outcomes = dict(zip((m.handle for m in batch), applied, strict=True))
         settled = [m for m in batch if outcomes[m.handle].action is not Action.REQUEUE]
         for message in settled:
             self.settle(message, outcomes[message.handle], ack=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch", "-b", type=int, default=None, help="Events per batch (default master.outbox_batch_size).")
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds to wait when the outbox is empty (default 1).")
         parser.add_argument("--min-age", type=float, default=None, help="Only publish events at least this old (default master.outbox_grace).")
-        parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit.")
+        parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit (waiting through database outages).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from dj_cqrs.master.relay import Relay
@@ -30,14 +30,17 @@ class Command(BaseCommand):
             min_age=options["min_age"],
             stop=stop,
         )
-        if options["once"]:
-            sent = relay.run_once()
-            self.stderr.write(f"Published {sent} event(s).")
-            return
 
         def _stop(signum: int, frame: Any) -> None:
             stop.set()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        if options["once"]:
+            sent = relay.run_until_done()
+            waiting = relay.waiting()
+            self.stderr.write(f"Published {sent} event(s).")
+            if waiting:
+                raise CommandError(f"Stopped while waiting for database(s) {', '.join(waiting)}: their events stay pending.")
+            return
         relay.run()

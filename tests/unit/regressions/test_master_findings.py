@@ -183,6 +183,8 @@ def test_relay_started_while_a_database_is_down_picks_it_up_once_it_is_back(tran
     relay = Relay(min_age=0)                                   # the relay starts during the DB outage
     monkeypatch.undo()                                         # the database is back
     print("relay databases:", relay.databases)
-    relay.run_once()
+    assert relay.waiting() == ["default"]
+    relay.run_until_done()                                     # tries again after its back-off
     relay.housekeeping()
+    assert relay.waiting() == []
     assert any(m.data["instance_pk"] == obj.pk for m in transport.published), "event never relayed"
