@@ -29,7 +29,7 @@ from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import signals
 
 from dj_cqrs.replica import context
-from dj_cqrs.replica.managers import ReplicaManager, field_names
+from dj_cqrs.replica.managers import ReplicaManager, assignable, field_names
 from dj_cqrs.replica.upsert import UPSERT_VENDORS, BulkResult, RowFailure, upsert
 
 _CQRS_KEYS = ("cqrs_revision", "cqrs_updated")
@@ -48,14 +48,15 @@ class MappingError(ValueError):
 
 
 def map_row(model: Any, master_data: dict[str, Any]) -> dict[str, Any]:
-    """Map and convert one master row as the consumer would; raise :class:`MappingError`."""
+    """Map and convert one master row as the consumer's default ``cqrs_create``/``cqrs_update``
+    would (foreign keys under their attname); raise :class:`MappingError`."""
     holder = context.current()
     holder.pop("reason", None)
     mapped = model.cqrs._map_save_data(master_data)
     if mapped is None:
         reason = holder.pop("reason", None) or "invalid"
         raise MappingError(_explain(model, master_data, reason), reason)
-    return mapped  # type: ignore[no-any-return]
+    return assignable(model, mapped)
 
 
 def _explain(model: Any, data: dict[str, Any], reason: str) -> str:

@@ -22,16 +22,19 @@ fields or mapped keys missing) is dead-lettered at once instead of being retried
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import enum
 import logging
 from typing import Any
 
+from django.db import Error as DatabaseError
 from django.db import close_old_connections, connections, router, transaction
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
+from dj_cqrs.database import connect, is_outage
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import DecodeError, PayloadError
 from dj_cqrs.log import describe, payload_context
@@ -207,13 +210,46 @@ def route_signal_to_replica_model(
     meta: dict[str, Any] | None = None,
     queue: str | None = None,
 ) -> Any:
-    """Apply one event to its replica model; the return value is falsy on failure."""
+    """Apply one event to its replica model; the return value is falsy on failure.
+
+    As django-cqrs's: an unknown signal type or a database error is logged and gives None.
+    """
+    if signal_type not in _SIGNAL_VALUES:
+        logger.error('Bad signal type "%s" for CQRS_ID "%s".', signal_type, cqrs_id)
+        context.current()["reason"] = "bad_signal_type"
+        return None
+    try:
+        return _route(SignalType(signal_type), cqrs_id, instance_data, previous_data, meta, queue)
+    except DatabaseError as exc:
+        logger.error(
+            "CQRS %s error: pk = %s, cqrs_revision = %s (%s): %s",
+            SignalType(signal_type).value,
+            instance_data.get("id"),
+            instance_data.get("cqrs_revision"),
+            cqrs_id,
+            exc,
+        )
+        context.current()["exception"] = exc
+        return None
+
+
+_SIGNAL_VALUES = frozenset([*SignalType, *(s.value for s in SignalType)])
+
+
+def _route(
+    signal: SignalType,
+    cqrs_id: str,
+    instance_data: dict[str, Any],
+    previous_data: dict[str, Any] | None,
+    meta: dict[str, Any] | None,
+    queue: str | None,
+) -> Any:
+    """:func:`route_signal_to_replica_model` that raises (the worker classifies the exception)."""
     model = replica_registry.get_model_by_cqrs_id(cqrs_id)
     if model is None:
         logger.error("No model with such CQRS_ID: %s.", cqrs_id)
         context.current()["reason"] = "unknown_cqrs_id"
         return None
-    signal = SignalType(signal_type)
     if ignores_broadcast_sync(model, signal, queue):
         context.current()["status"] = "ignored_broadcast_sync"
         return True
@@ -250,67 +286,49 @@ def _call_handler(
     previous_data: dict[str, Any] | None,
     meta_kwargs: dict[str, Any],
 ) -> Any:
+    """The hook call django-cqrs makes: ``cqrs_delete(data[, meta=])``, ``cqrs_save(data,
+    previous_data=[, meta=])``, with ``sync=True`` added for a SYNC only."""
     if signal is SignalType.DELETE:
         return model.cqrs_delete(instance_data, **meta_kwargs)
-    return model.cqrs_save(
-        instance_data, previous_data=previous_data, sync=signal is SignalType.SYNC, **meta_kwargs
+    if signal is SignalType.SYNC:
+        return model.cqrs_save(instance_data, previous_data=previous_data, sync=True, **meta_kwargs)
+    return model.cqrs_save(instance_data, previous_data=previous_data, **meta_kwargs)
+
+
+def _copies(payload: TransportPayload) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """What handlers get: copies, so that what they change never reaches the payload (which a
+    retry or a dead letter re-publishes)."""
+    previous, meta = payload.previous_data, payload.meta
+    return (
+        copy.deepcopy(payload.instance_data),
+        None if previous is None else copy.deepcopy(previous),
+        None if meta is None else copy.deepcopy(meta),
     )
 
 
 def consume(payload: TransportPayload) -> Any:
-    """Apply a payload (django-cqrs's ``dj_cqrs.controller.consumer.consume``)."""
+    """Apply a payload (django-cqrs's ``dj_cqrs.controller.consumer.consume``): falsy on failure,
+    None for a database error; the payload itself is never changed."""
+    instance_data, previous_data, meta = _copies(payload)
     return route_signal_to_replica_model(
         signal_type=payload.signal_type,
         cqrs_id=payload.cqrs_id,
-        instance_data=payload.instance_data,
-        previous_data=payload.previous_data,
-        meta=payload.meta,
+        instance_data=instance_data,
+        previous_data=previous_data,
+        meta=meta,
         queue=payload.queue,
     )
 
 
-_CONNECTION_LOST_MARKERS = (
-    "server closed the connection",
-    "could not connect",
-    "connection refused",
-    "terminating connection",
-    "connection already closed",
-    "no connection to the server",
-    "lost connection",
-    "gone away",
-    "connection reset",
-    "the database system is",
-    "connection timed out",
-    "ssl syscall error",
-    "could not receive data",
-    "could not send data",
-)
-
-
 def is_connection_lost(exc: BaseException) -> bool:
-    """True for database errors that mean "the database is unreachable", not "bad data"."""
-    from django.db import InterfaceError, OperationalError
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, InterfaceError):
-            return True
-        if isinstance(current, OperationalError):
-            text = str(current).lower()
-            if any(marker in text for marker in _CONNECTION_LOST_MARKERS):
-                return True
-            for alias in connections:
-                conn = connections[alias]
-                if conn.connection is not None and not conn.is_usable():
-                    return True
-        current = current.__cause__ or current.__context__
-    return False
+    """True for database errors that mean "the database is unreachable", not "bad data"
+    (:func:`dj_cqrs.database.is_outage`)."""
+    return is_outage(exc)
 
 
 def drop_if_broken(using: str) -> None:
-    """Close the connection only when an error left it unusable.
+    """Close the connection only when an error left it unusable, then make sure one is open
+    (:class:`~dj_cqrs.exceptions.DatabaseUnavailable` when it cannot be: an outage).
 
     Not ``close_old_connections()``: a worker is not a request, and with ``CONN_MAX_AGE=0`` that
     would open a new database session for every message.
@@ -321,6 +339,7 @@ def drop_if_broken(using: str) -> None:
             conn.errors_occurred = False
         else:
             conn.close()
+    connect(using)
 
 
 def _drop_connections() -> None:
@@ -380,7 +399,8 @@ def apply(payload: TransportPayload) -> Outcome:
     """Apply one validated payload in its own transaction; never raises."""
     scratch = context.reset()
     try:
-        result = consume(payload)
+        instance_data, previous_data, meta = _copies(payload)
+        result = _route(payload.signal_type, payload.cqrs_id, instance_data, previous_data, meta, payload.queue)
     except Exception as exc:  # the worker's top level: every failure is classified, none kills it
         if is_connection_lost(exc):
             return _database_unavailable(payload, exc)
@@ -390,7 +410,8 @@ def apply(payload: TransportPayload) -> Outcome:
         error = caught if isinstance(caught, BaseException) else None
         if error is not None and is_connection_lost(error):
             return _database_unavailable(payload, error)
-        return classify_failure(payload, error, reason=scratch.get("reason") or "handler_returned_falsy")
+        reason = scratch.get("reason") or ("exception" if error is not None else "handler_returned_falsy")
+        return classify_failure(payload, error, reason=reason)
     return Outcome(Action.ACK, payload=payload, status=scratch.get("status") or "applied")
 
 
@@ -418,7 +439,7 @@ _STATUS_TEXT = {
 _LEVELS = {
     Action.ACK: logging.INFO,
     Action.RETRY: logging.WARNING,
-    Action.REQUEUE: logging.WARNING,
+    Action.REQUEUE: logging.DEBUG,  # the transport logs the outage once, not every held message
     Action.DEAD_LETTER: logging.ERROR,
 }
 
@@ -461,7 +482,7 @@ def log_outcome(outcome: Outcome, message: InboundMessage | None = None) -> Outc
             extra=extra,
         )
     elif outcome.action is Action.REQUEUE:
-        logger.warning("CQRS kept for redelivery: %s reason=%s (%s)", text, outcome.reason, outcome.detail, extra=extra)
+        logger.debug("CQRS kept for redelivery: %s reason=%s (%s)", text, outcome.reason, outcome.detail, extra=extra)
     else:
         logger.error("CQRS dead-lettered: %s reason=%s (%s)", text, outcome.reason, outcome.detail, extra=extra)
     return outcome

@@ -46,10 +46,15 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         if mapped is None:
             return None
         db = self._write_db()
+        outermost = not connections[db].in_atomic_block
         # Its own transaction when called outside one (``Model.cqrs_save(data)`` from user code):
         # the lock and the row lock below need one.
         with transaction.atomic(using=db, savepoint=False):
-            return self._save_locked(mapped, previous_data, sync, meta, db)
+            result = self._save_locked(mapped, previous_data, sync, meta, db)
+            if not result and outermost:
+                # A create/update error was caught (logged, falsy result): nothing is committed.
+                transaction.set_rollback(True, using=db)
+            return result
 
     def _save_locked(
         self, mapped: dict[str, Any], previous_data: dict[str, Any] | None, sync: bool, meta: dict[str, Any] | None, db: str
@@ -89,17 +94,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         try:
             return model.cqrs_create(sync, mapped_data, **kwargs)
         except (DatabaseError, ValidationError) as exc:
-            pk = mapped_data.get(model._meta.pk.name)
-            logger.error(
-                "CQRS create error: pk = %s, cqrs_revision = %s (%s): %s",
-                pk,
-                mapped_data.get("cqrs_revision"),
-                model.CQRS_ID,
-                exc,
-            )
-            last_error_holder()["exception"] = exc
-            if isinstance(exc, DatabaseError) and _is_connection_error(exc):
-                raise
+            _caught(model, "create", mapped_data, exc)
             return None
 
     def update_instance(
@@ -121,7 +116,11 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         kwargs: dict[str, Any] = {"previous_data": previous_data}
         if getattr(model, "CQRS_META", False):
             kwargs["meta"] = meta
-        return instance.cqrs_update(sync, mapped_data, **kwargs)
+        try:
+            return instance.cqrs_update(sync, mapped_data, **kwargs)
+        except (DatabaseError, ValidationError) as exc:
+            _caught(model, "update", mapped_data, exc)
+            return None
 
     def _tombstone_allows(self, pk: Any, mapped: dict[str, Any], sync: bool) -> bool:
         """False (and logged) when ``pk`` was deleted after the state this SAVE carries."""
@@ -148,8 +147,12 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         if reason is not None:
             last_error_holder()["reason"] = reason
             return False
-        with transaction.atomic(using=self._write_db(), savepoint=False):
-            return self._delete_locked(pk, master_data)
+        try:
+            with transaction.atomic(using=self._write_db(), savepoint=False):
+                return self._delete_locked(pk, master_data)
+        except DatabaseError as exc:  # e.g. a ProtectedError: logged, False (the message fails)
+            _caught(self.model, "delete", {self.model._meta.pk.name: pk, **master_data}, exc)
+            return False
 
     def _delete_locked(self, pk: Any, master_data: dict[str, Any]) -> bool:
         from dj_cqrs.replica import context, tombstones
@@ -173,12 +176,20 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
     # -- mapping ---------------------------------------------------------------------------------
 
     def _map_previous_data(self, previous_data: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``previous_data`` as ``cqrs_create``/``cqrs_update`` get it: None when empty, keys
+        renamed (and only fields kept) by ``CQRS_MAPPING``."""
+        if not previous_data:
+            return None
         mapping = getattr(self.model, "CQRS_MAPPING", None)
-        if previous_data is None or mapping is None:
+        if mapping is None:
             return previous_data
-        return {mapping[k]: v for k, v in previous_data.items() if k in mapping}
+        names = field_names(self.model)
+        mapped = ((mapping[k], v) for k, v in previous_data.items() if k in mapping)
+        return {k: v for k, v in mapped if k in names}
 
     def _map_save_data(self, master_data: dict[str, Any]) -> dict[str, Any] | None:
+        """The data ``cqrs_create``/``cqrs_update`` get: the master's keys (renamed by
+        ``CQRS_MAPPING``), checked, values as received (:func:`assignable` converts them)."""
         if not self._cqrs_fields_are_filled(master_data):
             return None
         mapped = self._make_initial_mapping(master_data)
@@ -192,7 +203,6 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                 )
                 last_error_holder()["reason"] = "missing_required_fields"
                 return None
-            mapped = self._convert(mapped)
         pk_field = self.model._meta.pk
         if pk_field.name not in mapped and pk_field.attname not in mapped:  # an FK key is under its attname
             self._log_pk_data_error()
@@ -225,9 +235,6 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             if name not in mapped_data and attname not in mapped_data:
                 return False
         return True
-
-    def _convert(self, data: dict[str, Any]) -> dict[str, Any]:
-        return convert_values(self.model, data)
 
     def _cqrs_fields_are_filled(self, data: dict[str, Any]) -> bool:
         revision = data.get("cqrs_revision")
@@ -316,11 +323,14 @@ def revision_decision(
 
 def delete_pk(model: Any, master_data: dict[str, Any]) -> tuple[Any, str | None]:
     """The key a DELETE names (``id``, whatever the primary key is called), or a failure reason
-    (``missing_pk``/``bad_pk``, logged)."""
+    (``missing_pk``/``bad_pk``/``missing_cqrs_fields``, logged)."""
     raw = master_data.get("id")
     if raw is None:
         logger.error("CQRS PK is not provided in data (%s).", model.CQRS_ID)
         return None, "missing_pk"
+    if "cqrs_revision" not in master_data or "cqrs_updated" not in master_data:
+        logger.error("CQRS sync fields are not provided in data (%s).", model.CQRS_ID)
+        return None, "missing_cqrs_fields"
     try:
         return model._meta.pk.to_python(raw), None
     except ValidationError:
@@ -412,6 +422,32 @@ def convert_values(model: type[models.Model], data: dict[str, Any]) -> dict[str,
         elif isinstance(value, str):
             result[key] = field.to_python(value)
     return result
+
+
+def assignable(model: Any, mapped_data: dict[str, Any]) -> dict[str, Any]:
+    """``mapped_data`` as the default ``cqrs_create``/``cqrs_update`` write it: foreign keys under
+    their attname, exact decimals, parsed times and binaries (unchanged with
+    ``CQRS_CUSTOM_SERIALIZATION``, whose data is the model's own business)."""
+    if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False):
+        return mapped_data
+    return convert_values(model, mapped_data)
+
+
+def _caught(model: Any, action: str, data: dict[str, Any], exc: BaseException) -> None:
+    """A database or validation error of a create/update/delete: logged and recorded for the
+    consumer (which retries the message); the caller returns a falsy value, as django-cqrs does.
+    A lost connection is raised: the consumer keeps the message until the database is back."""
+    logger.error(
+        "CQRS %s error: pk = %s, cqrs_revision = %s (%s): %s",
+        action,
+        data.get(model._meta.pk.name, data.get("id")),
+        data.get("cqrs_revision"),
+        model.CQRS_ID,
+        exc,
+    )
+    last_error_holder()["exception"] = exc
+    if isinstance(exc, DatabaseError) and _is_connection_error(exc):
+        raise exc
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models.base import ModelBase
 
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.managers import ReplicaManager
+from dj_cqrs.replica.managers import ReplicaManager, assignable
 
 
 class RawReplicaMixin:
@@ -30,15 +30,15 @@ class RawReplicaMixin:
 
     @classmethod
     def cqrs_save(cls, master_data: dict[str, Any], **kwargs: Any) -> Any:
-        raise NotImplementedError(  # pragma: no cover - an abstract hook subclasses implement
-            f"{cls.__name__}.cqrs_save must be implemented"
-        )
+        """Apply a SAVE (``previous_data=``, plus ``meta=`` with ``CQRS_META``) or a SYNC (also
+        ``sync=True``); a falsy result is a failure. Subclasses implement it."""
+        raise NotImplementedError(f"{cls.__name__}.cqrs_save must be implemented")
 
     @classmethod
     def cqrs_delete(cls, master_data: dict[str, Any], **kwargs: Any) -> Any:
-        raise NotImplementedError(  # pragma: no cover - an abstract hook subclasses implement
-            f"{cls.__name__}.cqrs_delete must be implemented"
-        )
+        """Apply a DELETE (``meta=`` with ``CQRS_META``); a falsy result is a failure. Subclasses
+        implement it."""
+        raise NotImplementedError(f"{cls.__name__}.cqrs_delete must be implemented")
 
     @staticmethod
     def should_retry_cqrs(current_retry: int, exception: BaseException | None = None) -> bool:
@@ -50,10 +50,14 @@ class RawReplicaMixin:
     @staticmethod
     def get_cqrs_retry_delay(current_retry: int) -> float:
         """Seconds to wait before the next attempt: ``replica.CQRS_RETRY_DELAY``, multiplied by
-        ``CQRS_RETRY_BACKOFF ** current_retry`` and capped at ``CQRS_RETRY_MAX_DELAY``."""
+        ``CQRS_RETRY_BACKOFF ** current_retry`` and capped at ``CQRS_RETRY_MAX_DELAY``; without a
+        back-off, the configured value itself (an ``int`` stays an ``int``)."""
+        from dj_cqrs.conf import cqrs_settings
         from dj_cqrs.replica.retry import default_retry_delay
 
-        return default_retry_delay(current_retry)
+        delay = default_retry_delay(current_retry)
+        configured: float = cqrs_settings.replica.CQRS_RETRY_DELAY
+        return configured if delay == configured else delay
 
 
 class ReplicaMeta(ModelBase):
@@ -98,7 +102,9 @@ class ReplicaMixin(RawReplicaMixin, models.Model, metaclass=ReplicaMeta):
         meta: dict[str, Any] | None = None,
     ) -> Any:
         """Apply a SAVE/SYNC. Keeps the revision rules; override ``cqrs_create``/``cqrs_update``
-        instead of this method."""
+        instead of this method. With ``CQRS_NO_DB_OPERATIONS`` it must be implemented."""
+        if cls.CQRS_NO_DB_OPERATIONS:
+            return super().cqrs_save(master_data, previous_data=previous_data, sync=sync, meta=meta)
         return cls.cqrs.save_instance(master_data, previous_data, sync, meta)
 
     @classmethod
@@ -109,8 +115,9 @@ class ReplicaMixin(RawReplicaMixin, models.Model, metaclass=ReplicaMeta):
         previous_data: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Any:
-        """Create the row (``_default_manager.create`` by default)."""
-        return cls._default_manager.create(**mapped_data)
+        """Create the row from ``mapped_data`` (the master's keys, ``CQRS_MAPPING`` applied):
+        ``_default_manager.create`` with foreign keys assigned by id."""
+        return cls._default_manager.create(**assignable(cls, mapped_data))
 
     def cqrs_update(
         self,
@@ -119,13 +126,17 @@ class ReplicaMixin(RawReplicaMixin, models.Model, metaclass=ReplicaMeta):
         previous_data: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Any:
-        """Update this row with ``mapped_data`` (every key set, then a full save by default)."""
-        for key, value in mapped_data.items():
+        """Update this row with ``mapped_data`` (every key set, foreign keys by id, then a full
+        save)."""
+        for key, value in assignable(type(self), mapped_data).items():
             setattr(self, key, value)
         self.save()
         return self
 
     @classmethod
     def cqrs_delete(cls, master_data: dict[str, Any], meta: dict[str, Any] | None = None) -> bool:  # type: ignore[override]
-        """Delete the row named by ``master_data['id']``."""
+        """Delete the row named by ``master_data['id']``. With ``CQRS_NO_DB_OPERATIONS`` it must be
+        implemented."""
+        if cls.CQRS_NO_DB_OPERATIONS:
+            return super().cqrs_delete(master_data, meta=meta)  # type: ignore[no-any-return]
         return cls.cqrs.delete_instance(master_data)  # type: ignore[no-any-return]

@@ -18,7 +18,7 @@ from dj_cqrs.replica.consumer import Action, InboundMessage, direct_queue, handl
 from dj_cqrs.replica.timeouts import apply_query_timeout, is_timeout_error, log_timed_out_query
 from tests.apps.replica_app.models import FKModelRef, SimplestModelRef, UUIDPkModelRef
 from tests.unit.conftest import cqrs_settings_and_transport
-from tests.unit.replica.helpers import row, send
+from tests.unit.replica.helpers import UPDATED, row, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,10 +48,10 @@ def test_retry_header_routing_key_wins_over_the_delivery_routing_key():
 
 def test_delete_with_an_invalid_pk_fails(caplog):
     with cqrs_settings_and_transport(replica={"CQRS_MAX_RETRIES": 0}) as transport:
-        outcome = send(transport, "DELETE", {"id": "not-a-uuid"}, "uuid_pk")
+        outcome = send(transport, "DELETE", {"id": "not-a-uuid", "cqrs_revision": 1, "cqrs_updated": UPDATED}, "uuid_pk")
     assert outcome.action is Action.DEAD_LETTER
     assert "CQRS PK is not valid for uuid_pk: 'not-a-uuid'" in caplog.text
-    assert UUIDPkModelRef.cqrs_delete({"id": "00000000-0000-0000-0000-000000000001"}) is True
+    assert UUIDPkModelRef.cqrs_delete({"id": "00000000-0000-0000-0000-000000000001", "cqrs_revision": 1, "cqrs_updated": UPDATED}) is True
 
 
 def test_foreign_key_attname_and_instances_are_accepted_by_cqrs_save(transport):

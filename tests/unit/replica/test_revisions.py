@@ -107,5 +107,5 @@ def test_delete_has_no_revision_check_and_a_missing_row_is_fine(transport):
 def test_cqrs_save_can_be_called_directly(transport):
     assert SimplestModelRef.cqrs_save(row(1, 0, name="direct")).name == "direct"
     assert SimplestModelRef.cqrs_save(row(1, 3, name="synced"), sync=True).cqrs_revision == 3
-    assert SimplestModelRef.cqrs_delete({"id": 1}) is True
+    assert SimplestModelRef.cqrs_delete({"id": 1, "cqrs_revision": 4, "cqrs_updated": "2024-01-01T00:00:00+00:00"}) is True
     assert not SimplestModelRef.objects.exists()
