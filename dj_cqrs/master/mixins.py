@@ -136,12 +136,20 @@ class RawMasterMixin(models.Model):
                     kwargs["update_fields"] = {*update_fields, "cqrs_revision", "cqrs_updated"}
             if adding and publish:
                 self._continue_revision_after_delete(using)
-            previous = tracking.changes(self, created=adding) if publish else None
-            self.__dict__[SAVE_CONTEXT_ATTR] = {"publish": publish, "previous_data": previous}
+            captured = tracking.changes(self, created=adding)
+            previous = tracking.remember(self, captured)
+            context: dict[str, Any] = {"publish": publish, "previous_data": previous if publish else None}
+            self.__dict__[SAVE_CONTEXT_ATTR] = context
             try:
                 super().save(**kwargs)
             finally:
                 self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
+            event = context.get("event")
+            if captured is not None and event is not None and event.previous_data is not previous:
+                # Merged with an earlier save of this row in the transaction: its message carries
+                # the merged previous values, and so does get_tracked_fields_data().
+                if not serializers.overrides(type(self), "get_tracked_fields_data"):
+                    self.__dict__[tracking.CAPTURED_ATTR] = event.previous_data
             if bumped and serializers.is_expression(self.__dict__.get("cqrs_revision")):
                 # The outbox already read the new revision back in its INSERT; otherwise read it.
                 self.__dict__["cqrs_revision"] = (
@@ -197,8 +205,9 @@ class RawMasterMixin(models.Model):
         """Kept for django-cqrs compatibility: tracking happens in ``save``."""
 
     def get_tracked_fields_data(self) -> dict[str, Any] | None:
-        """``{field: previous value}`` of the tracked fields changed since the last save."""
-        return tracking.changes(self, created=self._state.adding)
+        """``previous_data`` of the last save: ``{field: previous value}`` of the tracked fields it
+        changed (None before the first save, or without ``CQRS_TRACKED_FIELDS``)."""
+        return tracking.captured(self)
 
     def to_cqrs_dict(self, using: str | None = None, sync: bool = False) -> dict[str, Any]:
         """The ``instance_data`` of this object."""
@@ -207,7 +216,7 @@ class RawMasterMixin(models.Model):
             serializers.refresh_expressions(self, using)
             return serializers.default_serialize(self)
         instance: Any = self
-        if not sync:
+        if not (sync or self.__dict__.get(serializers.FRESH_ROW_ATTR)):
             db = using or router.db_for_read(type(self), instance=self)
             qs = type(self).relate_cqrs_serialization(type(self)._default_manager.using(db))
             instance = qs.get(pk=self.pk)
@@ -231,14 +240,17 @@ class RawMasterMixin(models.Model):
             return False
         from dj_cqrs.master import dispatch
 
-        tracked = tracking.tracked_fields(type(self))
+        if serializers.overrides(type(self), "get_tracked_fields_data"):
+            previous = self.get_tracked_fields_data()
+        else:
+            previous = {} if tracking.tracked_fields(type(self)) else None
         event = pending.PendingEvent(
             signal=SignalType.SYNC,
             model=type(self),
             pk=self.pk,
             using=router.db_for_write(type(self), instance=self) if using is None else using,
             instance=self,
-            previous_data={} if tracked else None,
+            previous_data=previous,
             queue=queue,
         )
         # A sync is not tied to a transaction of this object: publish when the current one commits.

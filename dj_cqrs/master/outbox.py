@@ -426,21 +426,26 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
             meta=event.meta,
         )
     instance = event.instance
-    if (
-        instance is None
-        or event.revision is None
-        or serializers.serializer_class(event.model) is not None
-    ):
+    if instance is None or event.revision is None:
         return None
-    overrides = _stored_overrides(instance)
-    if overrides is None:
-        return None
-    data = serializers.default_serialize(instance)
-    for name, value in overrides.items():
-        if name in data:
-            data[name] = value
-    revision = instance.__dict__.get("cqrs_revision")
-    data["cqrs_revision"] = revision if isinstance(revision, int) else event.revision
+    if serializers.overrides(event.model, "to_cqrs_dict"):
+        # The model's own serialization: a SYNC from the object cqrs_sync() refreshed (as
+        # django-cqrs does), a SAVE from the committed row, which the publisher reads.
+        if event.signal is not SignalType.SYNC:
+            return None
+        data = publisher.serialize(instance, sync=True)
+    else:
+        if serializers.serializer_class(event.model) is not None:
+            return None
+        overrides = _stored_overrides(instance)
+        if overrides is None:
+            return None
+        data = serializers.default_serialize(instance)
+        for name, value in overrides.items():
+            if name in data:
+                data[name] = value
+        revision = instance.__dict__.get("cqrs_revision")
+        data["cqrs_revision"] = revision if isinstance(revision, int) else event.revision
     return TransportPayload(
         signal_type=event.signal,
         cqrs_id=event.cqrs_id,

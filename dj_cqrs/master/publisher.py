@@ -97,6 +97,7 @@ def _fetch_rows(model: type[RawMasterMixin], using: str, pks: list[Any]) -> dict
     rows: dict[Any, Any] = {}
     for start in range(0, len(pks), 1000):
         for row in qs.filter(pk__in=pks[start : start + 1000]):
+            row.__dict__[serializers.FRESH_ROW_ATTR] = True
             rows[row.pk] = row
     return rows
 
@@ -107,7 +108,7 @@ def fetch_serialized(model: type[RawMasterMixin], using: str, pks: list[Any]) ->
     The default serialization reads plain values (no model instances); ``CQRS_SERIALIZER`` models
     are read through ``relate_cqrs_serialization`` and serialized by their serializer."""
     result: dict[str, tuple[Any, dict[str, Any]]] = {}
-    if serializers.serializer_class(model) is not None:
+    if serializers.serializer_class(model) is not None or serializers.overrides(model, "to_cqrs_dict"):
         for pk, obj in _fetch_rows(model, using, pks).items():
             result[str(pk)] = (pk, serialize(obj))
         return result
@@ -132,7 +133,10 @@ def _existing_pks(model: type[models.Model], using: str, pks: list[Any]) -> set[
     return found
 
 
-def serialize(instance: Any) -> dict[str, Any]:
+def serialize(instance: Any, sync: bool = False) -> dict[str, Any]:
+    """``instance_data`` of ``instance``: the model's own ``to_cqrs_dict`` when it overrides it."""
+    if serializers.overrides(type(instance), "to_cqrs_dict"):
+        return instance.to_cqrs_dict(using=instance._state.db, sync=sync)  # type: ignore[no-any-return]
     cls = serializers.serializer_class(type(instance))
     if cls is None:
         return serializers.default_serialize(instance)
@@ -199,7 +203,7 @@ def build_payloads(events: list[PendingEvent]) -> list[TransportPayload]:
         else:  # SYNC: serialized from the in-memory (refreshed) instance, as django-cqrs does
             instance = event.instance
             assert instance is not None
-            data = serialize(instance)
+            data = serialize(instance, sync=True)
             payloads.append(
                 build_payload(
                     event.model,  # type: ignore[arg-type]

@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 _FIELDS_ATTR = "_cqrs_serialized_fields"
 _JSON_NATIVE = frozenset({str, int, bool, float})
 _SERIALIZER_ATTR = "_cqrs_serializer_cls"
+_OVERRIDES_ATTR = "_cqrs_overridden_hooks"
+#: Public hooks of master models that dj_cqrs's own batched paths (publishing, ``cqrs_sync``,
+#: ``cqrs_bulk_dump``, the admin action) call only when a model overrides them.
+OVERRIDABLE_HOOKS = ("to_cqrs_dict", "get_tracked_fields_data", "cqrs_sync")
+#: Set on rows read through ``relate_cqrs_serialization`` for a message: ``to_cqrs_dict`` does not
+#: read them again.
+FRESH_ROW_ATTR = "_cqrs_fresh_row"
 
 
 def serialized_fields(model: type[models.Model]) -> list[tuple[str, str]]:
@@ -35,14 +42,52 @@ def serialized_fields(model: type[models.Model]) -> list[tuple[str, str]]:
     return result
 
 
+def overrides(model: type[models.Model], hook: str) -> bool:
+    """Whether ``model`` (or a base of it) overrides the master hook ``hook`` (one of
+    :data:`OVERRIDABLE_HOOKS`); found once per model class."""
+    found = model.__dict__.get(_OVERRIDES_ATTR)
+    if found is None:
+        from dj_cqrs.master.mixins import RawMasterMixin
+
+        found = frozenset(
+            name for name in OVERRIDABLE_HOOKS if getattr(model, name, None) is not getattr(RawMasterMixin, name)
+        )
+        setattr(model, _OVERRIDES_ATTR, found)
+    return hook in found
+
+
 def forget_cached(model: type[models.Model]) -> None:
-    for attr in (_FIELDS_ATTR, _SERIALIZER_ATTR):
+    for attr in (_FIELDS_ATTR, _SERIALIZER_ATTR, _OVERRIDES_ATTR):
         if attr in model.__dict__:
             delattr(model, attr)
 
 
 def is_expression(value: Any) -> bool:
     return hasattr(value, "resolve_expression") and not isinstance(value, models.Model)
+
+
+def refresh_saved_expressions(instance: models.Model, using: str, update_fields: Any = None) -> None:
+    """After a save: fields written from an expression (``F('n') + 1``, ``Upper(...)``) get their
+    stored value, in one query that runs only when there are such fields.
+
+    ``update_fields`` limits it to the fields that save wrote (a field left out keeps its pending
+    expression, as Django leaves it). A pending ``cqrs_revision`` bump alone is not read here: the
+    outbox reads it back with its INSERT (or ``MasterMixin.save`` reads it).
+    """
+    data = instance.__dict__
+    stale: list[str] = []
+    for field in instance._meta.concrete_fields:
+        attname = field.attname
+        if (
+            attname != "cqrs_revision"
+            and is_expression(data.get(attname))
+            and (update_fields is None or field.name in update_fields or attname in update_fields)
+        ):
+            stale.append(attname)
+    if stale:
+        if is_expression(data.get("cqrs_revision")):
+            stale.append("cqrs_revision")
+        instance.refresh_from_db(using=using, fields=stale)
 
 
 def refresh_expressions(instance: models.Model, using: str | None) -> None:

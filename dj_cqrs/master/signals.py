@@ -10,7 +10,7 @@ from django.db.models.signals import post_delete, post_save
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.master import pending, publisher, tracking
-from dj_cqrs.master.serializers import is_expression
+from dj_cqrs.master.serializers import is_expression, refresh_saved_expressions
 from dj_cqrs.signals import post_bulk_create, post_update
 
 logger = logging.getLogger("django-cqrs.master")
@@ -59,20 +59,25 @@ def record_save(
 
 def on_post_save(sender: type[models.Model], instance: Any, created: bool = False, **kwargs: Any) -> None:
     using = kwargs.get("using") or router.db_for_write(sender, instance=instance)
+    update_fields = kwargs.get("update_fields")
     context = instance.__dict__.get(SAVE_CONTEXT_ATTR)
     if context is None:
         # A save that did not go through MasterMixin.save (e.g. loaddata's raw save).
-        update_fields = kwargs.get("update_fields")
         if update_fields is not None and "cqrs_revision" not in update_fields:
             return
-        previous = tracking.changes(instance, created=created)
+        previous = tracking.remember(instance, tracking.changes(instance, created=created))
     else:
+        # Before anything reads the instance (the outbox, meta hooks, receivers connected
+        # after ours), expressions written by this save become the stored values.
+        refresh_saved_expressions(instance, using, update_fields)
         if not context["publish"]:
             return
         previous = context.get("previous_data")
     # A partial save leaves fields unsaved in memory: the published state is read from the row.
-    must_read = kwargs.get("update_fields") is not None
-    record_save(instance, using, created=created, previous_data=previous, must_read=must_read)
+    must_read = update_fields is not None
+    context_event = record_save(instance, using, created=created, previous_data=previous, must_read=must_read)
+    if context is not None:
+        context["event"] = context_event
 
 
 def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
@@ -108,7 +113,7 @@ def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | 
     by_db: dict[str, list[pending.PendingEvent]] = {}
     for instance in instances:
         db = using or router.db_for_write(sender, instance=instance)
-        event = save_event(instance, db, previous.get(id(instance)))
+        event = save_event(instance, db, tracking.remember(instance, previous.get(id(instance))))
         event.must_read = bool(instance.__dict__.pop("_cqrs_must_read", False))
         by_db.setdefault(db, []).append(event)
     for events in by_db.values():

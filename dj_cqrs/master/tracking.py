@@ -3,7 +3,9 @@
 For tracked models a snapshot of the tracked attributes is taken when an instance is initialised
 (``post_init``) and again after each save; ``previous_data`` holds ``{field_name: old_value}`` for
 the fields that changed, JSON-safe, with foreign keys under the field name (not ``*_id``).
-On create it holds ``None`` for every tracked field whose value is not None.
+On create it holds ``None`` for every tracked field whose value is not None, foreign keys under
+their ``*_id`` attribute name (as django-cqrs sends them). What a save captured is what
+``get_tracked_fields_data()`` returns until the next save.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dj_cqrs.encoding import to_json_value
 
 SNAPSHOT_ATTR = "_cqrs_tracked_snapshot"
 TRACKED_META_ATTR = "_cqrs_tracked_attnames"
+#: ``previous_data`` captured by the last save of an instance.
+CAPTURED_ATTR = "_cqrs_tracked_fields_data"
 
 
 def tracked_fields(model: type[models.Model]) -> list[tuple[str, str]]:
@@ -40,7 +44,12 @@ def tracked_fields(model: type[models.Model]) -> list[tuple[str, str]]:
 
 def _snapshot(instance: models.Model, fields: list[tuple[str, str]]) -> dict[str, Any]:
     data = instance.__dict__
-    return {attname: data.get(attname) for _, attname in fields}
+    snapshot = {attname: data.get(attname) for _, attname in fields}
+    for attname, value in snapshot.items():
+        if _is_expression(value):
+            # Not written by the save (update_fields left it out): the last known value stays.
+            snapshot[attname] = (data.get(SNAPSHOT_ATTR) or {}).get(attname)
+    return snapshot
 
 
 def _on_post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -64,7 +73,7 @@ def changes(instance: models.Model, *, created: bool) -> dict[str, Any] | None:
         return None
     data = instance.__dict__
     if created:
-        return {name: None for name, attname in fields if data.get(attname) is not None}
+        return {attname: None for _, attname in fields if data.get(attname) is not None}
     before = data.get(SNAPSHOT_ATTR)
     if before is None:
         return {}
@@ -78,6 +87,23 @@ def changes(instance: models.Model, *, created: bool) -> dict[str, Any] | None:
         elif old != new:
             result[name] = to_json_value(old)
     return result
+
+
+def captured(instance: models.Model) -> dict[str, Any] | None:
+    """What the last save of ``instance`` captured (None before its first save)."""
+    return instance.__dict__.get(CAPTURED_ATTR)  # type: ignore[no-any-return]
+
+
+def remember(instance: models.Model, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Keep what a save captured for ``get_tracked_fields_data()``; return the ``previous_data``
+    to send: the model's own ``get_tracked_fields_data()`` when it overrides it."""
+    from dj_cqrs.master.serializers import overrides
+
+    if previous is not None:
+        instance.__dict__[CAPTURED_ATTR] = previous
+    if overrides(type(instance), "get_tracked_fields_data"):
+        return instance.get_tracked_fields_data()  # type: ignore[attr-defined,no-any-return]
+    return previous
 
 
 def all_values(instance: models.Model) -> dict[str, Any] | None:

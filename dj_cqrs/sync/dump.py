@@ -69,12 +69,15 @@ def _batches(model: Any, qs: models.QuerySet[Any], batch_size: int) -> Iterator[
 
     With the default serializer the rows are read as ``values_list`` tuples (no model instances,
     no signals) and serialized by :func:`~dj_cqrs.master.serializers.serialize_values`, the same
-    function ``default_serialize`` applies to an instance; with ``CQRS_SERIALIZER`` they are model
-    instances read through ``relate_cqrs_serialization``.
+    function ``default_serialize`` applies to an instance; with ``CQRS_SERIALIZER``, or when the
+    model overrides ``to_cqrs_dict``, they are model instances read through
+    ``relate_cqrs_serialization`` (and serialized by that override).
     """
-    if serializers.serializer_class(model) is not None:
+    if serializers.serializer_class(model) is not None or serializers.overrides(model, "to_cqrs_dict"):
         related = model.relate_cqrs_serialization(qs)
         for rows in keyset.pk_batches(related, batch_size):
+            for row in rows:
+                row.__dict__[serializers.FRESH_ROW_ATTR] = True
             yield rows, _instance_pk, publisher.serialize
         return
     pk_attname = model._meta.pk.attname

@@ -135,3 +135,58 @@ class FKModel(MasterMixin):
 
     publisher = models.ForeignKey(Publisher, null=True, on_delete=models.SET_NULL)
     name = models.CharField(max_length=20, default="")
+
+
+class CounterModel(MasterMixin):
+    """Fields updated with F() and other expressions."""
+
+    CQRS_ID = "counter"
+    CQRS_TRACKED_FIELDS = "__all__"
+
+    name = models.CharField(max_length=50, default="c")
+    count = models.IntegerField(default=0)
+    hits = models.IntegerField(default=0)
+
+
+#: Primary keys whose ``HookedModel.cqrs_sync`` override ran.
+HOOKED_SYNCS: list[int] = []
+
+
+class HookedModel(MasterMixin):
+    """Overrides ``to_cqrs_dict``, ``get_tracked_fields_data`` and ``cqrs_sync``."""
+
+    CQRS_ID = "hooked"
+    CQRS_TRACKED_FIELDS = ["name"]
+
+    name = models.CharField(max_length=50, default="")
+    hidden = models.BooleanField(default=False)
+
+    def to_cqrs_dict(self, using=None, sync=False):
+        data = super().to_cqrs_dict(using=using, sync=sync)
+        data["label"] = f"<{self.name}>"
+        data["sync"] = sync
+        return data
+
+    def get_tracked_fields_data(self):
+        data = super().get_tracked_fields_data()
+        return {"fresh": True} if data is None else {**data, "extra": "yes"}
+
+    def cqrs_sync(self, using=None, queue=None):
+        HOOKED_SYNCS.append(self.pk)
+        if self.hidden:
+            return False
+        return super().cqrs_sync(using=using, queue=queue)
+
+
+class HookedAuthor(Author):
+    """A ``CQRS_SERIALIZER`` model whose ``to_cqrs_dict`` override calls the default one."""
+
+    CQRS_ID = "hooked_author"
+
+    class Meta:
+        proxy = True
+
+    def to_cqrs_dict(self, using=None, sync=False):
+        data = super().to_cqrs_dict(using=using, sync=sync)
+        data["shout"] = self.name.upper()
+        return data

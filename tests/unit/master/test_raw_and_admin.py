@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 from django.contrib.admin.sites import site
+from django.contrib import messages
 from django.contrib.messages import get_messages
 
 from dj_cqrs.master.mixins import MasterMeta
@@ -69,7 +70,7 @@ def test_admin_action_is_offered_and_syncs_the_selected_rows(transport, admin_cl
         ("SYNC", first.pk),
         ("SYNC", second.pk),
     ]
-    assert [str(m) for m in get_messages(response.wsgi_request)] == ["2 successfully synced."]
+    assert [str(m) for m in get_messages(response.wsgi_request)] == ["2 successfully synced. 0 failed: []"]
 
 
 def test_admin_action_reports_failures(transport, rf):
@@ -88,7 +89,9 @@ def test_admin_action_reports_failures(transport, rf):
     admin.sync_items(request, queryset)  # instances loaded before the row was deleted
 
     assert [m.data["instance_pk"] for m in transport.published] == [kept.pk]
-    assert [str(m) for m in request._messages] == ["1 successfully synced.", f"1 failed to sync: {gone.pk}."]
+    assert [(m.level, str(m)) for m in request._messages] == [
+        (messages.INFO, f"1 successfully synced. 1 failed: [<SimplestModel: SimplestModel object ({gone.pk})>]")
+    ]
 
 
 def test_admin_action_counts_a_failed_publish_as_failed(transport, rf):
@@ -104,7 +107,9 @@ def test_admin_action_counts_a_failed_publish_as_failed(transport, rf):
     with override_settings(CQRS=cqrs_with(master={"CQRS_OUTBOX": False})):
         admin.sync_items(request, SimplestModel.objects.filter(pk=obj.pk))
 
-    assert [str(m) for m in request._messages] == [f"1 failed to sync: {obj.pk}."]
+    assert [str(m) for m in request._messages] == [
+        f"0 successfully synced. 1 failed: [<SimplestModel: SimplestModel object ({obj.pk})>]"
+    ]
 
 
 def test_admin_action_is_offered_on_the_change_list_only(transport, admin_client):

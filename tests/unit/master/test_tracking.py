@@ -21,7 +21,7 @@ def test_create_reports_none_for_every_tracked_field_that_is_set(transport):
     TrackedModel.objects.create(status="new", owner=publisher)
 
     assert previous(transport, 0) == {"status": None}  # owner is None: not reported
-    assert previous(transport, 1) == {"status": None, "owner": None}
+    assert previous(transport, 1) == {"status": None, "owner_id": None}  # on create: the attname
 
 
 def test_update_reports_the_old_values_of_changed_fields_only(transport):
@@ -77,13 +77,19 @@ def test_untracked_models_send_null(transport):
     assert [m.data["previous_data"] for m in transport.published] == [None, None]
 
 
-def test_get_tracked_fields_data(transport):
+def test_get_tracked_fields_data_is_what_the_last_save_captured(transport):
     obj = TrackedModel(status="new")
-    assert obj.get_tracked_fields_data() == {"status": None}
+    assert obj.get_tracked_fields_data() is None  # nothing saved yet
     obj.save()
+    assert obj.get_tracked_fields_data() == previous(transport) == {"status": None}
     obj.status = "changed"
-    assert obj.get_tracked_fields_data() == {"status": "new"}
-    assert SimplestModel(name="x").get_tracked_fields_data() is None
+    assert obj.get_tracked_fields_data() == {"status": None}  # until the next save
+    obj.save()
+    assert obj.get_tracked_fields_data() == previous(transport) == {"status": "new"}
+    assert TrackedModel.objects.get(pk=obj.pk).get_tracked_fields_data() is None
+    untracked = SimplestModel(name="x")
+    untracked.save()
+    assert untracked.get_tracked_fields_data() is None
 
 
 def test_previous_data_is_mapped_on_the_replica(transport):

@@ -76,6 +76,7 @@ def check_fexpr_untracked_model_value_after_save() -> Any:
     }
 
 
+@documented("holds the stored value right after `save()`")
 def check_fexpr_field_outside_cqrs_fields() -> Any:
     with captured_produce() as sent:
         obj = NarrowCounter.objects.create(hits=1)

@@ -64,7 +64,7 @@ def check_hooks_used_by_diff_sync() -> Any:
     first = Gadget.objects.create(name="a")
     Gadget.objects.create(name="b")
     GADGET_SYNCS.clear()
-    with captured_produce() as sent, mock.patch("sys.stdin", io.StringIO(f"diff_gadget,q1\n[{first.pk}]\n")):
+    with captured_produce() as sent, mock.patch("sys.stdin", io.StringIO(f"diff_gadget,2024-01-01 00:00:00+00:00,q1\n[{first.pk}]\n")):
         _quiet_call("cqrs_diff_sync")
     return {"syncs": sorted(GADGET_SYNCS), "payloads": [payload_view(p) for p in sent]}
 
