@@ -19,7 +19,7 @@ from django.db import models
 from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
-from dj_cqrs.master import publisher, tracking
+from dj_cqrs.master import publisher, serializers, tracking
 from dj_cqrs.sync import keyset
 
 #: ``on_error(pk, reason)``
@@ -52,17 +52,21 @@ def sync_payloads(
     report = SyncReport()
     payloads: list[TransportPayload] = []
     produce = bool(getattr(model, "CQRS_PRODUCE", True))
+    own_previous = serializers.overrides(model, "get_tracked_fields_data")
     previous: dict[str, Any] | None = {} if tracking.tracked_fields(model) else None
     for instance in instances:
         try:
             if not (produce and instance.is_sync_instance()):  # type: ignore[attr-defined]
                 report.filtered += 1
                 continue
-            data = publisher.serialize(instance)
+            data = publisher.serialize(instance, sync=True)
+            sent_previous = (
+                instance.get_tracked_fields_data()  # type: ignore[attr-defined]
+                if own_previous
+                else None if previous is None else dict(previous)
+            )
             payloads.append(
-                publisher.build_payload(
-                    model, SignalType.SYNC, instance, data, instance.pk, None if previous is None else dict(previous), queue=queue
-                )
+                publisher.build_payload(model, SignalType.SYNC, instance, data, instance.pk, sent_previous, queue=queue)
             )
         except Exception as exc:  # noqa: BLE001 - a user hook failing on one row must not stop the run
             report.failed += 1
@@ -74,11 +78,36 @@ def sync_payloads(
 def publish_batch(
     model: Any, instances: Sequence[models.Model], queue: str | None = None, on_error: ErrorCallback | None = None
 ) -> SyncReport:
-    """Serialize and publish one batch; raise :class:`PublishFailed` if the broker refuses it."""
+    """Serialize and publish one batch; raise :class:`PublishFailed` if the broker refuses it.
+
+    A model that overrides ``cqrs_sync()`` gets it called for each row instead (as django-cqrs's
+    commands do): a row it returns False for counts as filtered, one it raises for as failed."""
+    if serializers.overrides(model, "cqrs_sync"):
+        return sync_each(instances, queue, on_error)
     payloads, report = sync_payloads(model, instances, queue, on_error)
     if payloads:
         publisher.publish(payloads)
     report.synced = len(payloads)
+    return report
+
+
+def sync_each(
+    instances: Iterable[models.Model], queue: str | None = None, on_error: ErrorCallback | None = None
+) -> SyncReport:
+    """Call each instance's ``cqrs_sync(queue=queue)``."""
+    report = SyncReport()
+    for instance in instances:
+        try:
+            sent = instance.cqrs_sync(queue=queue)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a user hook failing on one row must not stop the run
+            report.failed += 1
+            if on_error is not None:
+                on_error(instance.pk, f"{type(exc).__name__}: {exc}")
+            continue
+        if sent:
+            report.synced += 1
+        else:
+            report.filtered += 1
     return report
 
 
