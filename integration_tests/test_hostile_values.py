@@ -147,7 +147,10 @@ def test_hostile_values_among_valid_messages_never_stop_the_queue(rabbitmq, post
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["rabbitmq", "kombu"])
-def test_a_successor_that_cannot_be_built_is_replaced_by_a_dead_letter(kind, monkeypatch):
+@pytest.mark.parametrize("broken_part", ["retry_body", "failure_headers"])
+def test_a_successor_that_cannot_be_built_is_replaced_by_a_dead_letter(kind, broken_part, monkeypatch):
+    """``retry_body`` broken: the original is dead-lettered with full headers. ``failure_headers``
+    broken too: with the reason and the error only."""
     from django.test import override_settings
 
     from dj_cqrs.transport import kombu_consumer, rabbit_consumer
@@ -158,11 +161,11 @@ def test_a_successor_that_cannot_be_built_is_replaced_by_a_dead_letter(kind, mon
     else:
         require(REDIS_HOST, REDIS_PORT, "Redis")
 
-    def broken(payload):
-        raise ValueError("this body cannot be encoded again")
+    def broken(*args):
+        raise ValueError(f"{broken_part} cannot be built")
 
-    monkeypatch.setattr(rabbit_consumer, "retry_body", broken)
-    monkeypatch.setattr(kombu_consumer, "retry_body", broken)
+    monkeypatch.setattr(rabbit_consumer, broken_part, broken)
+    monkeypatch.setattr(kombu_consumer, broken_part, broken)
     exchange, queue = names(kind[:2])
     client = Rabbit() if kind == "rabbitmq" else KombuClient()
     settings = (rabbit_cqrs if kind == "rabbitmq" else kombu_cqrs)(exchange, queue, CQRS_MAX_RETRIES=5, CQRS_RETRY_DELAY=0)
@@ -180,8 +183,13 @@ def test_a_successor_that_cannot_be_built_is_replaced_by_a_dead_letter(kind, mon
             ((_, properties, dead_body),) = client.drain(f"dead_letter_{queue}")
             assert dead_body == failing
             assert properties.headers["x-cqrs-reason"] == "internal_error"
-            assert properties.headers["x-cqrs-failure"] == "exception"
-            assert "this body cannot be encoded again" in properties.headers["x-cqrs-error"]
+            assert f"{broken_part} cannot be built" in properties.headers["x-cqrs-error"]
+            if broken_part == "retry_body":
+                assert properties.headers["x-cqrs-failure"] == "exception"
+                assert properties.headers["x-cqrs-routing-key"] == "simplest"
+            else:
+                # Reason, error and worker (kombu: and x-cqrs-dead-until), nothing carried over.
+                assert properties.headers.keys() - {"x-cqrs-dead-until"} == {"x-cqrs-reason", "x-cqrs-error", "x-cqrs-worker"}
             assert client.count(queue) == 0
     finally:
         client.close()
