@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -176,30 +177,68 @@ ROOT_CHECK_ID = "dj_cqrs.E005"
 SECTION_CHECK_IDS: dict[str, str] = {"master": "dj_cqrs.E007", "replica": "dj_cqrs.E008"}
 
 
-class Section:
-    """Read-only view of ``settings.CQRS[<name>]`` with defaults."""
+class _Source:
+    """``settings.CQRS`` as it is now, read cheaply.
 
-    def __init__(self, name: str, raw: Any, options: dict[str, Option]) -> None:
-        self._name = name
-        self._raw = raw if isinstance(raw, dict) else {}
-        self._options = options
-        self._values: dict[str, Any] = {}
+    ``django.conf.settings`` keeps every setting it returned in its own ``__dict__`` and drops it
+    there when the setting is assigned or overridden (``override_settings``, the pytest-django
+    ``settings`` fixture, ``settings.CQRS = ...``). Looking the value up in that dict costs a
+    dictionary lookup instead of the ~1 us of ``settings.CQRS`` (LazyObject's ``__getattribute__``),
+    and is never stale: when the entry is gone, the value is read the normal way.
+    """
 
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        try:
-            return self._values[key]
-        except KeyError:
-            pass
-        value = self.get(key)
-        self._values[key] = value
+    __slots__ = ("_lazy_dict",)
+
+    def __init__(self) -> None:
+        self._lazy_dict: dict[str, Any] | None = None
+
+    def __call__(self) -> Any:
+        lazy_dict = self._lazy_dict
+        if lazy_dict is None:
+            lazy_dict = self._lazy_dict = object.__getattribute__(settings, "__dict__")
+        value = lazy_dict.get("CQRS", _MISSING)
+        if value is _MISSING:
+            value = getattr(settings, "CQRS", None)
         return value
 
-    def get(self, key: str, default: Any = _MISSING) -> Any:
+
+_current_cqrs = _Source()
+
+
+class Section:
+    """Read-only view of ``settings.CQRS[<name>]`` with defaults.
+
+    Every read looks at ``settings.CQRS`` as it is at that moment, as django-cqrs does: a value
+    assigned into the dict (``settings.CQRS["replica"]["CQRS_MAX_RETRIES"] = 5``), a section
+    replaced, or ``override_settings(CQRS=...)`` is seen by the next read. What is cached is
+    the validation of a value, by the identity of the object read.
+    """
+
+    def __init__(self, name: str, options: dict[str, Option]) -> None:
+        self._name = name
+        self._options = options
+        self._values: dict[str, tuple[Any, Any]] = {}
+
+    @property
+    def _raw(self) -> dict[str, Any]:
+        root = _current_cqrs()
+        raw = root.get(self._name) if isinstance(root, dict) else None
+        return raw if isinstance(raw, dict) else {}
+
+    def _read(self, key: str) -> Any:
+        root = _current_cqrs()
+        raw = root.get(self._name) if isinstance(root, dict) else None
+        value = raw.get(key, _MISSING) if isinstance(raw, dict) else _MISSING
+        cached = self._values.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        resolved = self._resolve(key, value)
+        self._values[key] = (value, resolved)
+        return resolved
+
+    def _resolve(self, key: str, value: Any, default: Any = _MISSING) -> Any:
         option = self._options.get(key)
-        if key in self._raw:
-            value = self._raw[key]
+        if value is not _MISSING:
             if option is not None and option.check is not None and not option.check(value):
                 raise ConfigurationError(
                     f"{SECTION_CHECK_IDS[self._name]}: CQRS[{self._name!r}][{key!r}] must be {option.expect},"
@@ -212,59 +251,79 @@ class Section:
             return default
         raise AttributeError(f"Unknown CQRS {self._name} setting {key!r}")
 
+    def __getattr__(self, key: str) -> Any:
+        # Only reached for names that are not options (those are properties, see _section_class).
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self._read(key)
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        return self._resolve(key, self._raw.get(key, _MISSING), default)
+
     def raw(self) -> dict[str, Any]:
         return dict(self._raw)
+
+
+def _option_property(key: str, doc: str) -> property:
+    def read(self: Any) -> Any:
+        return self._read(key)
+
+    return property(read, doc=doc)
+
+
+def _section_class(name: str, options: dict[str, Option]) -> type[Section]:
+    """A ``Section`` subclass with one property per option: a read is a plain attribute lookup
+    (``__getattr__`` would first raise and catch an ``AttributeError`` on every read)."""
+    attrs = {key: _option_property(key, f"CQRS[{name!r}][{key!r}] (default {o.default!r})") for key, o in options.items()}
+    return type(f"{name.capitalize()}Section", (Section,), attrs)
+
+
+_MasterSection = _section_class("master", MASTER_OPTIONS)
+_ReplicaSection = _section_class("replica", REPLICA_OPTIONS)
 
 
 class CqrsSettings:
     """Lazy accessor for ``settings.CQRS``.
 
     Attributes: ``transport``, ``url``, ``exchange``, ``queue`` ... and the sections ``master`` and
-    ``replica``. The cache is dropped when Django's ``setting_changed`` fires for ``CQRS``.
+    ``replica``. Each read sees ``settings.CQRS`` as it is then (values assigned into it included);
+    ``reload()``, run when Django's ``setting_changed`` fires for ``CQRS``, also drops the
+    transport built from the old settings.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+        self.master = _MasterSection("master", MASTER_OPTIONS)
+        self.replica = _ReplicaSection("replica", REPLICA_OPTIONS)
+        self._values: dict[str, tuple[Any, Any]] = {}
 
     @property
     def raw(self) -> dict[str, Any]:
-        from django.conf import settings
-
-        value = getattr(settings, "CQRS", None)
+        value = _current_cqrs()
         return value if isinstance(value, dict) else {}
 
     @property
     def configured(self) -> bool:
-        from django.conf import settings
+        return isinstance(_current_cqrs(), dict)
 
-        return isinstance(getattr(settings, "CQRS", None), dict)
+    def _read(self, key: str) -> Any:
+        root = _current_cqrs()
+        value = root.get(key, _MISSING) if isinstance(root, dict) else _MISSING
+        cached = self._values.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        option = ROOT_OPTIONS[key]
+        if value is _MISSING:
+            resolved = option.default
+        elif option.check is not None and not option.check(value):
+            raise ConfigurationError(f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}")
+        else:
+            resolved = value
+        self._values[key] = (value, resolved)
+        return resolved
 
     def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        if key in ("master", "replica"):
-            cached = self._cache.get(key)
-            if cached is None:
-                options = MASTER_OPTIONS if key == "master" else REPLICA_OPTIONS
-                cached = Section(key, self.raw.get(key), options)
-                self._cache[key] = cached
-            return cached
-        cache_key = "root:" + key
-        if cache_key in self._cache:
-            return self._cache[cache_key]
-        option = ROOT_OPTIONS.get(key)
-        if option is None:
-            raise AttributeError(f"Unknown CQRS setting {key!r}")
-        raw = self.raw
-        if key not in raw:
-            return option.default
-        value = raw[key]
-        if option.check is not None and not option.check(value):
-            raise ConfigurationError(
-                f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
-            )
-        self._cache[cache_key] = value
-        return value
+        # Only reached for names that are not settings (those are properties, below).
+        raise AttributeError(f"Unknown CQRS setting {key!r}")
 
     @property
     def dead_letter_queue(self) -> str:
@@ -272,10 +331,16 @@ class CqrsSettings:
         return name or f"dead_letter_{self.queue}"
 
     def reload(self) -> None:
-        self._cache.clear()
+        self._values.clear()
+        self.master._values.clear()
+        self.replica._values.clear()
         from dj_cqrs.transport import settings_changed
 
         settings_changed()
+
+
+for _key, _option in ROOT_OPTIONS.items():
+    setattr(CqrsSettings, _key, _option_property(_key, f"CQRS[{_key!r}] (default {_option.default!r})"))
 
 
 cqrs_settings = CqrsSettings()

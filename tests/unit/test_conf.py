@@ -170,3 +170,44 @@ def test_resolve_callable():
     assert resolve_callable("tests.apps.master_app.hooks.meta_function") is meta_function
     with pytest.raises(ImportError):
         resolve_callable("tests.apps.master_app.hooks.missing")
+
+
+def test_values_assigned_into_settings_cqrs_are_seen_by_the_next_read():
+    original = copy.deepcopy(settings.CQRS)
+    try:
+        assert cqrs_settings.replica.CQRS_MAX_RETRIES == original.get("replica", {}).get("CQRS_MAX_RETRIES", 30)
+        settings.CQRS.setdefault("replica", {})["CQRS_MAX_RETRIES"] = 7
+        assert cqrs_settings.replica.CQRS_MAX_RETRIES == 7
+        settings.CQRS["replica"] = {"CQRS_RETRY_DELAY": 11}
+        assert (cqrs_settings.replica.CQRS_MAX_RETRIES, cqrs_settings.replica.CQRS_RETRY_DELAY) == (30, 11)
+        settings.CQRS.setdefault("master", {})["CQRS_MESSAGE_TTL"] = 60
+        assert cqrs_settings.master.CQRS_MESSAGE_TTL == 60
+        settings.CQRS["exchange"] = "other"
+        assert cqrs_settings.exchange == "other"
+        del settings.CQRS["exchange"]
+        assert cqrs_settings.exchange == "cqrs"
+        settings.CQRS["replica"]["CQRS_RETRY_DELAY"] = -1
+        with pytest.raises(ConfigurationError, match="dj_cqrs.E008"):
+            cqrs_settings.replica.CQRS_RETRY_DELAY  # noqa: B018
+    finally:
+        settings.CQRS.clear()
+        settings.CQRS.update(original)
+    assert cqrs_settings.replica.CQRS_RETRY_DELAY == original.get("replica", {}).get("CQRS_RETRY_DELAY", 2)
+
+
+def test_settings_cqrs_assigned_without_a_signal_is_seen():
+    original = settings.CQRS
+    try:
+        settings.CQRS = cqrs_with(replica={"CQRS_MAX_RETRIES": 3})  # plain assignment: no setting_changed
+        assert cqrs_settings.replica.CQRS_MAX_RETRIES == 3
+    finally:
+        settings.CQRS = original
+    assert cqrs_settings.replica.CQRS_MAX_RETRIES == original.get("replica", {}).get("CQRS_MAX_RETRIES", 30)
+
+
+def test_section_get_reads_the_current_value():
+    with override_settings(CQRS=cqrs_with(master={"CQRS_MESSAGE_TTL": 5})):
+        assert cqrs_settings.master.get("CQRS_MESSAGE_TTL") == 5
+        settings.CQRS["master"]["CQRS_MESSAGE_TTL"] = 6
+        assert cqrs_settings.master.get("CQRS_MESSAGE_TTL") == 6
+        assert cqrs_settings.master.raw()["CQRS_MESSAGE_TTL"] == 6
