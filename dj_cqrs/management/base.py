@@ -118,9 +118,11 @@ class CqrsCommand(BaseCommand):
             raise CommandError("Bad filter kwargs!") from None
         if not isinstance(kwargs, dict):
             raise CommandError("Bad filter kwargs! Expected a JSON object.")
+        from dj_cqrs.sync.keyset import fetch_with_reconnect
+
         try:
             qs = qs.filter(**kwargs)
-            qs.exists()
+            fetch_with_reconnect(qs.exists, qs.db)  # waits through a database outage
         except Exception as exc:  # FieldError, ValidationError, ValueError, TypeError...
             raise CommandError(f"Bad filter kwargs! {exc}") from exc
         return qs  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import connections, models, router
 
+from dj_cqrs.database import call_through_outages
 from dj_cqrs.sync import jsonl, keyset
 
 
@@ -135,8 +136,11 @@ def delete_on_replica(model: Any, keys: Sequence[Any]) -> int:
     normalized = [normalize_pk(model, key) for key in keys]
     deleted = 0
     size = _chunk_size(model)
-    manager = model._base_manager.using(router.db_for_write(model))
+    using = router.db_for_write(model)
+    manager = model._base_manager.using(using)
     for start in range(0, len(normalized), size):
-        count, per_model = manager.filter(pk__in=normalized[start : start + size]).delete()
+        chunk = manager.filter(pk__in=normalized[start : start + size])
+        # one transaction per chunk: run again in full once the database is back from an outage
+        count, per_model = call_through_outages(chunk.delete, what=f"database {using!r}", using=using, log=keyset.logger)
         deleted += int(per_model.get(model._meta.label, count))
     return deleted

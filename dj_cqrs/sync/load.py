@@ -4,7 +4,9 @@ Lines are read as a stream and applied in batches through :mod:`dj_cqrs.replica.
 consumer's non-sync revision rules: a dump row never overwrites a replica row with the same or a
 newer revision. A bad line (empty, not JSON, not an object, failing the model's mapping, or
 rejected by the database) is reported with its line number and reason; every good line of its
-batch is still loaded (each batch commits on its own, each failing row is isolated).
+batch is still loaded (each batch commits on its own, each failing row is isolated). A database
+outage (:func:`dj_cqrs.database.is_outage`: refused, restarting, connection lost) is waited out
+with back-off: the batch it interrupted is loaded again once the database is back.
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connections, router, transaction
 
+from dj_cqrs.database import call_through_outages
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import bulk, upsert
 from dj_cqrs.sync import jsonl
+
+logger = logging.getLogger("django-cqrs.sync")
+
+T = TypeVar("T")
 
 #: ``on_error(line_number, reason)``
 ErrorCallback = Callable[[int, str], None]
@@ -96,7 +105,7 @@ def load(
     cqrs_id, model = read_header(lines, source)
     report = LoadReport(cqrs_id=cqrs_id, per_row_reason=bulk.per_row_reason(model))
     if clear:
-        clear_replica(model)
+        _through_outages(lambda: clear_replica(model), router.db_for_write(model))
     db = router.db_for_write(model) if bulk._is_db_model(model) else None
     bulk_path = report.per_row_reason is None
     if workers is None:
@@ -120,7 +129,7 @@ def load(
 
     if workers < 2:
         for chunk in _chunks(lines, batch_size):
-            finish(load_batch(cqrs_id, chunk, bulk_path, strategy, db, sync))
+            finish(_through_outages(functools.partial(load_batch, cqrs_id, chunk, bulk_path, strategy, db, sync), db))
         return report
     with _pool(workers) as pool:
         pending: collections.deque[Any] = collections.deque()
@@ -161,9 +170,15 @@ def load_batch(
     return BatchOutcome(batch.lines, result.loaded, result.skipped, sorted(errors), batch.ignored)
 
 
+def _through_outages(work: Callable[[], T], db: str | None) -> T:
+    """Run ``work`` (one batch: its own transaction), again once the database is back from an
+    outage (:func:`dj_cqrs.database.is_outage`)."""
+    return call_through_outages(work, what=f"cqrs_bulk_load: database {db!r}", using=db, log=logger)
+
+
 def _load_batch_in_worker(cqrs_id: str, chunk: list[tuple[int, str]], strategy: str | None, db: str) -> BatchOutcome:
     try:
-        return load_batch(cqrs_id, chunk, True, strategy, db, False)
+        return _through_outages(functools.partial(load_batch, cqrs_id, chunk, True, strategy, db, False), db)
     finally:
         connections.close_all()  # workers end with os._exit: never leave a connection dangling
 

@@ -5,22 +5,28 @@ serialized by the message code (:func:`dj_cqrs.master.publisher.serialize` and
 :func:`~dj_cqrs.master.publisher.build_payload`, the same body ``Model.cqrs_sync()`` sends) and
 published together with :func:`dj_cqrs.master.publisher.publish`. Rows are never re-read one by
 one. A row whose serialization fails is reported and counted; a publish that fails raises
-:class:`~dj_cqrs.exceptions.PublishFailed` after the rows already confirmed were counted.
+:class:`~dj_cqrs.exceptions.PublishFailed` after the rows already confirmed were counted. A
+database outage (:func:`dj_cqrs.database.is_outage`) is waited out: the batch is read or serialized
+again once the database is back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import models
 
 from dj_cqrs.constants import SignalType
+from dj_cqrs.database import call_through_outages, is_outage
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.master import publisher, serializers, tracking
 from dj_cqrs.sync import keyset
+
+logger = logging.getLogger("django-cqrs.sync")
 
 #: ``on_error(pk, reason)``
 ErrorCallback = Callable[[Any, str], None]
@@ -69,6 +75,8 @@ def sync_payloads(
                 publisher.build_payload(model, SignalType.SYNC, instance, data, instance.pk, sent_previous, queue=queue)
             )
         except Exception as exc:  # noqa: BLE001 - a user hook failing on one row must not stop the run
+            if is_outage(exc):
+                raise  # not the row's fault: the batch is serialized again once the database is back
             report.failed += 1
             if on_error is not None:
                 on_error(instance.pk, f"{type(exc).__name__}: {exc}")
@@ -100,6 +108,8 @@ def sync_each(
         try:
             sent = instance.cqrs_sync(queue=queue)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a user hook failing on one row must not stop the run
+            if is_outage(exc):
+                raise  # not the row's fault: the batch is synced again (a SYNC sent twice is harmless)
             report.failed += 1
             if on_error is not None:
                 on_error(instance.pk, f"{type(exc).__name__}: {exc}")
@@ -109,6 +119,16 @@ def sync_each(
         else:
             report.filtered += 1
     return report
+
+
+def _publish_through_outages(
+    model: Any, rows: Sequence[models.Model], queue: str | None, on_error: ErrorCallback | None, using: str
+) -> SyncReport:
+    """:func:`publish_batch`, serialized again after a database outage (nothing of the batch is
+    published before every row is serialized)."""
+    return call_through_outages(
+        lambda: publish_batch(model, rows, queue, on_error), what=f"database {using!r}", using=using, log=logger
+    )
 
 
 def sync_queryset(
@@ -125,7 +145,7 @@ def sync_queryset(
     qs = model.relate_cqrs_serialization(queryset)
     for rows in keyset.pk_batches(qs, batch_size):
         try:
-            report.add(publish_batch(model, rows, queue, on_error))
+            report.add(_publish_through_outages(model, rows, queue, on_error, qs.db))
         except PublishFailed as exc:
             raise SyncAborted(report, len(rows), exc) from exc
         if on_progress is not None:
@@ -150,7 +170,7 @@ def sync_pks(
         qs = model.relate_cqrs_serialization(manager.filter(pk__in=chunk).order_by("pk"))
         rows = keyset.fetch_with_reconnect(keyset.lister(qs), qs.db)
         try:
-            report.add(publish_batch(model, rows, queue, on_error))
+            report.add(_publish_through_outages(model, rows, queue, on_error, qs.db))
         except PublishFailed as exc:
             raise SyncAborted(report, len(rows), exc) from exc
         if on_progress is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from dj_cqrs.management.base import CqrsCommand
-from dj_cqrs.sync import dump
+from dj_cqrs.sync import dump, keyset
 
 
 class Command(CqrsCommand):
@@ -28,7 +28,7 @@ class Command(CqrsCommand):
         model = self.master_model(options["cqrs_id"])
         path = options["output"] or f"{model.CQRS_ID}.dump"
         qs = dump.base_queryset(model)
-        total = qs.count() if options["progress"] else None
+        total = keyset.fetch_with_reconnect(qs.count, qs.db) if options["progress"] else None
         with self.progress(options["progress"], total) as on_progress:
             if path == "-":
                 report = dump.dump(

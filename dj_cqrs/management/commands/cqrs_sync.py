@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from dj_cqrs.management.base import CqrsCommand
-from dj_cqrs.sync import resync
+from dj_cqrs.sync import keyset, resync
 
 
 class Command(CqrsCommand):
@@ -29,7 +29,7 @@ class Command(CqrsCommand):
             self.stdout.write("No objects found for filter! (no --filter given: use -f '{}' for every row)")
             return
         qs = self.filtered(model, options["filter"])
-        total = qs.count() if options["progress"] else None
+        total = keyset.fetch_with_reconnect(qs.count, qs.db) if options["progress"] else None
         try:
             with self.progress(options["progress"], total) as on_progress:
                 report = resync.sync_queryset(

@@ -260,7 +260,7 @@ def test_keyset_string_keys_and_values_list():
         list(keyset.pk_batches(SimplestModelRef.objects.all(), 0))
 
 
-def test_keyset_retries_a_lost_connection(monkeypatch):
+def test_keyset_retries_a_lost_connection(caplog):
     calls = []
 
     def flaky():
@@ -269,9 +269,12 @@ def test_keyset_retries_a_lost_connection(monkeypatch):
             raise OperationalError("server closed the connection unexpectedly")
         return ["ok"]
 
-    assert keyset.fetch_with_reconnect(flaky, "default", delay=0) == ["ok"]
+    with caplog.at_level("INFO", logger="django-cqrs.sync"):
+        assert keyset.fetch_with_reconnect(flaky, "default") == ["ok"]
+    assert len(calls) == 2
+    assert [r.levelname for r in caplog.records if r.name == "django-cqrs.sync"] == ["WARNING", "INFO"]
     with pytest.raises(OperationalError):
-        keyset.fetch_with_reconnect(lambda: (_ for _ in ()).throw(OperationalError("syntax")), "default", delay=0)
+        keyset.fetch_with_reconnect(lambda: (_ for _ in ()).throw(OperationalError("syntax")), "default")
 
 
 # -- admin ------------------------------------------------------------------------------------------
