@@ -293,11 +293,11 @@ def test_admin_action_uses_the_batched_sync(transport, django_assert_max_num_que
     with django_assert_max_num_queries(2):
         admin.sync_items(request, SimplestModel.objects.filter(pk__in=[1, 2, 3]))
     assert [p.instance_pk for p in transport.payloads] == [1, 2, 3]
-    assert [str(m) for m in request._messages] == ["3 successfully synced."]
+    assert [str(m) for m in request._messages] == ["3 successfully synced. 0 failed: []"]
     transport.fail_with = ConnectionError("down")
     request._messages = FallbackStorage(request)
     admin.sync_items(request, SimplestModel.objects.filter(pk__in=[4]))
-    assert [str(m) for m in request._messages] == ["1 failed to sync: 4."]
+    assert [str(m) for m in request._messages] == ["0 successfully synced. 1 failed: [<SimplestModel: SimplestModel object (4)>]"]
 
 
 def test_vendor():
