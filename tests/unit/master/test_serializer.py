@@ -70,7 +70,8 @@ def test_serialization_queries_do_not_grow_with_the_number_of_saves(transport):
             q
             for q in sqls
             if "dj_cqrs_outbox" not in q
-            and not q.startswith('SELECT "master_app_author"."cqrs_revision" AS "cqrs_revision"')
+            # (Django 4.2 writes it without the `AS "cqrs_revision"` alias)
+            and not q.startswith('SELECT "master_app_author"."cqrs_revision" ')
             and q.split(" ")[0] not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")  # incl. the outbox sweep's
         ]
         for sqls in (few, many)
