@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import queue
 from datetime import datetime
 from typing import Any
 
@@ -46,13 +47,13 @@ class DelayQueue:
             ready.append(heapq.heappop(self._heap)[2])
         return ready
 
-    def put(self, delay_message: DelayMessage) -> DelayMessage | None:
-        """Add a message; when full, the earliest one is removed and returned (to handle now)."""
-        evicted = None
+    def put(self, delay_message: DelayMessage) -> None:
+        """Add a message; ``queue.Full`` when the queue holds ``max_size`` messages already."""
+        if not isinstance(delay_message, DelayMessage):
+            raise TypeError(f"DelayQueue holds DelayMessage objects, not {type(delay_message).__name__}")
         if self.full():
-            evicted = self.get()
+            raise queue.Full("Delay queue is full")
         heapq.heappush(self._heap, (delay_message.eta, next(self._seq), delay_message))
-        return evicted
 
     def qsize(self) -> int:
         return len(self._heap)

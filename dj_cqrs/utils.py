@@ -1,17 +1,38 @@
-"""django-cqrs compatible helpers."""
+"""django-cqrs compatible helpers.
+
+Besides its functions, django-cqrs's ``dj_cqrs.utils`` exposed the names it imported; they are
+re-exported (the same objects) so that code importing them from here keeps working.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import datetime
+import logging
+import threading
+from collections import defaultdict
+from contextlib import ContextDecorator
+from datetime import date, datetime, timedelta
 from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.constants import DB_VENDOR_PG, SUPPORTED_TIMEOUT_DB_VENDORS
 from dj_cqrs.dataclasses import message_expiration
 from dj_cqrs.encoding import to_json_value
+from dj_cqrs.logger import install_last_query_capturer
+
+logger = logging.getLogger("django-cqrs")
+
+#: django-cqrs's per-thread state (``dj_cqrs.state.cqrs_state``), where its
+#: ``bulk_relate_cqrs_serialization`` kept a cache; dj_cqrs keeps nothing there.
+cqrs_state = threading.local()
 
 
-def get_message_expiration_dt(message_ttl: int | None = None) -> datetime.datetime | None:
+def get_message_expiration_dt(message_ttl: int | None = None) -> datetime | None:
     """``now + ttl`` (``master.CQRS_MESSAGE_TTL`` when not given), None when messages never expire."""
     if message_ttl is not None:
         return message_expiration(message_ttl)
@@ -58,7 +79,22 @@ def bulk_relate_cqrs_serialization(cqrs_id: str | None = None) -> _BulkRelate:
 
 
 __all__ = [
+    "DB_VENDOR_PG",
+    "SUPPORTED_TIMEOUT_DB_VENDORS",
+    "UUID",
+    "ContextDecorator",
     "apply_query_timeouts",
+    "cqrs_state",
+    "date",
+    "datetime",
+    "defaultdict",
+    "install_last_query_capturer",
+    "logger",
+    "logging",
+    "settings",
+    "timedelta",
+    "timezone",
+    "transaction",
     "bulk_relate_cqrs_serialization",
     "get_delay_queue_max_size",
     "get_json_valid_value",

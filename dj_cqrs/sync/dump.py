@@ -43,10 +43,11 @@ def dump(
     """Write the dump of ``model`` (or of ``queryset``) to ``out``; return the counts.
 
     A row whose serialization raises is reported through ``on_error(pk, reason)`` and left out.
+    The layout is django-cqrs's: the ``CQRS_ID``, then a newline before each row (no final one).
     """
     report = DumpReport()
     qs = base_queryset(model) if queryset is None else queryset
-    out.write(f"{model.CQRS_ID}\n")
+    out.write(model.CQRS_ID)
     for rows, pk_of, serialize in _batches(model, qs, batch_size):
         lines: list[str] = []
         for row in rows:
@@ -57,7 +58,7 @@ def dump(
                 if on_error is not None:
                     on_error(pk_of(row), f"{type(exc).__name__}: {exc}")
         if lines:
-            out.write("\n".join(lines) + "\n")
+            out.write("\n" + "\n".join(lines))
         report.dumped += len(lines)
         if on_progress is not None:
             on_progress(len(rows))

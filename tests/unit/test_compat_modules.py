@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import queue as stdlib_queue
 
 import pytest
 from django.utils import timezone
@@ -14,17 +15,21 @@ from dj_cqrs.logger import install_last_query_capturer, log_timed_out_queries
 from dj_cqrs.transport.mixins import LoggingMixin
 
 
-def test_delay_queue_orders_by_eta_and_evicts_the_earliest_when_full():
+def test_delay_queue_orders_by_eta_and_refuses_a_message_when_full():
     now = timezone.now()
     queue = DelayQueue(max_size=2)
     late = DelayMessage(1, "late", now + datetime.timedelta(hours=1))
     due = DelayMessage(2, "due", now - datetime.timedelta(seconds=1))
     assert queue.put(late) is None and queue.put(due) is None
     assert queue.full() and queue.qsize() == 2
+    with pytest.raises(stdlib_queue.Full):
+        queue.put(DelayMessage(3, "refused", now - datetime.timedelta(hours=1)))
+    assert queue.qsize() == 2
     assert [m.payload for m in queue.get_ready()] == ["due"]
-    evicted = queue.put(DelayMessage(3, "later", now + datetime.timedelta(hours=2)))
-    assert evicted is None
-    assert queue.put(DelayMessage(4, "latest", now + datetime.timedelta(hours=3))).payload == "late"
+    assert queue.put(DelayMessage(3, "later", now + datetime.timedelta(hours=2))) is None
+    assert [queue.get().payload for _ in range(2)] == ["late", "later"]
+    with pytest.raises(TypeError):
+        queue.put(("not", "a", "message"))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DelayQueue(max_size=0)
 

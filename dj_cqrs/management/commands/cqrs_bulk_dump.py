@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser, OutputWrapper
 
 from dj_cqrs.management.base import CqrsCommand
 from dj_cqrs.sync import dump, keyset
@@ -32,7 +32,7 @@ class Command(CqrsCommand):
         with self.progress(options["progress"], total) as on_progress:
             if path == "-":
                 report = dump.dump(
-                    model, self.stdout, batch_size=options["batch"], on_error=self.report_row_error,
+                    model, _Verbatim(self.stdout), batch_size=options["batch"], on_error=self.report_row_error,
                     on_progress=on_progress,
                 )
             else:
@@ -58,3 +58,13 @@ class Command(CqrsCommand):
             if os.path.exists(partial):
                 os.unlink(partial)
         return report
+
+
+class _Verbatim:
+    """Writes text as given: Django's ``OutputWrapper`` would end every write with a newline."""
+
+    def __init__(self, wrapper: OutputWrapper) -> None:
+        self._wrapper = wrapper
+
+    def write(self, text: str, /) -> None:
+        self._wrapper.write(text, ending="")

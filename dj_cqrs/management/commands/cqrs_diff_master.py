@@ -21,4 +21,8 @@ class Command(CqrsCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         model = self.master_model(options["cqrs_id"])
         qs = self.filtered(model, options["filter"])
+        if not qs.exists():
+            # As django-cqrs: nothing on stdout (not even the header), exit status 0.
+            self.stderr.write("No objects found for filter!")
+            return
         pipeline.diff_master(model, qs, self.stdout, batch_size=options["batch"])

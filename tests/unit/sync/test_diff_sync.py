@@ -112,9 +112,17 @@ def test_diff_master_filter_and_is_sync_instance(transport):
     assert run("cqrs_diff_master", "-cid", "nope").error == "Wrong CQRS ID: nope!"
 
 
-def test_empty_master_writes_only_the_header():
-    out = run("cqrs_diff_master", "-cid", "simplest")
-    assert len(out.out.splitlines()) == 1
+def test_nothing_to_diff_writes_nothing_and_says_so_on_stderr(transport):
+    """As django-cqrs: no header, ``No objects found for filter!`` on stderr, exit status 0."""
+    for args in (("cqrs_diff_master", "-cid", "simplest"), ("cqrs_deleted_diff_replica", "-cid", "simplest")):
+        out = run(*args)
+        assert (out.out, out.err.strip(), out.code) == ("", "No objects found for filter!", 0)
+    SimplestModel.objects.create(name="x")
+    transport.join(fail_fast=True)
+    for args in (("cqrs_diff_master", "-cid", "simplest"), ("cqrs_deleted_diff_replica", "-cid", "simplest")):
+        out = run(*args, "--filter", '{"name": "nothing"}')
+        assert (out.out, out.err.strip(), out.code) == ("", "No objects found for filter!", 0)
+        assert run(*args, "--filter", '{"name": "x"}').out.startswith("simplest,")
 
 
 def test_bad_stream_lines_are_reported_with_line_numbers(transport):

@@ -322,3 +322,19 @@ def test_postgres_value_too_long_isolated():
 
 def test_vendor_is_known():
     assert connection.vendor in ("sqlite", "postgresql")
+
+
+def test_dump_layout_is_django_cqrs_s(transport, tmp_path):
+    """The CQRS_ID, then a newline before each row and none at the end (also with no row)."""
+    path = tmp_path / "empty.dump"
+    assert run("cqrs_bulk_dump", "-c", "basic", "-o", str(path)).code == 0
+    assert path.read_text() == "basic"
+    make_basic(2)
+    out = run("cqrs_bulk_dump", "-c", "basic", "-o", "-", "-b", "1")
+    assert out.code == 0 and not out.out.endswith("\n")
+    header, *rows = out.out.split("\n")
+    assert header == "basic" and [json.loads(r)["int_field"] for r in rows] == [1, 2]
+    transport.join(fail_fast=True)
+    BasicFieldsModelRef.objects.all().delete()
+    assert run("cqrs_bulk_load", "-i", "-", stdin=out.out).code == 0
+    assert BasicFieldsModelRef.objects.count() == 2
