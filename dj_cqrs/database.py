@@ -23,7 +23,8 @@ something definite is:
 * a MySQL error whose number means a lost or refused connection (2002, 2003, 2006, 2013, 1040,
   1053, 1927 ...);
 * otherwise (other drivers) an ``InterfaceError``, or an ``OperationalError``/``DatabaseError``
-  whose message says the connection was refused, closed or lost.
+  whose message says the connection was refused, closed or lost, or an ``OperationalError``
+  while one of the open connections is no longer usable.
 
 :class:`Outage` is the state of one outage (one log line when it starts, one when it ends,
 exponential back-off between attempts); :func:`call_through_outages` runs a unit of work until it
@@ -207,10 +208,11 @@ class Outage:
 
     :meth:`failed` logs one WARNING when the outage starts (DEBUG for every further failed
     attempt) and returns how long to wait before the next attempt (exponential back-off with
-    jitter, 0.5 s doubling up to ``maximum``); :meth:`recovered` logs one INFO line when it ends.
+    jitter, 0.5 s doubling up to ``maximum``: a connection attempt is cheap, and the end of an
+    outage is noticed within that many seconds); :meth:`recovered` logs one INFO line when it ends.
     """
 
-    def __init__(self, what: str, *, log: logging.Logger | None = None, maximum: float = 30.0) -> None:
+    def __init__(self, what: str, *, log: logging.Logger | None = None, maximum: float = 10.0) -> None:
         #: What waits, for the log lines ("replica database", "database 'default'" ...).
         self.what = what
         self.log = log or logger
