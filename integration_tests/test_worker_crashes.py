@@ -219,5 +219,5 @@ def test_replica_database_connection_killed_mid_stream(rabbitmq, postgres):
             stop_process(process)
         log = log_text(process)
         # The workers noticed, kept the message, reconnected by themselves, and never died.
-        assert "database_unavailable" in log, log[-3000:]
+        assert "Replica database unavailable" in log, log[-3000:]
         assert "exited with code" not in log, log[-3000:]
