@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import socket
+import time
 
 import psycopg2
 import psycopg2.errors
@@ -369,3 +370,49 @@ def test_relay_once_waits_through_an_outage(monkeypatch, caplog):
     assert stop.waits and max(stop.waits) <= 1.2
     assert relay.waiting() == []
     assert [r.levelname for r in caplog.records if r.name == "django-cqrs.relay"] == ["WARNING", "INFO"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_loop_waits_through_an_outage_and_keeps_housekeeping_off_that_database(monkeypatch, caplog):
+    from dj_cqrs.master import outbox
+    from dj_cqrs.master.relay import Relay
+
+    failures = [_as_django(_connect_error()) for _ in range(3)]
+    housekept: list[str] = []
+
+    def claim_and_publish(using, limit, min_age=0.0):
+        if failures:
+            raise failures.pop(0)
+        return 0
+
+    def oldest_pending_age(using):
+        housekept.append(using)
+        return None
+
+    monkeypatch.setattr(outbox, "claim_and_publish", claim_and_publish)
+    monkeypatch.setattr(outbox, "oldest_pending_age", oldest_pending_age)
+
+    class StopWhenBack(StopFlag):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def wait(self, seconds: float) -> bool:
+            self.waits.append(seconds)
+            if relay.waiting():
+                time.sleep(seconds)  # the back-off (3.5 s in all)
+            else:
+                self.set()  # a pass found the database back
+            return self.is_set()
+
+    stop = StopWhenBack()
+    relay = Relay(databases=["default"], min_age=0, interval=5.0, stop=stop)
+    with caplog.at_level(logging.INFO, logger="django-cqrs.relay"):
+        relay.run()
+    relay_lines = [r for r in caplog.records if r.name == "django-cqrs.relay"]
+    outage_lines = [r.levelname for r in relay_lines if "available" in r.getMessage()]
+    assert outage_lines == ["WARNING", "INFO"]  # one when it starts, one when it ends
+    assert not [r for r in relay_lines if r.levelno >= logging.ERROR]  # no "relay pass failed"
+    assert len(stop.waits) >= 3 and max(stop.waits[:-1]) < 5.0  # the back-off, not the interval
+    assert stop.waits[-1] == 5.0
+    assert housekept == []  # no alert query against the database while it was out
