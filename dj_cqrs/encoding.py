@@ -9,7 +9,8 @@ peer:
 * on the way in, a JSON number with a fraction or exponent becomes :class:`ExactFloat`, a ``float``
   that remembers its text, so a ``DecimalField`` on our replica gets the exact value;
 * ``NaN``, ``Infinity`` and ``-Infinity`` are read, as django-cqrs (ujson) reads and writes them
-  for float values, and written back only where a received body is re-encoded (``allow_nan``);
+  for float values, and written (``allow_nan``) where a master publishes or records a float
+  column's value and where a received body is re-encoded;
 * a string holding a lone UTF-16 surrogate (``"\\ud800"``) is refused (``ValueError``): it is not
   Unicode text, so it could neither be stored (PostgreSQL) nor encoded again as UTF-8.
 """

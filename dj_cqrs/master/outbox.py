@@ -59,7 +59,7 @@ def _data(event: PendingEvent, correlation_id: str | None, meta: dict[str, Any] 
         data["previous_data"] = event.previous_data
     if event.queue:
         data["queue"] = event.queue
-    return encoding.dumps(data)
+    return encoding.dumps(data, allow_nan=True)
 
 
 def _correlation(event: PendingEvent) -> str | None:
@@ -180,7 +180,7 @@ def update_data(event: PendingEvent) -> None:
     row = model.objects.using(event.using).only("data").get(pk=event.outbox_id)
     stored = encoding.loads(row.data)
     stored["previous_data"] = event.previous_data
-    model.objects.using(event.using).filter(pk=event.outbox_id).update(data=encoding.dumps(encoding.restore_exact(stored)))
+    model.objects.using(event.using).filter(pk=event.outbox_id).update(data=encoding.dumps(encoding.restore_exact(stored), allow_nan=True))
 
 
 _COLUMNS = ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")

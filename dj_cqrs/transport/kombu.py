@@ -100,7 +100,7 @@ class KombuTransport(BaseTransport):
     def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
         for payload in payloads:
             self.publish_raw(
-                self.exchange(), routing_key_for(payload), encoding.dumps_bytes(payload.to_dict()), None, payload
+                self.exchange(), routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True), None, payload
             )
 
     def publish_raw(

@@ -67,7 +67,7 @@ class MemoryTransport(BaseTransport):
             from dj_cqrs.exceptions import PublishFailed
 
             raise PublishFailed(str(self.fail_with)) from self.fail_with
-        message = StoredMessage(routing_key(payload), encoding.dumps_bytes(payload.to_dict()))
+        message = StoredMessage(routing_key(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True))
         with self._lock:
             self.messages.append(message)
             self.published.append(message)

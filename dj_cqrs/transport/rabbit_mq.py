@@ -286,7 +286,7 @@ class RabbitMQTransport(BaseTransport):
 
     def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
         items = [
-            (routing_key_for(p), encoding.dumps_bytes(p.to_dict()), p) for p in payloads
+            (routing_key_for(p), encoding.dumps_bytes(p.to_dict(), allow_nan=True), p) for p in payloads
         ]
         self.publish_raw([(cqrs_settings.exchange, rk, body, None, None) for rk, body, _ in items], payloads=[p for *_, p in items])
 
