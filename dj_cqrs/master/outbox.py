@@ -51,6 +51,18 @@ def _meta_needed(instance: Any) -> bool:
     )
 
 
+def _instance_meta(event: PendingEvent, instance: Any) -> dict[str, Any]:
+    """``get_cqrs_meta()`` of a SAVE or SYNC, with what django-cqrs passes at commit: the
+    instance's ``instance_data`` (``to_cqrs_dict(sync=...)``), the event's ``previous_data`` and
+    its own signal type."""
+    meta: dict[str, Any] = instance.get_cqrs_meta(
+        instance_data=publisher.serialize(instance, sync=event.signal is SignalType.SYNC),
+        previous_data=event.previous_data,
+        signal_type=event.signal,
+    )
+    return meta
+
+
 def _data(event: PendingEvent, correlation_id: str | None, meta: dict[str, Any] | None) -> str:
     data: dict[str, Any] = {"correlation_id": correlation_id, "meta": meta}
     if event.signal is SignalType.DELETE:
@@ -112,10 +124,7 @@ def _record(event: PendingEvent) -> None:
             revision = _stored_revision(event)
             instance.__dict__["cqrs_revision"] = revision
             pending_bump = False
-        instance_data = publisher.serialize(instance)
-        meta = instance.get_cqrs_meta(
-            instance_data=instance_data, previous_data=event.previous_data, signal_type=SignalType.SAVE
-        )
+        meta = _instance_meta(event, instance)
     else:
         meta = {}
     event.meta = meta
@@ -142,12 +151,9 @@ def _record_many(events: list[PendingEvent]) -> None:
     rows = []
     for event in events:
         instance = event.instance
-        if event.signal is SignalType.SAVE and instance is not None and _meta_needed(instance):
-            meta = instance.get_cqrs_meta(
-                instance_data=publisher.serialize(instance),
-                previous_data=event.previous_data,
-                signal_type=SignalType.SAVE,
-            )
+        meta: dict[str, Any] | None
+        if event.signal is not SignalType.DELETE and instance is not None and _meta_needed(instance):
+            meta = _instance_meta(event, instance)
         else:
             meta = event.meta if event.signal is SignalType.DELETE else {}
         revision = event.revision
@@ -172,14 +178,31 @@ def _record_many(events: list[PendingEvent]) -> None:
 
 
 def update_data(event: PendingEvent) -> None:
-    """Rewrite the captured data of an event merged with a later save in the same transaction
-    (only when the merge changed its ``previous_data``, the one part that can change)."""
-    if event.outbox_id is None or not event.previous_changed:
+    """Rewrite the captured data of an event merged with a later save in the same transaction,
+    when the merge changed its ``previous_data`` or its ``meta``.
+
+    ``meta`` is built again from the object as this save left it (the last save of the
+    transaction holds its final state), so that it describes the state the message carries, as
+    django-cqrs's meta built at commit does. Models without a meta hook skip this work.
+    """
+    if event.outbox_id is None:
+        return
+    meta_changed = False
+    instance = event.instance
+    if event.signal is SignalType.SAVE and instance is not None and _meta_needed(instance):
+        if serializers.is_expression(instance.__dict__.get("cqrs_revision")):
+            instance.__dict__["cqrs_revision"] = _stored_revision(event)
+        meta = _instance_meta(event, instance)
+        meta_changed = meta != event.meta
+        event.meta = meta
+    if not (event.previous_changed or meta_changed):
         return
     model = _outbox_model()
     row = model.objects.using(event.using).only("data").get(pk=event.outbox_id)
     stored = encoding.loads(row.data)
     stored["previous_data"] = event.previous_data
+    if meta_changed:
+        stored["meta"] = event.meta
     model.objects.using(event.using).filter(pk=event.outbox_id).update(data=encoding.dumps(encoding.restore_exact(stored), allow_nan=True))
 
 
