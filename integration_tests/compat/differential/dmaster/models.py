@@ -94,3 +94,22 @@ class Picky(MasterMixin):
 
     def is_sync_instance(self):
         return self.visible
+
+
+class Stamped(MasterMixin):
+    """``get_cqrs_meta`` describing the object's state (the meta scenarios)."""
+
+    CQRS_ID = "diff_stamped"
+
+    name = models.CharField(max_length=50)
+    status = models.CharField(max_length=20, default="new")
+
+    def get_cqrs_meta(self, **kwargs):
+        data = kwargs.get("instance_data") or {}
+        return {
+            "kw": sorted(kwargs),
+            "sig": str(kwargs.get("signal_type")),
+            "data_name": data.get("name"),
+            "data_status": data.get("status"),
+            "obj_name": self.name,
+        }
