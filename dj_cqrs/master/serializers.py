@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from dj_cqrs.master.mixins import RawMasterMixin
 
 _FIELDS_ATTR = "_cqrs_serialized_fields"
+_LAYOUT_ATTR = "_cqrs_serialized_layout"
+_CQRS_FIELDS = ("cqrs_revision", "cqrs_updated")
 _JSON_NATIVE = frozenset({str, int, bool, float})
 _SERIALIZER_ATTR = "_cqrs_serializer_cls"
 _OVERRIDES_ATTR = "_cqrs_overridden_hooks"
@@ -33,12 +35,51 @@ def serialized_fields(model: type[models.Model]) -> list[tuple[str, str]]:
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     spec = getattr(model, "CQRS_FIELDS", ALL_BASIC_FIELDS)
-    concrete = [f for f in model._meta.concrete_fields if f.name not in ("cqrs_revision", "cqrs_updated")]
+    concrete = [f for f in model._meta.concrete_fields if f.name not in _CQRS_FIELDS]
     if spec != ALL_BASIC_FIELDS:
         wanted = set(spec)
         concrete = [f for f in concrete if f.name in wanted]
     result = [(f.name, f.attname) for f in concrete]
     setattr(model, _FIELDS_ATTR, result)
+    return result
+
+
+#: A serialized row's key order: runs of plain fields, each followed by the ``cqrs_*`` field
+#: written after it ("" after the last run).
+Layout = tuple[tuple[tuple[tuple[str, str], ...], str], ...]
+
+
+def serialized_layout(model: type[models.Model]) -> Layout:
+    """The key order of ``instance_data``, found once per model.
+
+    As django-cqrs writes it: the concrete fields in ``_meta`` order, where ``cqrs_revision`` and
+    ``cqrs_updated`` stand where the mixin puts them when ``CQRS_FIELDS`` includes them (always
+    with ``'__all__'``), and at the end otherwise.
+    """
+    cached = model.__dict__.get(_LAYOUT_ATTR)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    plain = serialized_fields(model)
+    spec = getattr(model, "CQRS_FIELDS", ALL_BASIC_FIELDS)
+    included = set(_CQRS_FIELDS) if spec == ALL_BASIC_FIELDS else set(spec) & set(_CQRS_FIELDS)
+    plain_names = {name for name, _ in plain}
+    layout: list[tuple[tuple[tuple[str, str], ...], str]] = []
+    run: list[tuple[str, str]] = []
+    placed: list[str] = []
+    fields = iter(plain)
+    for field in model._meta.concrete_fields:
+        if field.name in included:
+            layout.append((tuple(run), field.name))
+            placed.append(field.name)
+            run = []
+        elif field.name in plain_names:
+            run.append(next(fields))
+    layout.append((tuple(run), ""))
+    for name in _CQRS_FIELDS:
+        if name not in placed:
+            layout.append(((), name))
+    result = tuple(layout)
+    setattr(model, _LAYOUT_ATTR, result)
     return result
 
 
@@ -57,7 +98,7 @@ def overrides(model: type[models.Model], hook: str) -> bool:
 
 
 def forget_cached(model: type[models.Model]) -> None:
-    for attr in (_FIELDS_ATTR, _SERIALIZER_ATTR, _OVERRIDES_ATTR):
+    for attr in (_FIELDS_ATTR, _LAYOUT_ATTR, _SERIALIZER_ATTR, _OVERRIDES_ATTR):
         if attr in model.__dict__:
             delattr(model, attr)
 
@@ -105,12 +146,15 @@ def default_serialize(instance: models.Model) -> dict[str, Any]:
 def serialize_values(model: type[models.Model], data: Mapping[str, Any]) -> dict[str, Any]:
     """The default serialization of a row given as ``{attname: value}`` (e.g. from ``values()``)."""
     result: dict[str, Any] = {}
-    for name, attname in serialized_fields(model):
-        value = data.get(attname)
-        result[name] = value if value is None or type(value) in _JSON_NATIVE else to_json_value(value)
-    result["cqrs_revision"] = data.get("cqrs_revision")
-    updated = data.get("cqrs_updated")
-    result["cqrs_updated"] = None if updated is None else str(updated)
+    for fields, cqrs_field in serialized_layout(model):
+        for name, attname in fields:
+            value = data.get(attname)
+            result[name] = value if value is None or type(value) in _JSON_NATIVE else to_json_value(value)
+        if cqrs_field == "cqrs_revision":
+            result["cqrs_revision"] = data.get("cqrs_revision")
+        elif cqrs_field:
+            updated = data.get("cqrs_updated")
+            result["cqrs_updated"] = None if updated is None else str(updated)
     return result
 
 

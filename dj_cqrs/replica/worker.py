@@ -4,9 +4,9 @@ The supervisor starts ``workers`` processes (spawned, each runs ``django.setup()
 transport's consume loop), restarts any that dies (with back-off, so a crash loop does not spin),
 restarts them all on a code change (``--reload``) or SIGHUP, and on SIGTERM/SIGINT asks them to
 stop (SIGINT), waits ``sigint_timeout`` seconds, then kills what is left (SIGKILL) and waits
-``sigkill_timeout`` seconds more. A worker that is asked to stop finishes the message it is
-applying and acknowledges it; the ones it had not started stay unacknowledged and are
-redelivered by the broker.
+``sigkill_timeout`` seconds more (``None``: no limit, what django-cqrs's flags given without a
+value mean). A worker that is asked to stop finishes the message it is applying and acknowledges
+it; the ones it had not started stay unacknowledged and are redelivered by the broker.
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ class _Slot:
     restart_at: float = 0.0
 
 
+def _join_all(processes: list[Any], timeout: float | None) -> None:
+    """Wait for ``processes`` to end, ``timeout`` seconds in total (None: as long as it takes)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for process in processes:
+        process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
 class Supervisor:
     def __init__(
         self,
@@ -76,8 +83,8 @@ class Supervisor:
         cqrs_ids: list[str] | None = None,
         reload: bool = False,
         ignore_paths: list[str] | None = None,
-        sigint_timeout: float = 5,
-        sigkill_timeout: float = 1,
+        sigint_timeout: float | None = 5,
+        sigkill_timeout: float | None = 1,
         watch_path: str | None = None,
     ) -> None:
         self.workers = max(1, workers)
@@ -142,16 +149,12 @@ class Supervisor:
                 os.kill(process.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + self.sigint_timeout
-        for process in alive:
-            process.join(max(0.0, deadline - time.monotonic()))
+        _join_all(alive, self.sigint_timeout)
         for process in alive:
             if process.is_alive():
                 logger.warning("CQRS worker %s did not stop in %ss: killing it", process.pid, self.sigint_timeout)
                 process.kill()
-        deadline = time.monotonic() + self.sigkill_timeout
-        for process in alive:
-            process.join(max(0.0, deadline - time.monotonic()))
+        _join_all(alive, self.sigkill_timeout)
         for slot in self.slots:
             slot.process = None
 

@@ -20,7 +20,7 @@ counted; the other lines are still processed. A stream that cannot be used at al
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from django.db import models
@@ -30,7 +30,7 @@ from dj_cqrs.sync import diff, jsonl, resync
 from dj_cqrs.sync.dump import Writer
 
 ErrorCallback = Callable[[int, str], None]
-KeysCallback = Callable[[list[Any]], None]
+KeysCallback = Callable[[Collection[Any]], None]
 
 
 class StreamError(Exception):
@@ -106,7 +106,11 @@ def diff_replica(
     on_error: ErrorCallback | None = None,
     on_keys: KeysCallback | None = None,
 ) -> StreamReport:
-    """``cqrs_diff_replica``: echo the header with ``,<queue>``, write the keys to re-sync."""
+    """``cqrs_diff_replica``: echo the header with ``,<queue>``, write the keys to re-sync.
+
+    The keys of a line are written, and given to ``on_keys``, as the ``set`` django-cqrs made of
+    them (its order; its ``PK to resync: {...}`` text).
+    """
     report = StreamReport()
     lines = jsonl.numbered(stream)
     header, _, model = _header(lines, replica_registry)
@@ -118,10 +122,11 @@ def diff_replica(
             _bad(report, on_error, number, str(exc))
             continue
         if keys:
-            out.write(jsonl.encode(keys) + "\n")
-            report.keys += len(keys)
+            resync_keys = set(keys)  # JSON scalars, all hashable
+            out.write(jsonl.encode(list(resync_keys)) + "\n")
+            report.keys += len(resync_keys)
             if on_keys is not None:
-                on_keys(keys)
+                on_keys(resync_keys)
     return report
 
 

@@ -67,3 +67,36 @@ def test_unknown_cqrs_id_is_refused(runs):
     with pytest.raises(CommandError, match="Wrong CQRS ID: nope, missing!"):
         call_command("cqrs_consume", "--cqrs-id", "simplest", "nope", "missing")
     assert runs == []
+
+
+def test_flags_without_a_value_as_django_cqrs(runs):
+    """``nargs='?'`` as django-cqrs: the flag alone ignores nothing and sets no time limit."""
+    call_command("cqrs_consume", "--ignore-paths", "--sigint-timeout", "--sigkill-timeout")
+    [supervisor] = runs
+    assert supervisor.ignore_paths == []
+    assert (supervisor.sigint_timeout, supervisor.sigkill_timeout) == (None, None)
+
+
+def test_stop_without_a_time_limit_waits_for_the_workers(monkeypatch):
+    supervisor = Supervisor(sigint_timeout=None, sigkill_timeout=None)
+    joined: list[float | None] = []
+
+    class Stopping:
+        pid = 4242
+        alive = True
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+        def join(self, timeout: float | None = None) -> None:
+            joined.append(timeout)
+            self.alive = False
+
+        def kill(self) -> None:  # pragma: no cover - the worker stopped when asked
+            raise AssertionError("killed a worker that stopped")
+
+    supervisor.slots[0].process = Stopping()  # type: ignore[assignment]
+    monkeypatch.setattr("os.kill", lambda pid, sig: None)
+    supervisor._stop_processes()
+    assert joined == [None, None]
+    assert supervisor.slots[0].process is None

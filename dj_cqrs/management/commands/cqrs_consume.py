@@ -19,10 +19,17 @@ class Command(BaseCommand):
             help="Only bind these CQRS_IDs (default: every registered replica model).",
         )
         parser.add_argument("--reload", "-r", action="store_true", help="Restart workers when .py files change.")
-        parser.add_argument("--ignore-paths", default="", help="Comma-separated paths --reload ignores.")
-        parser.add_argument("--sigint-timeout", type=float, default=5, help="Seconds workers get to stop (default 5).")
+        # nargs="?" as django-cqrs: the flag alone gives None (nothing ignored; no time limit)
         parser.add_argument(
-            "--sigkill-timeout", type=float, default=1, help="Seconds to wait after killing a worker (default 1)."
+            "--ignore-paths", nargs="?", default=None, help="Comma-separated paths --reload ignores."
+        )
+        parser.add_argument(
+            "--sigint-timeout", nargs="?", type=float, default=5,
+            help="Seconds workers get to stop (default 5; the flag alone: no limit).",
+        )
+        parser.add_argument(
+            "--sigkill-timeout", nargs="?", type=float, default=1,
+            help="Seconds to wait after killing a worker (default 1; the flag alone: no limit).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,7 +45,7 @@ class Command(BaseCommand):
                 raise CommandError(f"Wrong CQRS ID: {', '.join(unknown)}!")
         if not len(replica_registry):
             raise CommandError("No replica models are registered in this service.")
-        ignore = [p.strip() for p in options["ignore_paths"].split(",") if p.strip()]
+        ignore = [p.strip() for p in (options["ignore_paths"] or "").split(",") if p.strip()]
         Supervisor(
             workers=workers,
             cqrs_ids=cqrs_ids,

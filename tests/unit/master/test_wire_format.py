@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import io
+import json
 import re
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from tests.apps.master_app.models import (
@@ -67,6 +70,28 @@ def test_save_body_keys_order_and_types(transport):
     assert isinstance(body["expires"], str)
     assert body["meta"] == {}
     assert message.body.startswith(b'{"signal_type":"SAVE","cqrs_id":"simplest","instance_data":{')
+
+
+def test_instance_data_keys_in_model_field_order_as_django_cqrs(transport, tmp_path):
+    """django-cqrs walks ``_meta`` fields: the mixin's ``cqrs_revision``/``cqrs_updated`` stand where
+    the mixin puts them (after an auto ``id``, before an explicit primary key), and at the end
+    when ``CQRS_FIELDS`` leaves them out. The same order in ``to_cqrs_dict()``, bodies and dumps."""
+    simplest = SimplestModel.objects.create(name="a")
+    BasicFieldsModel.objects.create(int_field=1, char_field="c")
+    subset = FieldsSubsetModel.objects.create(public="p")
+    expected = {
+        "simplest": ["id", "cqrs_revision", "cqrs_updated", "name"],
+        "basic": ["cqrs_revision", "cqrs_updated", "int_field", "bool_field", "char_field", "date_field",
+                  "datetime_field", "float_field", "url_field", "uuid_field", "decimal_field"],
+        "fields_subset": ["id", "public", "cqrs_revision", "cqrs_updated"],
+    }
+    assert {m.data["cqrs_id"]: list(m.data["instance_data"]) for m in transport.published} == expected
+    assert list(simplest.to_cqrs_dict()) == expected["simplest"]
+    assert list(subset.to_cqrs_dict()) == expected["fields_subset"]
+
+    path = tmp_path / "dump"
+    call_command("cqrs_bulk_dump", "--cqrs-id", "simplest", "-o", str(path), stderr=io.StringIO())
+    assert list(json.loads(path.read_text().splitlines()[1])) == expected["simplest"]
 
 
 def test_cqrs_updated_is_str_of_the_aware_datetime(transport):

@@ -82,6 +82,18 @@ def test_drift_and_deletions_repaired_end_to_end(transport):
     assert names(SimplestModelRef) == names(SimplestModel)
 
 
+def test_diff_replica_lists_keys_as_the_set_django_cqrs_printed(transport):
+    for i in range(1, 11):
+        SimplestModel.objects.create(name=f"row {i}")
+    transport.join(fail_fast=True)
+    SimplestModelRef.objects.filter(pk__in=[2, 9]).delete()
+    stream = "simplest,2024-01-01 00:00:00+00:00\n" + json.dumps([[9, 0], [2, 0], [3, 0]]) + "\n"
+    replica = run("cqrs_diff_replica", stdin=stream)
+    assert replica.code == 0, replica.err
+    assert replica.err.strip() == "PK to resync: {9, 2}"  # a set's repr, in the set's order
+    assert replica.out.splitlines()[1:] == ["[9,2]"]
+
+
 def test_uuid_primary_key_not_named_id(transport):
     objs = [UUIDPkModel.objects.create(name=f"ü {i}") for i in range(6)]
     transport.join(fail_fast=True)
