@@ -119,7 +119,7 @@ invalid = st.one_of(
     st.text(max_size=30).filter(_not_a_datetime).map(lambda s: (dict(template(next(_pks)), expires=s), {"bad_expires"})),
     st.integers(1, 10**8).map(lambda s: (template(next(_pks)) | {"expires": iso_in(-s)}, {"expired"})),
     st.just(None).map(lambda _: (dict(template(next(_pks)), instance_data={"id": 1, "name": "x", "mode": "ok"}), {"missing_cqrs_fields"})),
-    st.just(None).map(lambda _: ({**template(next(_pks)), "instance_data": {"cqrs_revision": 0, "cqrs_updated": "2026-11-22 08:00:00+00:00", "name": "x"}}, {"missing_required_fields"})),
+    st.just(None).map(lambda _: ({**template(next(_pks)), "instance_data": {"cqrs_revision": 0, "cqrs_updated": "2026-11-22 08:00:00+00:00", "name": "x"}}, {"missing_pk"})),
     st.text(min_size=51, max_size=200).filter(lambda s: len(s.encode()) < 1000).map(lambda name: (template(next(_pks), name=name), {"max_retries"})),  # DataError
     st.just(None).map(lambda _: (template(next(_pks), mode="create_raises"), {"max_retries"})),
     st.integers(MAX_BYTES, 3 * MAX_BYTES).map(lambda n: (template(next(_pks), name="x" * n), {"too_large"})),

@@ -195,6 +195,11 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         mapped = self._make_initial_mapping(master_data)
         if mapped is None:
             return None
+        # the key first, as django-cqrs checks it: a row without one is "missing_pk", whatever else
+        pk_field = self.model._meta.pk
+        if pk_field.name not in mapped and pk_field.attname not in mapped:  # an FK key is under its attname
+            self._log_pk_data_error()
+            return None
         if not getattr(self.model, "CQRS_CUSTOM_SERIALIZATION", False):
             mapped = self._remove_excessive_data(mapped)
             if not self._all_required_fields_are_filled(mapped):
@@ -203,10 +208,6 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                 )
                 last_error_holder()["reason"] = "missing_required_fields"
                 return None
-        pk_field = self.model._meta.pk
-        if pk_field.name not in mapped and pk_field.attname not in mapped:  # an FK key is under its attname
-            self._log_pk_data_error()
-            return None
         return mapped
 
     def _make_initial_mapping(self, master_data: dict[str, Any]) -> dict[str, Any] | None:

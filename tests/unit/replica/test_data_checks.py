@@ -82,6 +82,16 @@ def test_missing_pk_fails(errors):
     assert errors() == ["CQRS PK is not provided in data (author).", "CQRS PK is not provided in data (simplest)."]
 
 
+def test_missing_pk_is_reported_before_the_other_required_fields(errors):
+    """django-cqrs checks the key first: a row without ``id`` logs the PK line (not "Not all
+    required ...") even when ``id`` is also a required field; the reason says the same."""
+    with no_retries() as transport:
+        outcome = send(transport, "SAVE", {"name": "x", "cqrs_revision": 0, "cqrs_updated": UPDATED})
+
+    assert (outcome.action, outcome.reason) == (Action.DEAD_LETTER, "missing_pk")
+    assert errors() == ["CQRS PK is not provided in data (simplest)."]
+
+
 def test_missing_revision_fields_fail(errors):
     with no_retries() as transport:
         outcome = send(transport, "SAVE", {"id": 1, "name": "x", "cqrs_revision": "1", "cqrs_updated": UPDATED})
