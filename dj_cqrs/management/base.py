@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
 from dj_cqrs.registry import master_registry, replica_registry
+from dj_cqrs.sync import find_model
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -92,14 +93,14 @@ class CqrsCommand(BaseCommand):
 
     @staticmethod
     def master_model(cqrs_id: str) -> Any:
-        model = master_registry.get_model_by_cqrs_id(cqrs_id)
+        model = find_model(master_registry, cqrs_id)
         if model is None:
             raise CommandError(f"Wrong CQRS ID: {cqrs_id}!")
         return model
 
     @staticmethod
     def replica_model(cqrs_id: str) -> Any:
-        model = replica_registry.get_model_by_cqrs_id(cqrs_id)
+        model = find_model(replica_registry, cqrs_id)
         if model is None or not (isinstance(model, type) and issubclass(model, models.Model)):
             raise CommandError(f"Wrong CQRS ID: {cqrs_id}!")
         return model

@@ -25,7 +25,7 @@ from django.db import connections, router, transaction
 from dj_cqrs.database import call_through_outages
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import bulk, upsert
-from dj_cqrs.sync import jsonl
+from dj_cqrs.sync import find_model, jsonl
 
 logger = logging.getLogger("django-cqrs.sync")
 
@@ -62,7 +62,7 @@ def read_header(lines: Iterator[tuple[int, str]], source: str = "-") -> tuple[st
     except StopIteration:
         raise LoadError(f"File {source} is empty!") from None
     cqrs_id = first.strip()
-    model = replica_registry.get_model_by_cqrs_id(cqrs_id)
+    model = find_model(replica_registry, cqrs_id)
     if model is None:
         raise LoadError(f"Wrong CQRS ID: {cqrs_id}!")
     return cqrs_id, model

@@ -26,7 +26,7 @@ from typing import Any
 from django.db import models
 
 from dj_cqrs.registry import master_registry, replica_registry
-from dj_cqrs.sync import diff, jsonl, resync
+from dj_cqrs.sync import diff, find_model, jsonl, resync
 from dj_cqrs.sync.dump import Writer
 
 ErrorCallback = Callable[[int, str], None]
@@ -54,7 +54,7 @@ def _header(lines: Iterator[tuple[int, str]], registry: Any) -> tuple[str, str, 
         raise StreamError("Input stream is empty!") from None
     header = header.strip()
     cqrs_id = jsonl.header_cqrs_id(header)
-    model = registry.get_model_by_cqrs_id(cqrs_id)
+    model = find_model(registry, cqrs_id)
     if model is None:
         raise StreamError(f"Wrong CQRS ID: {cqrs_id}!")
     return header, cqrs_id, model

@@ -63,10 +63,13 @@ def test_workers_must_be_positive(runs, workers):
     assert runs == []
 
 
-def test_unknown_cqrs_id_is_refused(runs):
+def test_unknown_cqrs_id_is_refused(runs, caplog):
     with pytest.raises(CommandError, match="Wrong CQRS ID: nope, missing!"):
         call_command("cqrs_consume", "--cqrs-id", "simplest", "nope", "missing")
     assert runs == []
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "No model with such CQRS_ID: nope."), ("ERROR", "No model with such CQRS_ID: missing.")
+    ]
 
 
 def test_flags_without_a_value_as_django_cqrs(runs):

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dj_cqrs.registry import replica_registry
+from dj_cqrs.sync import find_model
 
 
 class Command(BaseCommand):
@@ -40,7 +41,7 @@ class Command(BaseCommand):
             raise CommandError("--workers must be >= 1")
         cqrs_ids = options["cqrs_id"] or None
         if cqrs_ids:
-            unknown = [c for c in cqrs_ids if c not in replica_registry]
+            unknown = [c for c in cqrs_ids if find_model(replica_registry, c) is None]
             if unknown:
                 raise CommandError(f"Wrong CQRS ID: {', '.join(unknown)}!")
         if not len(replica_registry):

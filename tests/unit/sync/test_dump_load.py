@@ -177,7 +177,7 @@ def test_bad_lines_are_reported_and_lose_no_good_line(batch, workers):
     ]
     assert "line 3: empty line" in result.err
     assert "line 4: not valid JSON" in result.err
-    assert "line 6: required field(s) missing: int_field" in result.err
+    assert "line 6: primary key 'int_field' missing" in result.err
     assert "line 7: cqrs_revision (an integer) and cqrs_updated are required" in result.err
     assert "line 8: not a JSON object" in result.err
     assert "line 9: invalid value" in result.err and "date" in result.err
@@ -193,6 +193,25 @@ def test_wrong_cqrs_id_and_empty_input_fail_before_writing(tmp_path):
     missing = run("cqrs_bulk_load", "-i", str(tmp_path / "missing.dump"))
     assert missing.code == 1 and "cannot be read" in missing.error
     assert run("cqrs_bulk_dump", "-c", "nope").error == "Wrong CQRS ID: nope!"
+
+
+def test_unknown_cqrs_id_is_logged_as_django_cqrs_logs_it(caplog):
+    """Every command that looks a ``CQRS_ID`` up logs django-cqrs's ERROR line before failing."""
+    header = "nope,2024-01-01 00:00:00+00:00"
+    runs = [
+        run("cqrs_bulk_dump", "-c", "nope"),
+        run("cqrs_bulk_load", "-i", "-", stdin="nope\n{}\n"),
+        run("cqrs_sync", "-c", "nope", "-f", "{}"),
+        run("cqrs_diff_master", "-c", "nope"),
+        run("cqrs_diff_replica", stdin=f"{header}\n[[1, 0]]\n"),
+        run("cqrs_diff_sync", stdin=f"{header},None\n[1]\n"),
+        run("cqrs_deleted_diff_replica", "-c", "nope"),
+        run("cqrs_deleted_diff_master", stdin=f"{header}\n[1]\n"),
+        run("cqrs_deleted_sync_replica", stdin=f"{header}\n[1]\n"),
+    ]
+    assert [r.error for r in runs] == ["Wrong CQRS ID: nope!"] * len(runs)
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if "CQRS_ID" in r.getMessage()]
+    assert lines == [("django-cqrs.sync", "ERROR", "No model with such CQRS_ID: nope.")] * len(runs)
 
 
 ONE_ROW = 'simplest\n{"id":9,"name":"new","cqrs_revision":0,"cqrs_updated":"2026-01-01 00:00:00+00:00"}\n'
