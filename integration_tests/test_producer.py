@@ -186,8 +186,9 @@ def test_threads_get_separate_connections(rabbit_names, proxy):
         assert sorted(bound.pks()) == sorted(expected)
 
 
-def _child_publishes(ready: Any, go: Any, result: Any) -> None:
+def _child_publishes(ready: Any, go: Any, result: Any, on_class: bool = False) -> None:
     from dj_cqrs.transport import get_transport
+    from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
 
     try:
         ready.send(os.getpid())
@@ -196,7 +197,10 @@ def _child_publishes(ready: Any, go: Any, result: Any) -> None:
             return
         go.recv()
         # What a post-fork hook may do: must not close the parent's connection (it shares its socket).
-        get_transport().clean_connection()
+        if on_class:
+            RabbitMQTransport.clean_connection()  # django-cqrs's classmethod style
+        else:
+            get_transport().clean_connection()
         for pk in range(500, 510):
             get_transport().produce(payload(pk))
         result.send("published")
@@ -205,7 +209,8 @@ def _child_publishes(ready: Any, go: Any, result: Any) -> None:
         result.send(repr(exc))
 
 
-def test_forked_child_opens_its_own_connection(rabbit_names, proxy):
+@pytest.mark.parametrize("on_class", [False, True], ids=["instance_clean_connection", "class_clean_connection"])
+def test_forked_child_opens_its_own_connection(rabbit_names, proxy, on_class):
     from dj_cqrs.transport import get_transport
 
     exchange, _ = rabbit_names
@@ -216,7 +221,7 @@ def test_forked_child_opens_its_own_connection(rabbit_names, proxy):
         ready_child, ready_parent = context.Pipe()
         go_parent, go_child = context.Pipe()
         result_child, result_parent = context.Pipe()
-        child = context.Process(target=_child_publishes, args=(ready_child, go_child, result_child))
+        child = context.Process(target=_child_publishes, args=(ready_child, go_child, result_child, on_class))
         child.start()
         try:
             assert ready_parent.poll(20)
@@ -240,6 +245,51 @@ def test_forked_child_opens_its_own_connection(rabbit_names, proxy):
         assert proxy.accepted == 2
         wait_for(lambda: bound.count() == 12, 10, message="12 messages in the bound queue")
         assert sorted(bound.pks()) == [1, 2, *range(500, 510)]
+
+
+def _kombu_child_cleans(result: Any) -> None:
+    from dj_cqrs.transport.kombu import KombuTransport
+
+    try:
+        KombuTransport.clean_connection()  # a post-fork hook, django-cqrs's classmethod style
+        result.send("cleaned")
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        result.send(repr(exc))
+
+
+def test_kombu_clean_connection_in_a_forked_child_leaves_the_parent_connection_working(rabbit_names, proxy):
+    """Releasing the inherited kombu connection in the child would send ``Connection.Close`` and
+    shut the socket down under the parent: the child only drops it."""
+    from dj_cqrs.transport import get_transport
+
+    exchange, _ = rabbit_names
+    context = multiprocessing.get_context("fork")
+    settings = producer_settings(exchange, proxy.port)
+    settings["transport"] = "dj_cqrs.transport.kombu.KombuTransport"
+    settings["url"] = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+    bound = Bound(exchange, f"{exchange}_bound")
+    try:
+        with override_settings(CQRS=settings):
+            try:
+                get_transport().produce(payload(1))
+                assert proxy.accepted == 1
+                result_child, result_parent = context.Pipe()
+                child = context.Process(target=_kombu_child_cleans, args=(result_child,))
+                child.start()
+                assert result_parent.poll(30), "the child did not report"
+                assert result_parent.recv() == "cleaned"
+                child.join(20)
+                assert child.exitcode == 0
+                get_transport().produce(payload(2))  # through the parent's untouched connection
+                assert proxy.accepted == 1
+                wait_for(lambda: bound.count() == 2, 10, message="2 messages in the bound queue")
+                assert sorted(bound.pks()) == [1, 2]
+            finally:
+                from dj_cqrs.transport import reset_transport
+
+                reset_transport()
+    finally:
+        bound.client.close()
 
 
 # -- reconnection --------------------------------------------------------------------------------

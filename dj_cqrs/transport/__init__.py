@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from dj_cqrs.exceptions import ConfigurationError
-from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.base import BaseTransport, forget_class_defaults
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
@@ -84,13 +84,16 @@ def settings_changed() -> None:
 
 
 def reset_transport() -> None:
-    """Forget the cached transport, closing its connections."""
+    """Forget the cached transport (and those made for class-level calls such as
+    ``RabbitMQTransport.produce(payload)``), closing their connections."""
     with _lock:
         transport = _state.pop("transport", None) or _state.get("explicit")
         _state.clear()
-    if transport is not None:
+    for closing in [transport, *forget_class_defaults()]:
+        if closing is None:
+            continue
         try:
-            transport.close()
+            closing.close()
         except Exception:  # noqa: BLE001 - closing a transport being replaced must not fail
             pass
 

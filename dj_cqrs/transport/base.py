@@ -8,6 +8,12 @@ django-cqrs custom transports implement ``produce``/``consume``/``clean_connecti
 methods; such classes keep working, because those are callable on an instance too, and a class
 may implement only one side (``produce`` for a master-only service, ``consume`` for a replica).
 
+django-cqrs's own transports were used through their class (classmethods), e.g.
+``RabbitMQTransport.clean_connection()`` in a gunicorn ``post_fork`` or celery
+``worker_process_init`` hook. The methods marked :func:`every_instance` or
+:func:`through_instance` keep that working: called on the class, they act on this process's
+instance(s) of the class.
+
 How the outbox publishes through a transport (see :func:`dj_cqrs.master.publisher.publish`):
 
 * in batches (``produce_many``) when the class overrides ``produce_many`` and its ``produce`` is
@@ -19,15 +25,111 @@ How the outbox publishes through a transport (see :func:`dj_cqrs.master.publishe
 
 from __future__ import annotations
 
+import threading
+import types
+import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 if TYPE_CHECKING:
     from dj_cqrs.dataclasses import TransportPayload
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_instances_lock = threading.Lock()
+#: Every transport instance alive in this process (weakly held), for the class-level calls.
+_instances: weakref.WeakValueDictionary[int, BaseTransport] = weakref.WeakValueDictionary()
+#: Instances made for class-level calls of a class that is not the configured transport.
+_class_defaults: dict[type, BaseTransport] = {}
+
+
+def live_instances(cls: type[BaseTransport]) -> list[BaseTransport]:
+    """The transport instances of ``cls`` (subclasses included) alive in this process."""
+    with _instances_lock:
+        found = list(_instances.values())
+    return [transport for transport in found if isinstance(transport, cls)]
+
+
+def instance_for(cls: type[BaseTransport]) -> BaseTransport:
+    """The instance a class-level call of ``cls`` goes through: the configured transport when it
+    is one, else one made for such calls (kept until ``reset_transport()``)."""
+    from dj_cqrs.exceptions import ConfigurationError
+    from dj_cqrs.transport import get_transport
+
+    try:
+        current = get_transport()
+    except ConfigurationError:
+        current = None
+    if isinstance(current, cls):
+        return current
+    with _instances_lock:
+        kept = _class_defaults.get(cls)
+    if kept is None:
+        kept = cls()
+        with _instances_lock:
+            kept = _class_defaults.setdefault(cls, kept)
+    return kept
+
+
+def forget_class_defaults() -> list[BaseTransport]:
+    """Drop the instances :func:`instance_for` made; return them (for closing)."""
+    with _instances_lock:
+        kept = list(_class_defaults.values())
+        _class_defaults.clear()
+    return kept
+
+
+class _ClassCallable:
+    """A transport method callable on an instance (a normal method) and on the class, as
+    django-cqrs's classmethods were. On the class it runs on every live instance of the class
+    (``each=True``, e.g. ``clean_connection``) or through :func:`instance_for` (``each=False``,
+    e.g. ``produce``)."""
+
+    def __init__(self, func: Callable[..., Any], each: bool) -> None:
+        self.__func__ = func
+        self.each = each
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+        self.__name__ = func.__name__
+        self.__qualname__ = func.__qualname__
+        self.__wrapped__ = func
+
+        def on_class(cls: type[BaseTransport], *args: Any, **kwargs: Any) -> Any:
+            if self.each:
+                for transport in live_instances(cls):
+                    getattr(transport, self.name)(*args, **kwargs)
+                return None
+            return getattr(instance_for(cls), self.name)(*args, **kwargs)
+
+        # One function for every class-level access, so that ``Cls.method == Cls.method`` holds
+        # (``BaseTransport.publishes_in_batches`` compares them).
+        self._on_class = on_class
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Callable[..., Any]:
+        if obj is None:
+            assert owner is not None
+            return types.MethodType(self._on_class, owner)
+        return types.MethodType(self.__func__, obj)
+
+
+def every_instance(func: _F) -> _F:
+    """Mark a method that, called on the transport class, runs on each live instance of it."""
+    return cast(_F, _ClassCallable(func, each=True))
+
+
+def through_instance(func: _F) -> _F:
+    """Mark a method that, called on the transport class, runs on the process's instance of it."""
+    return cast(_F, _ClassCallable(func, each=False))
+
 
 class BaseTransport:
     """Base class of every transport."""
+
+    #: django-cqrs's class attribute, kept for code that reads it (unused here).
+    consumers: ClassVar[dict[Any, Any]] = {}
 
     #: Driver exceptions that mean "the connection is gone, reconnect" (kombu's convention).
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
@@ -43,6 +145,15 @@ class BaseTransport:
     #: a patched method from the transport's own.
     _defined_produce: ClassVar[Callable[..., Any] | None] = None
     _defined_produce_many: ClassVar[Callable[..., Any] | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseTransport:
+        instance = super().__new__(cls)
+        try:
+            with _instances_lock:
+                _instances[id(instance)] = instance
+        except TypeError:  # pragma: no cover - a subclass with __slots__ and no __weakref__
+            pass
+        return instance
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,8 +186,12 @@ class BaseTransport:
             and "produce_many" not in vars(self)
         )
 
+    @every_instance
     def clean_connection(self, *args: Any, **kwargs: Any) -> None:  # noqa: B027 - optional hook
-        """Close connections held by this transport (e.g. after a fork)."""
+        """Close connections held by this transport (e.g. after a fork). A no-op here
+        (django-cqrs's base raises ``NotImplementedError``). Called on a class, e.g.
+        ``RabbitMQTransport.clean_connection()``, it runs on each instance of that class alive
+        in this process."""
 
     def close(self) -> None:
         self.clean_connection()

@@ -33,7 +33,7 @@ from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
-from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.base import BaseTransport, every_instance, through_instance
 
 logger = logging.getLogger("django-cqrs.transport.kombu")
 
@@ -94,7 +94,10 @@ class KombuTransport(BaseTransport):
     def exchange(self) -> Exchange:
         return Exchange(cqrs_settings.exchange, type="topic", durable=True)
 
+    @through_instance
     def produce(self, payload: TransportPayload) -> None:
+        """Publish one payload (also callable on the class, as in django-cqrs: it then publishes
+        through this process's ``KombuTransport``)."""
         self.produce_many([payload])
 
     def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
@@ -144,10 +147,19 @@ class KombuTransport(BaseTransport):
                 extra=payload_context(payload),
             )
 
+    @every_instance
     def clean_connection(self, *args: Any, **kwargs: Any) -> None:
+        """Release the publishing connection of the calling thread.
+
+        Also callable on the class, as in django-cqrs (``KombuTransport.clean_connection()`` in
+        a post-fork hook): it then does so for every ``KombuTransport`` of this process. A
+        connection inherited from the parent process is only dropped: releasing it would close
+        the parent's connection (AMQP ``Connection.Close`` and a socket shutdown).
+        """
         conn: Connection | None = getattr(self._local, "connection", None)
+        inherited = getattr(self._local, "pid", None) != os.getpid()
         self._local.connection = None
-        if conn is not None:
+        if conn is not None and not inherited:
             try:
                 conn.release()
             except Exception:  # noqa: BLE001 - discarding a broken connection
@@ -178,6 +190,7 @@ class KombuTransport(BaseTransport):
 
         return KombuDeadLetterStore(self)
 
+    @through_instance
     def consume(self, cqrs_ids: list[str] | None = None, **kwargs: Any) -> None:
         from dj_cqrs.transport.kombu_consumer import KombuConsumer
 

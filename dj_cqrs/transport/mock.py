@@ -9,12 +9,18 @@ from dj_cqrs.transport.base import BaseTransport
 
 
 class TransportMock(BaseTransport):
-    """``produce`` returns the payload and sends nothing; ``consume`` returns at once."""
+    """``produce`` and ``consume`` send and read nothing and return the payload they are given.
+
+    Both are static methods, as in django-cqrs: ``TransportMock.produce(payload)`` works on the
+    class as well as on an instance.
+    """
 
     background_publish = False
 
-    def produce(self, payload: TransportPayload) -> TransportPayload:
+    @staticmethod
+    def produce(payload: TransportPayload) -> TransportPayload:
         return payload
 
-    def consume(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    @staticmethod
+    def consume(payload: Any = None, **kwargs: Any) -> Any:
+        return payload

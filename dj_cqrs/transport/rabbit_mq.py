@@ -30,7 +30,7 @@ from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed, PublishFailed
 from dj_cqrs.log import payload_context
-from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.base import BaseTransport, every_instance, through_instance
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -281,7 +281,10 @@ class RabbitMQTransport(BaseTransport):
             self._local.producer = producer
         return producer
 
+    @through_instance
     def produce(self, payload: TransportPayload) -> None:
+        """Publish one payload (also callable on the class, as in django-cqrs: it then publishes
+        through this process's ``RabbitMQTransport``)."""
         self.produce_many([payload])
 
     def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
@@ -353,7 +356,15 @@ class RabbitMQTransport(BaseTransport):
                 extra=payload_context(payload, cqrs_routing_key=rk),
             )
 
+    @every_instance
     def clean_connection(self, *args: Any, **kwargs: Any) -> None:
+        """Close the publishing connection of the calling thread.
+
+        Also callable on the class, as in django-cqrs (``RabbitMQTransport.clean_connection()``
+        in a gunicorn ``post_fork`` or celery ``worker_process_init`` hook): it then does so for
+        every ``RabbitMQTransport`` of this process. In a child process, a connection inherited
+        from the parent is only dropped: no ``Connection.Close`` is sent on the parent's socket.
+        """
         producer: _ThreadProducer | None = getattr(self._local, "producer", None)
         if producer is not None:
             producer.close()
@@ -366,6 +377,7 @@ class RabbitMQTransport(BaseTransport):
 
         return RabbitDeadLetterStore()
 
+    @through_instance
     def consume(self, cqrs_ids: list[str] | None = None, **kwargs: Any) -> None:
         from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 
