@@ -7,7 +7,6 @@ from django.apps import AppConfig
 
 class CQRSConfig(AppConfig):
     name = "dj_cqrs"
-    verbose_name = "CQRS"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

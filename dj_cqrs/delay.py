@@ -10,10 +10,19 @@ import dataclasses
 import heapq
 import itertools
 import queue
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
+
+
+class InvalidMaxSize(ValueError, AssertionError):
+    """``DelayQueue(max_size=...)`` not a positive int; an ``AssertionError`` as django-cqrs raised."""
+
+
+class NotADelayMessage(TypeError, AssertionError):
+    """``DelayQueue.put()`` of something else; an ``AssertionError`` as django-cqrs raised."""
 
 
 @dataclasses.dataclass
@@ -30,7 +39,7 @@ class DelayQueue:
 
     def __init__(self, max_size: int | None = None) -> None:
         if max_size is not None and max_size <= 0:
-            raise ValueError("max_size must be a positive int or None")
+            raise InvalidMaxSize("Delay queue max_size should be positive integer.")
         self._max_size = max_size
         self._heap: list[tuple[datetime, int, DelayMessage]] = []
         self._seq = itertools.count()
@@ -39,18 +48,16 @@ class DelayQueue:
         """Remove and return the message with the earliest ETA (IndexError when empty)."""
         return heapq.heappop(self._heap)[2]
 
-    def get_ready(self) -> list[DelayMessage]:
-        """Remove and return every message whose ETA has passed, earliest first."""
-        now = timezone.now()
-        ready = []
-        while self._heap and self._heap[0][0] <= now:
-            ready.append(heapq.heappop(self._heap)[2])
-        return ready
+    def get_ready(self) -> Iterator[DelayMessage]:
+        """Yield the messages whose ETA has passed, earliest first, removing each one as it is
+        yielded (a generator, as django-cqrs's: messages not iterated over stay queued)."""
+        while self._heap and self._heap[0][0] <= timezone.now():
+            yield heapq.heappop(self._heap)[2]
 
     def put(self, delay_message: DelayMessage) -> None:
         """Add a message; ``queue.Full`` when the queue holds ``max_size`` messages already."""
         if not isinstance(delay_message, DelayMessage):
-            raise TypeError(f"DelayQueue holds DelayMessage objects, not {type(delay_message).__name__}")
+            raise NotADelayMessage(f"DelayQueue holds DelayMessage objects, not {type(delay_message).__name__}")
         if self.full():
             raise queue.Full("Delay queue is full")
         heapq.heappush(self._heap, (delay_message.eta, next(self._seq), delay_message))
@@ -62,4 +69,4 @@ class DelayQueue:
         return self._max_size is not None and len(self._heap) >= self._max_size
 
 
-__all__ = ["DelayMessage", "DelayQueue"]
+__all__ = ["DelayMessage", "DelayQueue", "InvalidMaxSize", "NotADelayMessage"]

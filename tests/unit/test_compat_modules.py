@@ -28,10 +28,25 @@ def test_delay_queue_orders_by_eta_and_refuses_a_message_when_full():
     assert [m.payload for m in queue.get_ready()] == ["due"]
     assert queue.put(DelayMessage(3, "later", now + datetime.timedelta(hours=2))) is None
     assert [queue.get().payload for _ in range(2)] == ["late", "later"]
-    with pytest.raises(TypeError):
-        queue.put(("not", "a", "message"))  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        DelayQueue(max_size=0)
+    for error in (TypeError, AssertionError):  # AssertionError: what django-cqrs raised
+        with pytest.raises(error):
+            queue.put(("not", "a", "message"))  # type: ignore[arg-type]
+    for error in (ValueError, AssertionError):
+        with pytest.raises(error, match="max_size should be positive integer"):
+            DelayQueue(max_size=0)
+
+
+def test_delay_queue_get_ready_is_lazy_as_django_cqrs():
+    """A generator: each due message leaves the queue when it is yielded, not before."""
+    now = timezone.now()
+    queue = DelayQueue()
+    for tag, seconds in ((1, -3), (2, -2), (3, 3600)):
+        queue.put(DelayMessage(tag, None, now + datetime.timedelta(seconds=seconds)))
+    ready = queue.get_ready()
+    assert queue.qsize() == 3
+    assert next(ready).delivery_tag == 1 and queue.qsize() == 2
+    assert [m.delivery_tag for m in ready] == [2] and queue.qsize() == 1
+    assert list(queue.get_ready()) == []
 
 
 def test_logging_mixin_lines_carry_the_payload_context(caplog):
@@ -54,3 +69,10 @@ def test_logger_functions_only_log_statement_timeouts(caplog):
     with caplog.at_level(logging.ERROR):
         log_timed_out_queries(RuntimeError("not a timeout"), SimplestModelRef)
     assert caplog.records == []
+
+
+def test_app_verbose_name_is_django_cqrs_default():
+    """django-cqrs's AppConfig sets no verbose_name: the admin shows Django's default."""
+    from django.apps import apps
+
+    assert apps.get_app_config("dj_cqrs").verbose_name == "Dj_Cqrs"
