@@ -23,12 +23,20 @@ class PublishFailed(TransportError):
     """A message could not be published (or its publish was not confirmed) after all retries."""
 
 
-class PayloadError(CqrsError):
-    """A received message is malformed."""
+class PayloadError(CqrsError, KeyError, ValueError):
+    """A received message is malformed.
+
+    Also a ``KeyError`` (what django-cqrs's ``TransportPayload.from_message`` raised for a missing
+    key) and a ``ValueError`` (what an unknown ``signal_type`` raises), so that code written against
+    either keeps catching it.
+    """
 
     def __init__(self, message: str, *, reason: str = "malformed") -> None:
         super().__init__(message)
         self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # the message, not KeyError's repr of it
 
 
 class DecodeError(PayloadError):

@@ -136,3 +136,16 @@ def test_message_expiration():
     with override_settings(CQRS=cqrs_with(master={"CQRS_MESSAGE_TTL": None})):
         assert message_expiration() is None
         assert get_message_expiration_dt() is None
+
+
+def test_from_message_errors_are_caught_as_django_cqrs_code_catches_them():
+    """django-cqrs raised ``KeyError`` for a missing key; an unknown signal type is a ValueError:
+    ``PayloadError`` is both, and its text stays the plain message (not KeyError's repr)."""
+    for dct, error in (
+        ({"signal_type": "SAVE", "cqrs_id": "x", "instance_data": {}}, KeyError),
+        ({"signal_type": "WHAT", "cqrs_id": "x", "instance_data": {}, "instance_pk": 1}, ValueError),
+    ):
+        with pytest.raises(error) as info:
+            TransportPayload.from_message(dct)
+        assert isinstance(info.value, PayloadError)
+        assert str(info.value) == info.value.args[0] and not str(info.value).startswith("'")
