@@ -113,3 +113,12 @@ class Stamped(MasterMixin):
             "data_status": data.get("status"),
             "obj_name": self.name,
         }
+
+
+class Ticket(MasterMixin):
+    """An explicit primary key, declared after the mixin's fields (key order of ``instance_data``)."""
+
+    CQRS_ID = "diff_ticket"
+
+    number = models.IntegerField(primary_key=True)
+    title = models.CharField(max_length=50, default="")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -78,6 +79,27 @@ def captured_produce() -> Iterator[list[Any]]:
     with mock.patch("dj_cqrs.controller.producer.produce") as produce:
         produce.side_effect = lambda payload, *a, **kw: calls.append(payload)
         yield calls
+
+
+@contextlib.contextmanager
+def logged(level: int = logging.WARNING) -> Iterator[list[tuple[str, str]]]:
+    """``(level name, message)`` of the records logged under ``django-cqrs`` (children included)
+    at ``level`` or above, whatever the project's logging configuration silences."""
+    records: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.levelname, record.getMessage()))
+
+    logger = logging.getLogger("django-cqrs")
+    handler, old_level = Keep(level), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def outcome(fn: Callable[[], Any]) -> dict[str, Any]:
