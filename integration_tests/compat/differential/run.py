@@ -43,9 +43,9 @@ def main(argv: list[str]) -> int:
 
     django.setup()
     call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
-    import dj_cqrs
-
     from scenarios._base import norm
+
+    import dj_cqrs
 
     available = collect()
     wanted = argv or list(available)
