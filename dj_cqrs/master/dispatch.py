@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.master import outbox, pending, publisher
 from dj_cqrs.master.pending import PendingEvent
 

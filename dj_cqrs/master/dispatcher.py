@@ -27,7 +27,7 @@ from typing import Any
 from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.master import outbox
 from dj_cqrs.master.publisher import publishes_in_batches
 from dj_cqrs.transport import get_transport

@@ -21,7 +21,7 @@ from django.utils import timezone
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
-from dj_cqrs.dataclasses import TransportPayload, message_expiration
+from dj_cqrs.core.payload import TransportPayload, message_expiration
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import publisher, serializers
 from dj_cqrs.registry import master_registry

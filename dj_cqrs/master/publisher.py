@@ -17,7 +17,7 @@ from django.db import models
 
 from dj_cqrs.conf import cqrs_settings, resolve_callable
 from dj_cqrs.constants import SignalType
-from dj_cqrs.dataclasses import TransportPayload, message_expiration
+from dj_cqrs.core.payload import TransportPayload, message_expiration
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
