@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.core.payload import TransportPayload
 
 
 def payload_context(payload: TransportPayload, **extra: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import DB_VENDOR_PG, SUPPORTED_TIMEOUT_DB_VENDORS
-from dj_cqrs.dataclasses import message_expiration
+from dj_cqrs.core.payload import message_expiration
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.logger import install_last_query_capturer
 

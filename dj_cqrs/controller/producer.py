@@ -8,7 +8,7 @@ thread (see :func:`dj_cqrs.master.publisher.publish`).
 
 from __future__ import annotations
 
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.master.publisher import send
 
 

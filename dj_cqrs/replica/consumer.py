@@ -34,8 +34,8 @@ from django.db import close_old_connections, connections, router, transaction
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.database import connect, is_outage
-from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import DecodeError, PayloadError
 from dj_cqrs.log import describe, payload_context
 from dj_cqrs.registry import replica_registry

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.dataclasses import TransportPayload, message_expiration
+from dj_cqrs.core.payload import TransportPayload, message_expiration
 from dj_cqrs.exceptions import ConfigurationError, PayloadError
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.retry import (

@@ -22,7 +22,7 @@ from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 
 if TYPE_CHECKING:
-    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.core.payload import TransportPayload
     from dj_cqrs.replica.consumer import InboundMessage, Outcome
 
 #: No retry waits longer than this, whatever a model hook answers (RabbitMQ TTLs are 32-bit ms).

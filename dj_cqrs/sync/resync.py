@@ -20,8 +20,8 @@ from typing import Any
 from django.db import models
 
 from dj_cqrs.constants import SignalType
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.database import call_through_outages, is_outage
-from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.master import publisher, serializers, tracking
 from dj_cqrs.sync import keyset

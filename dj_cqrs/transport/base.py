@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 if TYPE_CHECKING:
-    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.core.payload import TransportPayload
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -30,7 +30,7 @@ from kombu.entity import Exchange, Queue, binding
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport.base import BaseTransport, every_instance, through_instance

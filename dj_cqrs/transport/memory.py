@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from dj_cqrs import encoding
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.transport.base import BaseTransport
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.transport.base import BaseTransport
 
 

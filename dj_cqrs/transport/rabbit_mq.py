@@ -35,7 +35,7 @@ from dj_cqrs.transport.base import BaseTransport, every_instance, through_instan
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-    from dj_cqrs.dataclasses import TransportPayload
+    from dj_cqrs.core.payload import TransportPayload
 
 logger = logging.getLogger("django-cqrs.transport.rabbitmq")
 

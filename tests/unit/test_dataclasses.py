@@ -9,7 +9,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from dj_cqrs.constants import SignalType
-from dj_cqrs.dataclasses import TransportPayload, format_expires, message_expiration, parse_expires
+from dj_cqrs.core.payload import format_expires, message_expiration, parse_expires
+from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PayloadError
 from dj_cqrs.utils import get_message_expiration_dt
 from tests.unit.conftest import cqrs_with

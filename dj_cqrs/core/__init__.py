@@ -1,0 +1,11 @@
+"""The contract both sides and every transport share, with no side of its own.
+
+* :mod:`dj_cqrs.core.payload`: :class:`~dj_cqrs.core.payload.TransportPayload`, one event;
+* :mod:`dj_cqrs.core.messages`: a received message, what the replica decided about it
+  (:class:`~dj_cqrs.core.messages.Outcome`) and the handler type a consume loop calls;
+* :mod:`dj_cqrs.core.settlement`: what a transport writes when it carries out an outcome
+  (the retry body, the ``x-cqrs-*`` failure headers);
+* :mod:`dj_cqrs.core.names`: the wire names (routing and binding keys, queue and header names).
+
+Nothing here imports the master, the replica, a transport or a management command.
+"""
