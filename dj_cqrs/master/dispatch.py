@@ -13,7 +13,8 @@ from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.master import outbox, pending, publisher
+from dj_cqrs.master import pending, publisher
+from dj_cqrs.master.outbox import publishing, recording, store
 from dj_cqrs.master.pending import PendingEvent
 
 
@@ -28,8 +29,8 @@ def add(event: PendingEvent) -> PendingEvent:
     if _via_trigger(event):
         event.via_trigger = True
         return pending.add(event, flush)
-    if outbox.enabled():
-        return pending.add(event, flush, on_new=outbox.record, on_merge=outbox.update_data)
+    if store.enabled():
+        return pending.add(event, flush, on_new=recording.record, on_merge=recording.update_data)
     return pending.add(event, flush)
 
 
@@ -41,8 +42,8 @@ def add_many(events: list[PendingEvent]) -> None:
         for event in events:
             event.via_trigger = True
         pending.add_many(events, flush)
-    elif outbox.enabled():
-        pending.add_many(events, flush, on_new_many=outbox.record_many, on_merge=outbox.update_data)
+    elif store.enabled():
+        pending.add_many(events, flush, on_new_many=recording.record_many, on_merge=recording.update_data)
     else:
         pending.add_many(events, flush)
 
@@ -58,7 +59,7 @@ def flush(events: list[PendingEvent]) -> None:
     for event in events:
         if event.outbox_id is not None:
             if event.using not in relay_only:  # the relay reads the rows: no payload to build
-                ordered[event.using].append((event.outbox_id, outbox.snapshot_payload(event)))
+                ordered[event.using].append((event.outbox_id, publishing.snapshot_payload(event)))
         elif event.via_trigger:
             claims.add(event.using)
     if direct:

@@ -28,7 +28,7 @@ from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.master import outbox
+from dj_cqrs.master.outbox import maintenance, publishing
 from dj_cqrs.master.publisher import publishes_in_batches
 from dj_cqrs.transport import get_transport
 
@@ -111,7 +111,7 @@ class Dispatcher:
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             try:
-                outbox.publish_items(using, chunk)
+                publishing.publish_items(using, chunk)
             except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
                 logger.error(
                     "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
@@ -119,7 +119,7 @@ class Dispatcher:
                     exc,
                     exc_info=True,
                 )
-                outbox.note_failure(using, [outbox_id for outbox_id, _ in chunk], exc)
+                maintenance.note_failure(using, [outbox_id for outbox_id, _ in chunk], exc)
                 self._reset_connection(using)
                 self._trip(using)
                 return False
@@ -138,7 +138,7 @@ class Dispatcher:
         """Publish what is pending in the outbox, oldest first, until it is empty."""
         batch = cqrs_settings.master.outbox_batch_size
         try:
-            while outbox.claim_and_publish(using, batch, min_age=0) >= batch:
+            while publishing.claim_and_publish(using, batch, min_age=0) >= batch:
                 pass
         except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
             logger.error("CQRS outbox publish failed; events stay in the outbox: %r", exc, exc_info=True)
@@ -157,7 +157,7 @@ class Dispatcher:
             return
         self._last_sweep[using] = now
         try:
-            sent = outbox.claim_and_publish(using, limit, min_age=cqrs_settings.master.outbox_grace)
+            sent = publishing.claim_and_publish(using, limit, min_age=cqrs_settings.master.outbox_grace)
         except Exception as exc:  # noqa: BLE001 - the sweep is opportunistic
             logger.warning("CQRS outbox sweep failed: %r", exc)
             self._reset_connection(using)
@@ -174,7 +174,7 @@ class Dispatcher:
             return
         self._last_prune[using] = now
         try:
-            outbox.prune(using, retention, chunk=1000, max_rows=1000)
+            maintenance.prune(using, retention, chunk=1000, max_rows=1000)
         except Exception as exc:  # noqa: BLE001 - pruning is housekeeping
             logger.warning("CQRS outbox prune failed: %r", exc)
             self._reset_connection(using)

@@ -79,12 +79,13 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
 def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
     """Fast path of ``bulk_update``: write the outbox rows with one INSERT ... SELECT per chunk,
     when what is captured does not depend on the row. Returns False when it does not apply."""
-    from dj_cqrs.master import dispatch, outbox, pending
+    from dj_cqrs.master import dispatch, pending
     from dj_cqrs.master.mixins import RawMasterMixin
+    from dj_cqrs.master.outbox import recording, store
 
-    if not (outbox.enabled() and model.CQRS_PRODUCE) or model.is_sync_instance is not RawMasterMixin.is_sync_instance:
+    if not (store.enabled() and model.CQRS_PRODUCE) or model.is_sync_instance is not RawMasterMixin.is_sync_instance:
         return False
-    data = outbox.constant_data(model)
+    data = recording.constant_data(model)
     if data is None:
         return False
     pk_field = model._meta.pk
@@ -97,7 +98,7 @@ def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
             revision=revision,
             outbox_id=outbox_id,
         )
-        for outbox_id, pk_text, revision in outbox.record_rows(model, using, pks, data)
+        for outbox_id, pk_text, revision in recording.record_rows(model, using, pks, data)
     ]
     pending.add_many(events, dispatch.flush)
     return True

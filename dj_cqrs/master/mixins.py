@@ -178,11 +178,11 @@ class RawMasterMixin(models.Model):
         if current is not None:
             self.cqrs_revision = current + 1
             return
-        from dj_cqrs.master import outbox
+        from dj_cqrs.master.outbox import recording, store
 
-        if not outbox.enabled():
+        if not store.enabled():
             return
-        last = outbox.last_delete_revision(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+        last = recording.last_delete_revision(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
         mine = self.__dict__.get("cqrs_revision")
         if last is not None and isinstance(mine, int) and mine <= last:
             self.cqrs_revision = last + 1

@@ -18,7 +18,7 @@ from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.database import Outage, close_broken, is_outage
-from dj_cqrs.master import outbox
+from dj_cqrs.master.outbox import maintenance, publishing
 from dj_cqrs.replica.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.relay")
@@ -157,7 +157,7 @@ class Relay:
     def _publish_all(self, alias: str) -> int:
         total = 0
         while not self.stop.is_set():
-            sent = outbox.claim_and_publish(alias, self.batch_size, min_age=self.min_age)
+            sent = publishing.claim_and_publish(alias, self.batch_size, min_age=self.min_age)
             total += sent
             if sent < self.batch_size:
                 break
@@ -179,7 +179,7 @@ class Relay:
             self._last_alert = now
             threshold = cqrs_settings.master.outbox_alert_age
             for alias in self._available():
-                age = self._unless_outage(alias, outbox.oldest_pending_age)
+                age = self._unless_outage(alias, maintenance.oldest_pending_age)
                 if threshold is not None and age is not None and age > threshold:
                     logger.error(
                         "CQRS outbox on %r holds an unpublished event %.0fs old (alert at %ss):"
@@ -192,7 +192,7 @@ class Relay:
         if retention is not None and now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             for alias in self._available():
-                pruned = self._unless_outage(alias, lambda alias: outbox.prune(alias, retention))
+                pruned = self._unless_outage(alias, lambda alias: maintenance.prune(alias, retention))
                 if pruned:
                     logger.info("CQRS outbox on %r: pruned %s published event(s)", alias, pruned)
 

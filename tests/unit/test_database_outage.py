@@ -349,7 +349,7 @@ def test_bulk_load_waits_through_an_outage(monkeypatch, caplog):
 
 @pytest.mark.django_db(transaction=True)
 def test_relay_once_waits_through_an_outage(monkeypatch, caplog):
-    from dj_cqrs.master import outbox
+    from dj_cqrs.master.outbox import publishing
     from dj_cqrs.master.relay import Relay
 
     failures = [_as_django(_connect_error()), _as_django(_pg_error("57P03", "the database system is starting up"))]
@@ -361,7 +361,7 @@ def test_relay_once_waits_through_an_outage(monkeypatch, caplog):
             raise failures.pop(0)
         return 0
 
-    monkeypatch.setattr(outbox, "claim_and_publish", claim_and_publish)
+    monkeypatch.setattr(publishing, "claim_and_publish", claim_and_publish)
     stop = _NoSleep()
     relay = Relay(databases=["default"], min_age=0, stop=stop)
     with caplog.at_level(logging.INFO, logger="django-cqrs.relay"):
@@ -374,7 +374,7 @@ def test_relay_once_waits_through_an_outage(monkeypatch, caplog):
 
 @pytest.mark.django_db(transaction=True)
 def test_relay_loop_waits_through_an_outage_and_keeps_housekeeping_off_that_database(monkeypatch, caplog):
-    from dj_cqrs.master import outbox
+    from dj_cqrs.master.outbox import maintenance, publishing
     from dj_cqrs.master.relay import Relay
 
     failures = [_as_django(_connect_error()) for _ in range(3)]
@@ -389,8 +389,8 @@ def test_relay_loop_waits_through_an_outage_and_keeps_housekeeping_off_that_data
         housekept.append(using)
         return None
 
-    monkeypatch.setattr(outbox, "claim_and_publish", claim_and_publish)
-    monkeypatch.setattr(outbox, "oldest_pending_age", oldest_pending_age)
+    monkeypatch.setattr(publishing, "claim_and_publish", claim_and_publish)
+    monkeypatch.setattr(maintenance, "oldest_pending_age", oldest_pending_age)
 
     class StopWhenBack(StopFlag):
         def __init__(self) -> None:

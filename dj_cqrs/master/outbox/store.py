@@ -1,0 +1,60 @@
+"""The outbox table: whether master events go through it, its model, and its rows as read back."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from django.db import DatabaseError
+
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from dj_cqrs.models import OutboxEvent
+
+
+def enabled() -> bool:
+    return bool(cqrs_settings.master.CQRS_OUTBOX)
+
+
+def outbox_model() -> type[OutboxEvent]:
+    from dj_cqrs.models import OutboxEvent
+
+    return OutboxEvent
+
+
+@contextlib.contextmanager
+def explained_missing_table() -> Iterator[None]:
+    """A missing outbox table (``migrate dj_cqrs`` not run after moving from django-cqrs) is
+    reported as such, not as a bare database error."""
+    try:
+        yield
+    except DatabaseError as exc:
+        text = str(exc).lower()
+        if "dj_cqrs_outbox" in text and ("does not exist" in text or "no such table" in text):
+            raise ConfigurationError(
+                "dj_cqrs.E060: the outbox table dj_cqrs_outbox does not exist on this database:"
+                " run `manage.py migrate dj_cqrs` (needed once after moving from django-cqrs)"
+            ) from exc
+        raise
+
+
+class OutboxRow(NamedTuple):
+    """The columns of an outbox row the publisher needs (read without building model instances)."""
+
+    pk: int
+    cqrs_id: str
+    signal_type: str
+    object_pk: str
+    data: str
+    created_at: datetime.datetime
+
+
+_ROW_COLUMNS = ("id", "cqrs_id", "signal_type", "object_pk", "data", "created_at")
+
+
+def read_rows(qs: Any) -> list[OutboxRow]:
+    return [OutboxRow(*values) for values in qs.values_list(*_ROW_COLUMNS)]
