@@ -16,6 +16,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from dj_cqrs import constants
+from dj_cqrs.core.names import dead_letter_queue_name
 from dj_cqrs.exceptions import ConfigurationError
 
 _MISSING: Any = object()
@@ -328,7 +329,7 @@ class CqrsSettings:
     @property
     def dead_letter_queue(self) -> str:
         name = self.replica.dead_letter_queue
-        return name or f"dead_letter_{self.queue}"
+        return name or dead_letter_queue_name(self.queue)
 
     def reload(self) -> None:
         self._values.clear()

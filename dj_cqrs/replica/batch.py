@@ -44,14 +44,12 @@ from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
+from dj_cqrs.core.messages import Action, InboundMessage, Outcome
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.database import Outage
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import bulk, tombstones
 from dj_cqrs.replica.consumer import (
-    Action,
-    InboundMessage,
-    Outcome,
     _database_unavailable,
     apply,
     classify_failure,

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import enum
 import logging
 from typing import Any
 
@@ -34,6 +32,8 @@ from django.db import close_old_connections, connections, router, transaction
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
+from dj_cqrs.core.messages import Action, InboundMessage, Outcome
+from dj_cqrs.core.names import direct_queue, original_routing_key
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.database import connect, is_outage
 from dj_cqrs.exceptions import DecodeError, PayloadError
@@ -41,7 +41,7 @@ from dj_cqrs.log import describe, payload_context
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import context
 from dj_cqrs.replica.managers import ApplyFailure
-from dj_cqrs.replica.retry import ROUTING_KEY_HEADER, sanitize_delay
+from dj_cqrs.replica.retry import sanitize_delay
 from dj_cqrs.replica.timeouts import apply_query_timeout, is_timeout_error, log_timed_out_query
 
 logger = logging.getLogger("django-cqrs.consumer")
@@ -50,62 +50,6 @@ logger = logging.getLogger("django-cqrs.consumer")
 PERMANENT_REASONS = frozenset(
     {"missing_cqrs_fields", "missing_pk", "bad_pk", "missing_required_fields", "bad_mapping", "unknown_cqrs_id"}
 )
-
-
-class Action(enum.Enum):
-    ACK = "ack"
-    RETRY = "retry"
-    DEAD_LETTER = "dead_letter"
-    REQUEUE = "requeue"
-
-
-@dataclasses.dataclass(frozen=True)
-class InboundMessage:
-    """A message as a transport received it."""
-
-    body: bytes
-    routing_key: str = ""
-    headers: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: Opaque transport handle (delivery tag, kombu message ...).
-    handle: Any = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    action: Action
-    #: Why it was not applied: ``invalid_json``, ``expired``, ``max_retries`` ...
-    reason: str = ""
-    #: Human-readable detail (exception type and message, or what is wrong with the body).
-    detail: str = ""
-    #: Seconds before the retry (RETRY only).
-    delay: float = 0.0
-    payload: TransportPayload | None = None
-    exception: BaseException | None = None
-    #: ``applied``, ``ignored_stale`` ... for the log line and metrics (ACK only).
-    status: str = ""
-    #: The reason of the last failure when ``reason`` is ``max_retries``.
-    failure: str = ""
-    #: The ``cqrs_id`` read from a malformed body, if any (for the log line).
-    raw_cqrs_id: str = ""
-
-
-def direct_queue(routing_key: str, cqrs_id: str) -> str | None:
-    """The queue a ``cqrs.<queue>.<cqrs_id>`` routing key addresses (None for a broadcast)."""
-    prefix, suffix = "cqrs.", "." + cqrs_id
-    if routing_key.startswith(prefix) and routing_key.endswith(suffix):
-        queue = routing_key[len(prefix) : -len(suffix)]
-        return queue or None
-    return None
-
-
-def original_routing_key(message: InboundMessage) -> str:
-    """The routing key the master used: retries and dead letters keep it in a header."""
-    header = message.headers.get(ROUTING_KEY_HEADER) if message.headers else None
-    if isinstance(header, bytes):
-        header = header.decode("utf-8", "replace")
-    if isinstance(header, str) and header:
-        return header
-    return message.routing_key or ""
 
 
 def parse_body(message: InboundMessage) -> Any:
@@ -138,7 +82,7 @@ def _payload_from(message: InboundMessage, data: Any) -> TransportPayload:
     if not isinstance(data, dict):
         raise DecodeError(f"body must be a JSON object, got {type(data).__name__}", reason="not_an_object")
     cqrs_id = data.get("cqrs_id")
-    queue = direct_queue(original_routing_key(message), cqrs_id) if isinstance(cqrs_id, str) else None
+    queue = direct_queue(original_routing_key(message.routing_key, message.headers), cqrs_id) if isinstance(cqrs_id, str) else None
     try:
         return TransportPayload.from_message(data, queue=queue)
     except PayloadError:
@@ -450,7 +394,7 @@ def log_outcome(outcome: Outcome, message: InboundMessage | None = None) -> Outc
     if not logger.isEnabledFor(level):
         return outcome
     payload = outcome.payload
-    routing_key = original_routing_key(message) if message is not None else ""
+    routing_key = original_routing_key(message.routing_key, message.headers) if message is not None else ""
     common = {
         "cqrs_outcome": outcome.action.value,
         "cqrs_status": outcome.status if outcome.action is Action.ACK else "",
@@ -489,10 +433,6 @@ def log_outcome(outcome: Outcome, message: InboundMessage | None = None) -> Outc
 
 
 __all__ = [
-    "ROUTING_KEY_HEADER",
-    "Action",
-    "InboundMessage",
-    "Outcome",
     "apply",
     "classify_failure",
     "consume",

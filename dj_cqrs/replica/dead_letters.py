@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.payload import TransportPayload, message_expiration
-from dj_cqrs.exceptions import ConfigurationError, PayloadError
-from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.retry import (
+from dj_cqrs.core.names import (
     DEAD_UNTIL_HEADER,
     FAILURE_HEADERS,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
-    carried_headers,
+    direct_routing_key,
 )
+from dj_cqrs.core.payload import TransportPayload, message_expiration
+from dj_cqrs.core.settlement import carried_headers
+from dj_cqrs.exceptions import ConfigurationError, PayloadError
+from dj_cqrs.registry import replica_registry
 
 if TYPE_CHECKING:
     from dj_cqrs.transport.base import BaseTransport
@@ -222,7 +223,7 @@ def retry_message(letter: DeadLetter, queue: str) -> tuple[str, bytes, dict[str,
     if not isinstance(original, str) or not original:
         # A django-cqrs dead letter: the master's routing key is lost; treat it as a broadcast.
         headers[ROUTING_KEY_HEADER] = payload.cqrs_id
-    return f"cqrs.{queue}.{payload.cqrs_id}", body, headers
+    return direct_routing_key(queue, payload.cqrs_id), body, headers
 
 
 def _select(

@@ -7,8 +7,10 @@ from typing import Any, ClassVar
 from django.db import models
 from django.db.models.base import ModelBase
 
+from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.managers import ReplicaManager, assignable
+from dj_cqrs.replica.retry import default_retry_delay, default_should_retry
 
 
 class RawReplicaMixin:
@@ -43,8 +45,6 @@ class RawReplicaMixin:
     @staticmethod
     def should_retry_cqrs(current_retry: int, exception: BaseException | None = None) -> bool:
         """Whether a failed message is retried (``replica.CQRS_MAX_RETRIES``; None = forever)."""
-        from dj_cqrs.replica.retry import default_should_retry
-
         return default_should_retry(current_retry)
 
     @staticmethod
@@ -52,9 +52,6 @@ class RawReplicaMixin:
         """Seconds to wait before the next attempt: ``replica.CQRS_RETRY_DELAY``, multiplied by
         ``CQRS_RETRY_BACKOFF ** current_retry`` and capped at ``CQRS_RETRY_MAX_DELAY``; without a
         back-off, the configured value itself (an ``int`` stays an ``int``)."""
-        from dj_cqrs.conf import cqrs_settings
-        from dj_cqrs.replica.retry import default_retry_delay
-
         delay = default_retry_delay(current_retry)
         configured: float = cqrs_settings.replica.CQRS_RETRY_DELAY
         return configured if delay == configured else delay

@@ -30,6 +30,12 @@ from kombu.entity import Exchange, Queue, binding
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.names import (
+    binding_keys,
+    dead_letter_binding_key,
+    retry_queue_name,
+    routing_key_for,
+)
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
@@ -61,16 +67,6 @@ def connection_errors(conn: Connection) -> tuple[type[BaseException], ...]:
         ConnectionError,
         socket.error,
     )
-
-
-def retry_queue_name(queue: str) -> str:
-    return f"{queue}.retry"
-
-
-def routing_key_for(payload: TransportPayload) -> str:
-    if payload.queue:
-        return f"cqrs.{payload.queue}.{payload.cqrs_id}"
-    return payload.cqrs_id
 
 
 class KombuTransport(BaseTransport):
@@ -172,13 +168,14 @@ class KombuTransport(BaseTransport):
         exchange = self.exchange()
         queue_name = cqrs_settings.queue
         dlq_name = cqrs_settings.dead_letter_queue
-        bindings = []
-        for cqrs_id in cqrs_ids:
-            bindings.append(binding(exchange, routing_key=cqrs_id))
-            bindings.append(binding(exchange, routing_key=f"cqrs.{queue_name}.{cqrs_id}"))
+        bindings = [
+            binding(exchange, routing_key=key) for cqrs_id in cqrs_ids for key in binding_keys(queue_name, cqrs_id)
+        ]
         queue = Queue(queue_name, exchange=exchange, bindings=bindings, durable=True)
         retry = Queue(retry_queue_name(queue_name), routing_key=retry_queue_name(queue_name), durable=True)
-        dlq_bindings = [binding(exchange, routing_key=f"cqrs.{dlq_name}.{cqrs_id}") for cqrs_id in cqrs_ids]
+        dlq_bindings = [
+            binding(exchange, routing_key=dead_letter_binding_key(dlq_name, cqrs_id)) for cqrs_id in cqrs_ids
+        ]
         if dlq_bindings:
             dlq = Queue(dlq_name, exchange=exchange, bindings=dlq_bindings, durable=True)
         else:
@@ -197,4 +194,4 @@ class KombuTransport(BaseTransport):
         KombuConsumer(self, cqrs_ids=cqrs_ids, **kwargs).run()
 
 
-__all__ = ["KombuTransport", "routing_key_for"]
+__all__ = ["KombuTransport"]

@@ -37,23 +37,20 @@ from typing import TYPE_CHECKING, Any
 from kombu.messaging import Consumer
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.exceptions import PublishFailed
-from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.batch import handle_batch_through_outages
-from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome
-from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
-from dj_cqrs.replica.retry import (
-    DEAD_UNTIL_HEADER,
-    DELAY_HEADER,
-    HARD_MAX_DELAY,
-    NOT_BEFORE_HEADER,
+from dj_cqrs.core.messages import HARD_MAX_DELAY, Action, InboundMessage, Outcome
+from dj_cqrs.core.names import DEAD_UNTIL_HEADER, DELAY_HEADER, NOT_BEFORE_HEADER, retry_queue_name
+from dj_cqrs.core.settlement import (
     dead_letter_ttl,
     failure_headers,
     minimal_failure_headers,
     retry_body,
     settle_failed,
 )
-from dj_cqrs.transport.kombu import connection_errors, new_connection, retry_queue_name
+from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica.batch import handle_batch_through_outages
+from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
+from dj_cqrs.transport.kombu import connection_errors, new_connection
 
 if TYPE_CHECKING:
     from dj_cqrs.transport.kombu import KombuTransport

@@ -15,7 +15,11 @@ import threading
 from typing import Any
 
 from dj_cqrs import encoding
+from dj_cqrs.core.messages import Action, InboundMessage, Outcome
+from dj_cqrs.core.names import ROUTING_KEY_HEADER, routing_key_for
 from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.settlement import retry_body, settle_failed
+from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.transport.base import BaseTransport
 
 
@@ -31,15 +35,9 @@ class StoredMessage:
 
     @property
     def payload(self) -> TransportPayload:
-        from dj_cqrs.replica.consumer import InboundMessage, decode
+        from dj_cqrs.replica.consumer import decode
 
         return decode(InboundMessage(self.body, self.routing_key, self.headers))
-
-
-def routing_key(payload: TransportPayload) -> str:
-    if payload.queue:
-        return f"cqrs.{payload.queue}.{payload.cqrs_id}"
-    return payload.cqrs_id
 
 
 class DeadLetterError(AssertionError):
@@ -57,17 +55,15 @@ class MemoryTransport(BaseTransport):
         self._lock = threading.RLock()
         self.messages: list[StoredMessage] = []
         self.published: list[StoredMessage] = []
-        self.dead_letters: list[tuple[StoredMessage, Any]] = []
-        self.outcomes: list[Any] = []
+        self.dead_letters: list[tuple[StoredMessage, Outcome]] = []
+        self.outcomes: list[Outcome] = []
         #: Set to an exception instance to make ``produce`` fail (tests of failure paths).
         self.fail_with: BaseException | None = None
 
     def produce(self, payload: TransportPayload) -> None:
         if self.fail_with is not None:
-            from dj_cqrs.exceptions import PublishFailed
-
             raise PublishFailed(str(self.fail_with)) from self.fail_with
-        message = StoredMessage(routing_key(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True))
+        message = StoredMessage(routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True))
         with self._lock:
             self.messages.append(message)
             self.published.append(message)
@@ -83,8 +79,6 @@ class MemoryTransport(BaseTransport):
     def join(self, fail_fast: bool = False, max_rounds: int = 1000) -> int:
         """Apply queued messages (and their retries) until none is left; return how many."""
         from dj_cqrs.replica.batch import handle_batch
-        from dj_cqrs.replica.consumer import Action, InboundMessage
-        from dj_cqrs.replica.retry import settle_failed
 
         handled = 0
         for _ in range(max_rounds):
@@ -106,11 +100,8 @@ class MemoryTransport(BaseTransport):
                     raise DeadLetterError(f"dead-lettered: {outcome.reason} ({outcome.detail})")
         raise RuntimeError(f"MemoryTransport.join did not settle after {max_rounds} rounds")
 
-    def _settle(self, message: StoredMessage, outcome: Any) -> None:
+    def _settle(self, message: StoredMessage, outcome: Outcome) -> None:
         """Queue the retry (with ``retries + 1``, as the real transports) or keep the dead letter."""
-        from dj_cqrs.replica.consumer import Action
-        from dj_cqrs.replica.retry import ROUTING_KEY_HEADER, retry_body
-
         if outcome.action is Action.RETRY and outcome.payload is not None:
             headers = dict(message.headers)
             headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)

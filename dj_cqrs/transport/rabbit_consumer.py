@@ -10,7 +10,7 @@ or its successor, never both and never neither.
   exchange. Nothing is held by the worker, so a retry survives a crash or restart of every worker.
   ``x-cqrs-routing-key`` keeps the master's routing key (a direct sync stays direct).
 * Dead letter: the original body goes to ``replica.dead_letter_queue`` with ``expiration =
-  dead_message_ttl`` and ``x-cqrs-*`` headers saying why (see :mod:`dj_cqrs.replica.retry`).
+  dead_message_ttl`` and ``x-cqrs-*`` headers saying why (see :mod:`dj_cqrs.core.settlement`).
 * A successor that cannot be published for any reason but the connection (a body that cannot be
   encoded again, headers pika refuses ...): the original body is dead-lettered instead (reason
   ``internal_error``), and the rest of the batch is settled as usual.
@@ -27,19 +27,27 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.exceptions import ConnectionFailed
-from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.batch import handle_batch_through_outages
-from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome
-from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
-from dj_cqrs.replica.retry import (
+from dj_cqrs.core.messages import Action, InboundMessage, Outcome
+from dj_cqrs.core.names import (
     DELAY_HEADER,
+    DROPPED_HEADERS_HEADER,
+    HEADER_PREFIX,
+    binding_keys,
+    dead_letter_binding_key,
+    delay_of_queue,
+    delay_queue_name,
+)
+from dj_cqrs.core.settlement import (
     dead_letter_ttl,
     failure_headers,
     minimal_failure_headers,
     retry_body,
     settle_failed,
 )
+from dj_cqrs.exceptions import ConnectionFailed
+from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica.batch import handle_batch_through_outages
+from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.transport.rabbit_mq import (
     CONNECTION_ERRORS,
     message_properties,
@@ -61,10 +69,6 @@ _RETURN_ATTEMPTS = 3
 RECOVERABLE: tuple[type[BaseException], ...] = (ConnectionFailed, *CONNECTION_ERRORS)
 
 
-def retry_queue_name(queue: str, delay_ms: int) -> str:
-    return f"{queue}.retry.{delay_ms}"
-
-
 def retry_queue_arguments(queue: str, delay_ms: int) -> dict[str, Any]:
     """Arguments of ``<queue>.retry.<delay_ms>``; they must never change for a given name."""
     return {
@@ -81,9 +85,10 @@ def declare_topology(channel: BlockingChannel, exchange: str, queue: str, dead_l
     channel.queue_declare(queue, durable=True)
     channel.queue_declare(dead_letter_queue, durable=True)
     for cqrs_id in cqrs_ids:
-        channel.queue_bind(queue, exchange, routing_key=cqrs_id)
-        channel.queue_bind(queue, exchange, routing_key=f"cqrs.{queue}.{cqrs_id}")
-        channel.queue_bind(dead_letter_queue, exchange, routing_key=f"cqrs.{dead_letter_queue}.{cqrs_id}")
+        for key in binding_keys(queue, cqrs_id):
+            channel.queue_bind(queue, exchange, routing_key=key)
+        dead_letter_key = dead_letter_binding_key(dead_letter_queue, cqrs_id)
+        channel.queue_bind(dead_letter_queue, exchange, routing_key=dead_letter_key)
 
 
 class RabbitMQConsumer:
@@ -301,9 +306,9 @@ class RabbitMQConsumer:
 
     def _redeclare(self, name: str) -> None:
         assert self.channel is not None
-        prefix = f"{self.queue}.retry."
-        if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            self._declare_retry_queue(int(name[len(prefix) :]))
+        delay_ms = delay_of_queue(self.queue, name)
+        if delay_ms is not None:
+            self._declare_retry_queue(delay_ms)
         else:
             self.channel.queue_declare(name, durable=True)
 
@@ -316,8 +321,8 @@ class RabbitMQConsumer:
         except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
             # A header the broker delivered but pika cannot encode back: keep ours only.
             logger.warning("CQRS message headers cannot be re-encoded (%r); dropping the foreign ones", exc)
-            own = {k: v for k, v in headers.items() if isinstance(k, str) and k.startswith("x-cqrs-")}
-            own["x-cqrs-dropped-headers"] = True
+            own = {k: v for k, v in headers.items() if isinstance(k, str) and k.startswith(HEADER_PREFIX)}
+            own[DROPPED_HEADERS_HEADER] = True
             self.channel.basic_publish(
                 "", routing_key, body, properties=message_properties(own, expiration), mandatory=True
             )
@@ -334,12 +339,12 @@ class RabbitMQConsumer:
         declared = self._retry_queues_declared.get(delay_ms)
         if declared is None or time.monotonic() - declared > RETRY_QUEUE_REDECLARE_SECONDS:
             self._declare_retry_queue(delay_ms)
-        self._publish(retry_queue_name(self.queue, delay_ms), body, headers)
+        self._publish(delay_queue_name(self.queue, delay_ms), body, headers)
 
     def _declare_retry_queue(self, delay_ms: int) -> None:
         """Declare ``<queue>.retry.<delay_ms>`` (which renews its ``x-expires`` lease)."""
         assert self.channel is not None
-        name = retry_queue_name(self.queue, delay_ms)
+        name = delay_queue_name(self.queue, delay_ms)
         self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
         self._retry_queues_declared[delay_ms] = time.monotonic()
 

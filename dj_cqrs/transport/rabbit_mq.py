@@ -28,14 +28,14 @@ import pika.exceptions
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.names import routing_key_for
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport.base import BaseTransport, every_instance, through_instance
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-
-    from dj_cqrs.core.payload import TransportPayload
 
 logger = logging.getLogger("django-cqrs.transport.rabbitmq")
 
@@ -86,12 +86,6 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
         **(params.client_properties or {}),
     }
     return params
-
-
-def routing_key_for(payload: TransportPayload) -> str:
-    if payload.queue:
-        return f"cqrs.{payload.queue}.{payload.cqrs_id}"
-    return payload.cqrs_id
 
 
 def message_properties(headers: dict[str, Any] | None = None, expiration: str | None = None) -> pika.BasicProperties:

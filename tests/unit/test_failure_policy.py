@@ -15,16 +15,11 @@ from django.test import override_settings
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import validate
+from dj_cqrs.core.messages import HARD_MAX_DELAY, Action, InboundMessage, Outcome
+from dj_cqrs.core.settlement import carried_headers, failure_headers, retry_body
 from dj_cqrs.replica import dead_letters
-from dj_cqrs.replica.consumer import Action, InboundMessage, Outcome, handle, is_connection_lost
-from dj_cqrs.replica.retry import (
-    HARD_MAX_DELAY,
-    carried_headers,
-    default_retry_delay,
-    failure_headers,
-    retry_body,
-    sanitize_delay,
-)
+from dj_cqrs.replica.consumer import handle, is_connection_lost
+from dj_cqrs.replica.retry import default_retry_delay, sanitize_delay
 from tests.apps.replica_app.models import FlakyModelRef, SimplestModelRef
 
 
@@ -324,7 +319,7 @@ def test_retry_message_keeps_the_original_routing_key():
 def test_dead_letters_past_their_ttl_are_dropped_not_retried(transport):
     import time
 
-    from dj_cqrs.replica.consumer import Outcome as _Outcome
+    from dj_cqrs.core.messages import Outcome as _Outcome
     from dj_cqrs.transport.memory import StoredMessage
 
     alive = StoredMessage("simplest", json.dumps(_body("simplest", 8)).encode(), {"x-cqrs-dead-until": time.time() + 3600})

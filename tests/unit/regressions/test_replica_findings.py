@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from dj_cqrs.core.messages import InboundMessage
 from dj_cqrs.models import Tombstone
-from dj_cqrs.replica.consumer import InboundMessage, handle
+from dj_cqrs.replica.consumer import handle
 from dj_cqrs.sync.load import load
 from tests.apps.replica_app.models import SimplestModelRef
 

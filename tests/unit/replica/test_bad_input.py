@@ -9,7 +9,8 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from dj_cqrs.replica.consumer import Action, InboundMessage, handle
+from dj_cqrs.core.messages import Action, InboundMessage
+from dj_cqrs.replica.consumer import handle
 from tests.apps.replica_app.models import SimplestModelRef
 from tests.unit.conftest import cqrs_settings_and_transport, cqrs_with
 from tests.unit.replica.helpers import UPDATED

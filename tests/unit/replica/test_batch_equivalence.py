@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.messages import InboundMessage
 from dj_cqrs.models import Tombstone
 from dj_cqrs.replica.batch import handle_batch
-from dj_cqrs.replica.consumer import InboundMessage, handle
+from dj_cqrs.replica.consumer import handle
 from tests.apps.replica_app.models import MappedBatchRef, NoteRef, SimplestModelRef, UUIDPkModelRef
 
 pytestmark = pytest.mark.django_db(transaction=True)

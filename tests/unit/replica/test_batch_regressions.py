@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from dj_cqrs import encoding
+from dj_cqrs.core.messages import InboundMessage
 from dj_cqrs.models import Tombstone
 from dj_cqrs.replica.batch import handle_batch
-from dj_cqrs.replica.consumer import InboundMessage, handle
+from dj_cqrs.replica.consumer import handle
 from tests.apps.replica_app.models import (
     BasicFieldsModelRef,
     BatchAuthorRef,

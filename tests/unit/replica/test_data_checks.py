@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from dj_cqrs.replica.consumer import Action
+from dj_cqrs.core.messages import Action
 from tests.apps.replica_app.models import (
     AllTypesModelRef,
     AuthorRef,

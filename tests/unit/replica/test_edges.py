@@ -10,11 +10,13 @@ from django.db import InterfaceError, OperationalError, connection
 from django.test.utils import isolate_apps
 
 from dj_cqrs.controller.consumer import consume, route_signal_to_replica_model
+from dj_cqrs.core.messages import Action, InboundMessage
+from dj_cqrs.core.names import direct_queue
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.metas import ReplicaMeta
 from dj_cqrs.mixins import RawReplicaMixin
 from dj_cqrs.replica import context
-from dj_cqrs.replica.consumer import Action, InboundMessage, direct_queue, handle
+from dj_cqrs.replica.consumer import handle
 from dj_cqrs.replica.timeouts import apply_query_timeout, is_timeout_error, log_timed_out_query
 from tests.apps.replica_app.models import FKModelRef, SimplestModelRef, UUIDPkModelRef
 from tests.unit.conftest import cqrs_settings_and_transport

@@ -20,10 +20,10 @@ from django.db import IntegrityError, OperationalError
 from django.db.models import QuerySet
 
 from dj_cqrs.controller.consumer import consume, route_signal_to_replica_model
+from dj_cqrs.core.messages import Action
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.metas import ReplicaMeta
 from dj_cqrs.mixins import RawReplicaMixin
-from dj_cqrs.replica.consumer import Action
 from tests.apps.replica_app.models import BasicFieldsModelRef, FKModelRef, SimplestModelRef
 from tests.unit.conftest import cqrs_settings_and_transport
 from tests.unit.replica.helpers import UPDATED, row, send

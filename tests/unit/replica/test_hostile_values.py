@@ -25,9 +25,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from dj_cqrs import encoding
+from dj_cqrs.core import names, settlement
+from dj_cqrs.core.messages import Action, InboundMessage
 from dj_cqrs.exceptions import PayloadError
-from dj_cqrs.replica import dead_letters, retry
-from dj_cqrs.replica.consumer import Action, InboundMessage, handle
+from dj_cqrs.replica import dead_letters
+from dj_cqrs.replica.consumer import handle
+from dj_cqrs.transport import memory
 from dj_cqrs.transport.memory import StoredMessage
 from tests.apps.replica_app.models import BasicFieldsModelRef, SimplestModelRef
 from tests.unit.conftest import cqrs_settings_and_transport
@@ -161,7 +164,7 @@ def test_a_successor_that_cannot_be_built_dead_letters_the_original_and_the_batc
     def broken(payload):
         raise ValueError("cannot encode this body again")
 
-    monkeypatch.setattr(retry, "retry_body", broken)
+    monkeypatch.setattr(memory, "retry_body", broken)
     with cqrs_settings_and_transport(replica={"CQRS_MAX_RETRIES": 5, "CQRS_RETRY_DELAY": 0}) as transport:
         failing = raw(1, pk_value="not-a-number")
         transport.send_raw(failing, "simplest")
@@ -177,13 +180,13 @@ def test_a_successor_that_cannot_be_built_dead_letters_the_original_and_the_batc
 
 
 def test_failure_headers_are_valid_utf8_whatever_the_error_text():
-    from dj_cqrs.replica.consumer import Outcome
+    from dj_cqrs.core.messages import Outcome
 
     message = InboundMessage(b"{}", routing_key="simplest")
     outcome = Outcome(Action.DEAD_LETTER, reason="exception", detail="bad value 'x\ud800y' ☕")
-    headers = retry.failure_headers(message, outcome)
-    headers[retry.ERROR_HEADER].encode("utf-8")  # no UnicodeEncodeError
-    assert headers[retry.ERROR_HEADER] == "bad value 'x\\ud800y' ☕"
+    headers = settlement.failure_headers(message, outcome)
+    headers[names.ERROR_HEADER].encode("utf-8")  # no UnicodeEncodeError
+    assert headers[names.ERROR_HEADER] == "bad value 'x\\ud800y' ☕"
 
 
 # -- cqrs_dead_letters on such letters -------------------------------------------------------------------

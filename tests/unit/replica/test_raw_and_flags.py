@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from dj_cqrs.core.messages import Action
 from dj_cqrs.metas import ReplicaMeta
 from dj_cqrs.mixins import RawReplicaMixin
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.consumer import Action
 from tests.apps.master_app.models import FilteredModel, MetaModel
 from tests.apps.replica_app.models import EventLog, OnlyDirectSyncModelRef
 from tests.unit.replica.helpers import row, send

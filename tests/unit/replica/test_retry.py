@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dj_cqrs.core.messages import Action
 from dj_cqrs.metas import ReplicaMeta
 from dj_cqrs.mixins import RawReplicaMixin
-from dj_cqrs.replica.consumer import Action
 from tests.apps.replica_app.models import AlwaysFailing, FlakyModelRef
 from tests.unit.conftest import cqrs_settings_and_transport
 from tests.unit.replica.helpers import row, send

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dj_cqrs.replica.consumer import Action
+from dj_cqrs.core.messages import Action
 from tests.apps.replica_app.models import SimplestModelRef
 from tests.unit.replica.helpers import row, send
 

@@ -9,13 +9,14 @@ from django.db import transaction
 
 from dj_cqrs.controller.consumer import consume
 from dj_cqrs.controller.producer import produce
+from dj_cqrs.core.messages import Action
+from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
-from dj_cqrs.replica.consumer import Action
 from dj_cqrs.testing import use_memory_transport
 from dj_cqrs.transport import get_transport, set_transport
 from dj_cqrs.transport.base import BaseTransport
-from dj_cqrs.transport.memory import DeadLetterError, routing_key
+from dj_cqrs.transport.memory import DeadLetterError
 from tests.apps.master_app.models import SimplestModel
 from tests.apps.replica_app.models import SimplestModelRef
 from tests.unit.conftest import cqrs_with
@@ -50,8 +51,8 @@ def test_produce_stores_encoded_messages_until_join(transport):
 
 
 def test_routing_key():
-    assert routing_key(payload()) == "simplest"
-    assert routing_key(payload(queue="q")) == "cqrs.q.simplest"
+    assert routing_key_for(payload()) == "simplest"
+    assert routing_key_for(payload(queue="q")) == "cqrs.q.simplest"
 
 
 def test_join_fail_fast_raises_on_a_dead_letter(transport):

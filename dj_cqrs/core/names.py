@@ -1,0 +1,168 @@
+"""The names on the wire, written once: routing and binding keys, queue names, header names.
+
+They are django-cqrs's where django-cqrs has one (see ``docs/wire-format.md``): a master publishes
+an event with the routing key ``<cqrs_id>`` (broadcast to every replica bound to it) or
+``cqrs.<queue>.<cqrs_id>`` (a direct sync to one replica queue); a replica queue is bound with
+both for each of its ``cqrs_id``; its dead-letter queue is ``dead_letter_<queue>``, bound with
+``cqrs.<dead letter queue>.<cqrs_id>``. The retry queues and the ``x-cqrs-*`` headers are ours.
+
+Only the standard library is imported here (:mod:`dj_cqrs.conf` reads the dead-letter queue
+name from this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+#: Prefix of every header dj_cqrs writes.
+HEADER_PREFIX = "x-cqrs-"
+#: The master's routing key, kept by retries and dead letters (a direct sync stays direct).
+ROUTING_KEY_HEADER = "x-cqrs-routing-key"
+REASON_HEADER = "x-cqrs-reason"
+FAILURE_HEADER = "x-cqrs-failure"
+ERROR_HEADER = "x-cqrs-error"
+EXCEPTION_HEADER = "x-cqrs-exception"
+RETRIES_HEADER = "x-cqrs-retries"
+FIRST_FAILURE_HEADER = "x-cqrs-first-failure"
+LAST_FAILURE_HEADER = "x-cqrs-last-failure"
+WORKER_HEADER = "x-cqrs-worker"
+QUEUE_HEADER = "x-cqrs-queue"
+DELAY_HEADER = "x-cqrs-delay-ms"
+#: Epoch seconds before which a retry must not be applied (brokers without message TTLs).
+NOT_BEFORE_HEADER = "x-cqrs-not-before"
+#: Epoch seconds after which a dead letter is discarded (brokers without message TTLs).
+DEAD_UNTIL_HEADER = "x-cqrs-dead-until"
+#: Set on a re-published message whose foreign headers could not be encoded again (dropped).
+DROPPED_HEADERS_HEADER = "x-cqrs-dropped-headers"
+
+#: Headers describing one failure; dropped when a dead letter is retried by hand.
+FAILURE_HEADERS = frozenset(
+    {
+        REASON_HEADER,
+        FAILURE_HEADER,
+        ERROR_HEADER,
+        EXCEPTION_HEADER,
+        RETRIES_HEADER,
+        FIRST_FAILURE_HEADER,
+        LAST_FAILURE_HEADER,
+        WORKER_HEADER,
+        QUEUE_HEADER,
+        DELAY_HEADER,
+        NOT_BEFORE_HEADER,
+        DEAD_UNTIL_HEADER,
+    }
+)
+
+#: Headers RabbitMQ adds when it dead-letters a message (our delay queues); never carried on.
+BROKER_DEATH_HEADER = "x-death"
+BROKER_DEATH_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
+
+_DIRECT_PREFIX = "cqrs."
+_DELAY_QUEUE_INFIX = ".retry."
+
+
+def direct_routing_key(queue: str, cqrs_id: str) -> str:
+    """``cqrs.<queue>.<cqrs_id>``: addresses one queue (a direct sync, a dead-letter binding)."""
+    return f"{_DIRECT_PREFIX}{queue}.{cqrs_id}"
+
+
+class Addressed(Protocol):
+    """What a routing key is made of (a :class:`~dj_cqrs.core.payload.TransportPayload`)."""
+
+    @property
+    def cqrs_id(self) -> str: ...
+
+    @property
+    def queue(self) -> str | None: ...
+
+
+def routing_key_for(payload: Addressed) -> str:
+    """The routing key of an event: direct to its ``queue`` when it has one (``cqrs_sync
+    --queue``), else the broadcast ``cqrs_id``."""
+    if payload.queue:
+        return direct_routing_key(payload.queue, payload.cqrs_id)
+    return payload.cqrs_id
+
+
+def direct_queue(routing_key: str, cqrs_id: str) -> str | None:
+    """The queue a ``cqrs.<queue>.<cqrs_id>`` routing key addresses (None for a broadcast)."""
+    suffix = "." + cqrs_id
+    if routing_key.startswith(_DIRECT_PREFIX) and routing_key.endswith(suffix):
+        queue = routing_key[len(_DIRECT_PREFIX) : -len(suffix)]
+        return queue or None
+    return None
+
+
+def original_routing_key(routing_key: str, headers: Mapping[str, Any] | None) -> str:
+    """The routing key the master used: retries and dead letters keep it in a header."""
+    header = headers.get(ROUTING_KEY_HEADER) if headers else None
+    if isinstance(header, bytes):
+        header = header.decode("utf-8", "replace")
+    if isinstance(header, str) and header:
+        return header
+    return routing_key or ""
+
+
+def binding_keys(queue: str, cqrs_id: str) -> tuple[str, str]:
+    """What a replica queue is bound with for one ``cqrs_id``: broadcasts and direct syncs."""
+    return cqrs_id, direct_routing_key(queue, cqrs_id)
+
+
+def dead_letter_binding_key(dead_letter_queue: str, cqrs_id: str) -> str:
+    """What a dead-letter queue is bound with for one ``cqrs_id`` (django-cqrs's binding)."""
+    return direct_routing_key(dead_letter_queue, cqrs_id)
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    """The default dead-letter queue of a replica queue (``replica.dead_letter_queue`` unset)."""
+    return f"dead_letter_{queue}"
+
+
+def delay_queue_name(queue: str, delay_ms: int) -> str:
+    """RabbitMQ: ``<queue>.retry.<delay_ms>``, where retries wait ``delay_ms`` (a message TTL)."""
+    return f"{queue}{_DELAY_QUEUE_INFIX}{delay_ms}"
+
+
+def delay_of_queue(queue: str, name: str) -> int | None:
+    """The delay in ms of a :func:`delay_queue_name` of ``queue``; None for any other name."""
+    prefix = queue + _DELAY_QUEUE_INFIX
+    if name.startswith(prefix) and name[len(prefix) :].isdigit():
+        return int(name[len(prefix) :])
+    return None
+
+
+def retry_queue_name(queue: str) -> str:
+    """kombu: ``<queue>.retry``, where retries wait for their ``x-cqrs-not-before`` time."""
+    return f"{queue}.retry"
+
+
+__all__ = [
+    "DEAD_UNTIL_HEADER",
+    "DELAY_HEADER",
+    "DROPPED_HEADERS_HEADER",
+    "ERROR_HEADER",
+    "EXCEPTION_HEADER",
+    "FAILURE_HEADER",
+    "FAILURE_HEADERS",
+    "FIRST_FAILURE_HEADER",
+    "HEADER_PREFIX",
+    "LAST_FAILURE_HEADER",
+    "NOT_BEFORE_HEADER",
+    "QUEUE_HEADER",
+    "REASON_HEADER",
+    "RETRIES_HEADER",
+    "ROUTING_KEY_HEADER",
+    "WORKER_HEADER",
+    "Addressed",
+    "binding_keys",
+    "dead_letter_binding_key",
+    "dead_letter_queue_name",
+    "delay_of_queue",
+    "delay_queue_name",
+    "direct_queue",
+    "direct_routing_key",
+    "original_routing_key",
+    "retry_queue_name",
+    "routing_key_for",
+]
