@@ -288,8 +288,8 @@ class CqrsSettings:
 
     Attributes: ``transport``, ``url``, ``exchange``, ``queue`` ... and the sections ``master`` and
     ``replica``. Each read sees ``settings.CQRS`` as it is then (values assigned into it included);
-    ``reload()``, run when Django's ``setting_changed`` fires for ``CQRS``, also drops the
-    transport built from the old settings.
+    ``reload()`` runs when Django's ``setting_changed`` fires for ``CQRS`` (and
+    :mod:`dj_cqrs.transport` then drops the transport built from the old settings).
     """
 
     def __init__(self) -> None:
@@ -335,9 +335,6 @@ class CqrsSettings:
         self._values.clear()
         self.master._values.clear()
         self.replica._values.clear()
-        from dj_cqrs.transport import settings_changed
-
-        settings_changed()
 
 
 for _key, _option in ROOT_OPTIONS.items():

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
 
 
 def payload_context(payload: TransportPayload, **extra: Any) -> dict[str, Any]:

@@ -10,6 +10,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from dj_cqrs.conf import TRANSPORT_ALIASES, cqrs_settings
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport.base import BaseTransport, forget_class_defaults
 
@@ -19,10 +24,6 @@ _state: dict[str, Any] = {}
 
 def resolve_transport_class(path: Any) -> type[BaseTransport]:
     """Import the class named by ``CQRS['transport']`` (a dotted path, an alias or a class)."""
-    from django.utils.module_loading import import_string
-
-    from dj_cqrs.conf import TRANSPORT_ALIASES
-
     if isinstance(path, type):
         cls = path
     elif isinstance(path, str) and path:
@@ -44,8 +45,6 @@ def resolve_transport_class(path: Any) -> type[BaseTransport]:
 
 def get_transport() -> BaseTransport:
     """The transport instance for the current settings (created on first use)."""
-    from dj_cqrs.conf import cqrs_settings
-
     explicit = _state.get("explicit")
     if explicit is not None:
         return explicit  # type: ignore[no-any-return]
@@ -81,6 +80,12 @@ def settings_changed() -> None:
     """``settings.CQRS`` changed: drop the transport built from the old settings (not an explicit one)."""
     if _state.get("explicit") is None:
         reset_transport()
+
+
+@receiver(setting_changed)
+def _drop_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CQRS":
+        settings_changed()
 
 
 def reset_transport() -> None:

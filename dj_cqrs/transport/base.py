@@ -29,10 +29,10 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
-if TYPE_CHECKING:
-    from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.exceptions import ConfigurationError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -53,7 +53,6 @@ def live_instances(cls: type[BaseTransport]) -> list[BaseTransport]:
 def instance_for(cls: type[BaseTransport]) -> BaseTransport:
     """The instance a class-level call of ``cls`` goes through: the configured transport when it
     is one, else one made for such calls (kept until ``reset_transport()``)."""
-    from dj_cqrs.exceptions import ConfigurationError
     from dj_cqrs.transport import get_transport
 
     try:
