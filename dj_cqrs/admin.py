@@ -78,7 +78,8 @@ class CQRSAdminMasterSyncMixin:
 
 def _sync_batch(model: Any, rows: list[Any]) -> set[Any]:
     """Publish one batch of rows; the primary keys of those published."""
-    from dj_cqrs.master.publisher import instance_pk, publish
+    from dj_cqrs.master.payloads import instance_pk
+    from dj_cqrs.master.publisher import publish
     from dj_cqrs.sync import resync
 
     payloads, _ = resync.sync_payloads(model, rows)

@@ -11,6 +11,8 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
+from dj_cqrs.conf import cqrs_settings, resolve_callable
+
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dj_cqrs_correlation_id", default=None
 )
@@ -31,7 +33,10 @@ def correlation_scope(value: str | None) -> Iterator[None]:
 
 
 def get_correlation_id(signal_type: Any, cqrs_id: str, instance_pk: Any, queue: str | None) -> str | None:
-    """django-cqrs's helper: the correlation id for one event."""
-    from dj_cqrs.master.publisher import correlation_id
-
-    return correlation_id(signal_type, cqrs_id, instance_pk, queue)
+    """The correlation id of one event (django-cqrs's helper): what ``master.correlation_function``
+    returns (as a string), or else the id of the current :func:`correlation_scope`."""
+    func = resolve_callable(cqrs_settings.master.correlation_function)
+    if func is None:
+        return _correlation_id.get()
+    value = func(signal_type, cqrs_id, instance_pk, queue)
+    return None if value is None else str(value)

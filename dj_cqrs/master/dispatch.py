@@ -13,8 +13,8 @@ from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.master import pending, publisher
-from dj_cqrs.master.outbox import publishing, recording, store
+from dj_cqrs.master import payloads, pending, publisher
+from dj_cqrs.master.outbox import recording, store
 from dj_cqrs.master.pending import PendingEvent
 
 
@@ -28,10 +28,10 @@ def add(event: PendingEvent) -> PendingEvent:
     """Record an event of the current transaction."""
     if _via_trigger(event):
         event.via_trigger = True
-        return pending.add(event, flush)
+        return pending.add(event, publish_committed)
     if store.enabled():
-        return pending.add(event, flush, on_new=recording.record, on_merge=recording.update_data)
-    return pending.add(event, flush)
+        return pending.add(event, publish_committed, on_new=recording.record, on_merge=recording.update_data)
+    return pending.add(event, publish_committed)
 
 
 def add_many(events: list[PendingEvent]) -> None:
@@ -41,14 +41,14 @@ def add_many(events: list[PendingEvent]) -> None:
     if _via_trigger(events[0]):
         for event in events:
             event.via_trigger = True
-        pending.add_many(events, flush)
+        pending.add_many(events, publish_committed)
     elif store.enabled():
-        pending.add_many(events, flush, on_new_many=recording.record_many, on_merge=recording.update_data)
+        pending.add_many(events, publish_committed, on_new_many=recording.record_many, on_merge=recording.update_data)
     else:
-        pending.add_many(events, flush)
+        pending.add_many(events, publish_committed)
 
 
-def flush(events: list[PendingEvent]) -> None:
+def publish_committed(events: list[PendingEvent]) -> None:
     """Commit hook: publish the events of a committed transaction."""
     from dj_cqrs.master.dispatcher import dispatcher
 
@@ -59,11 +59,11 @@ def flush(events: list[PendingEvent]) -> None:
     for event in events:
         if event.outbox_id is not None:
             if event.using not in relay_only:  # the relay reads the rows: no payload to build
-                ordered[event.using].append((event.outbox_id, publishing.snapshot_payload(event)))
+                ordered[event.using].append((event.outbox_id, payloads.snapshot_payload(event)))
         elif event.via_trigger:
             claims.add(event.using)
     if direct:
-        publisher.flush(direct)
+        publisher.publish(payloads.payloads_for_events(direct))
     for using, items in ordered.items():
         dispatcher.submit(using, items)
     for using in claims:

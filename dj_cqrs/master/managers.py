@@ -100,7 +100,7 @@ def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
         )
         for outbox_id, pk_text, revision in recording.record_rows(model, using, pks, data)
     ]
-    pending.add_many(events, dispatch.flush)
+    pending.add_many(events, dispatch.publish_committed)
     return True
 
 

@@ -68,13 +68,13 @@ class RawMasterMixin(models.Model):
         self.__dict__["_cqrs_saves_count"] = 0
 
     def _count_cqrs_save(self, using: str) -> None:
-        from dj_cqrs.master.dispatch import flush
+        from dj_cqrs.master.dispatch import publish_committed
 
         if not connections[using].in_atomic_block:
             self.__dict__["_cqrs_saves_transaction"] = None
             self.__dict__["_cqrs_saves_count"] = 1
             return
-        marker = (using, pending.ensure(using, flush).token)
+        marker = (using, pending.ensure(using, publish_committed).token)
         count = self.cqrs_saves_count if self.__dict__.get("_cqrs_saves_transaction") == marker else 0
         self.__dict__["_cqrs_saves_transaction"] = marker
         self.__dict__["_cqrs_saves_count"] = count + 1

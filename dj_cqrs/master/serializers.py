@@ -186,3 +186,13 @@ def class_serialize(instance: models.Model, cls: Any) -> dict[str, Any]:
     data = {k: to_json_value(v) for k, v in data.items()}
     add_cqrs_fields(data, instance)
     return data
+
+
+def serialize(instance: Any, sync: bool = False) -> dict[str, Any]:
+    """``instance_data`` of ``instance``: the model's own ``to_cqrs_dict`` when it overrides it."""
+    if overrides(type(instance), "to_cqrs_dict"):
+        return instance.to_cqrs_dict(using=instance._state.db, sync=sync)  # type: ignore[no-any-return]
+    cls = serializer_class(type(instance))
+    if cls is None:
+        return default_serialize(instance)
+    return class_serialize(instance, cls)

@@ -9,7 +9,7 @@ from django.db import connections, models, router
 from django.db.models.signals import post_delete, post_save
 
 from dj_cqrs.constants import SignalType
-from dj_cqrs.master import pending, publisher, tracking
+from dj_cqrs.master import payloads, pending, tracking
 from dj_cqrs.master.serializers import is_expression, refresh_saved_expressions
 from dj_cqrs.signals import post_bulk_create, post_update
 
@@ -90,7 +90,7 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
         revision = known.revision
     if revision is None or is_expression(revision):
         revision = 0
-    data = publisher.delete_instance_data(instance, revision + 1)
+    data = payloads.delete_instance_data(instance, revision + 1)
     meta = instance.get_cqrs_meta(instance_data=data, signal_type=SignalType.DELETE)
     event = pending.PendingEvent(
         signal=SignalType.DELETE,

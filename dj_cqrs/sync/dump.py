@@ -2,7 +2,7 @@
 
 Rows are read with keyset pagination (one query per batch, through the model's
 ``relate_cqrs_serialization``) and serialized by the same code that builds the messages
-(:func:`dj_cqrs.master.publisher.serialize`), so a dump line equals a message's ``instance_data``.
+(:func:`dj_cqrs.master.serializers.serialize`), so a dump line equals a message's ``instance_data``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from django.db import models
 
-from dj_cqrs.master import publisher, serializers
+from dj_cqrs.master import serializers
 from dj_cqrs.sync import jsonl, keyset
 
 
@@ -79,7 +79,7 @@ def _batches(model: Any, qs: models.QuerySet[Any], batch_size: int) -> Iterator[
         for rows in keyset.pk_batches(related, batch_size):
             for row in rows:
                 row.__dict__[serializers.FRESH_ROW_ATTR] = True
-            yield rows, _instance_pk, publisher.serialize
+            yield rows, _instance_pk, serializers.serialize
         return
     pk_attname = model._meta.pk.attname
     names = [attname for _, attname in serializers.serialized_fields(model)] + ["cqrs_revision", "cqrs_updated"]

@@ -1,8 +1,8 @@
 """Re-publish master rows as SYNC messages, in batches (``cqrs_sync``, ``cqrs_diff_sync``, admin).
 
 Each batch is one query (keyset pagination, through ``relate_cqrs_serialization``), its rows are
-serialized by the message code (:func:`dj_cqrs.master.publisher.serialize` and
-:func:`~dj_cqrs.master.publisher.build_payload`, the same body ``Model.cqrs_sync()`` sends) and
+serialized by the message code (:func:`dj_cqrs.master.serializers.serialize` and
+:func:`~dj_cqrs.master.payloads.build_payload`, the same body ``Model.cqrs_sync()`` sends) and
 published together with :func:`dj_cqrs.master.publisher.publish`. Rows are never re-read one by
 one. A row whose serialization fails is reported and counted; a publish that fails raises
 :class:`~dj_cqrs.exceptions.PublishFailed` after the rows already confirmed were counted. A
@@ -24,6 +24,7 @@ from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.database import call_through_outages, is_outage
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.master import publisher, serializers, tracking
+from dj_cqrs.master.payloads import build_payload
 from dj_cqrs.sync import keyset
 
 logger = logging.getLogger("django-cqrs.sync")
@@ -65,14 +66,14 @@ def sync_payloads(
             if not (produce and instance.is_sync_instance()):  # type: ignore[attr-defined]
                 report.filtered += 1
                 continue
-            data = publisher.serialize(instance, sync=True)
+            data = serializers.serialize(instance, sync=True)
             sent_previous = (
                 instance.get_tracked_fields_data()  # type: ignore[attr-defined]
                 if own_previous
                 else None if previous is None else dict(previous)
             )
             payloads.append(
-                publisher.build_payload(model, SignalType.SYNC, instance, data, instance.pk, sent_previous, queue=queue)
+                build_payload(model, SignalType.SYNC, instance, data, instance.pk, sent_previous, queue=queue)
             )
         except Exception as exc:  # noqa: BLE001 - a user hook failing on one row must not stop the run
             if is_outage(exc):

@@ -15,7 +15,8 @@ from django.utils import timezone
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
-from dj_cqrs.master import publisher, serializers
+from dj_cqrs.correlation import get_correlation_id
+from dj_cqrs.master import payloads, serializers
 from dj_cqrs.master.outbox.store import explained_missing_table, outbox_model
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def _instance_meta(event: PendingEvent, instance: Any) -> dict[str, Any]:
     instance's ``instance_data`` (``to_cqrs_dict(sync=...)``), the event's ``previous_data`` and
     its own signal type."""
     meta: dict[str, Any] = instance.get_cqrs_meta(
-        instance_data=publisher.serialize(instance, sync=event.signal is SignalType.SYNC),
+        instance_data=serializers.serialize(instance, sync=event.signal is SignalType.SYNC),
         previous_data=event.previous_data,
         signal_type=event.signal,
     )
@@ -54,7 +55,7 @@ def _data(event: PendingEvent, correlation_id: str | None, meta: dict[str, Any] 
 
 
 def _correlation(event: PendingEvent) -> str | None:
-    return publisher.correlation_id(event.signal, event.cqrs_id, publisher.instance_pk(event.pk), event.queue)
+    return get_correlation_id(event.signal, event.cqrs_id, payloads.instance_pk(event.pk), event.queue)
 
 
 def _stored_revision(event: PendingEvent) -> int:

@@ -9,7 +9,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from dj_cqrs.master.outbox import publishing, store
+from dj_cqrs.master import payloads
+from dj_cqrs.master.outbox import store
 from dj_cqrs.models import OutboxEvent
 from tests.apps.master_app.models import CounterModel, MetaModel, SimplestModel, TrackedModel
 from tests.unit.conftest import cqrs_settings_and_transport
@@ -28,7 +29,7 @@ def _recording_meta(received):
 
 def _row_meta(cqrs_id, pk):
     rows = store.read_rows(OutboxEvent.objects.filter(cqrs_id=cqrs_id, object_pk=str(pk)).order_by("id"))
-    return [payload.meta for _, payload in publishing.build_payloads(rows, "default") if payload is not None]
+    return [payload.meta for _, payload in payloads.payloads_for_rows(rows, "default") if payload is not None]
 
 
 def test_meta_of_a_sync_is_built_with_signal_type_sync():

@@ -217,12 +217,13 @@ def test_save_messages_use_the_overrides(outbox):
 
 
 def test_outbox_rows_published_by_the_relay_use_the_override():
-    from dj_cqrs.master.outbox import publishing, store
+    from dj_cqrs.master.payloads import payloads_for_rows
+    from dj_cqrs.master.outbox import store
 
     with cqrs_settings_and_transport(master={"CQRS_OUTBOX": True}):
         obj = HookedModel.objects.create(name="a")
         rows = store.read_rows(store.outbox_model().objects.filter(cqrs_id="hooked"))
-        payloads = [payload for _, payload in publishing.build_payloads(rows, "default")]
+        payloads = [payload for _, payload in payloads_for_rows(rows, "default")]
     assert [p.instance_data["label"] for p in payloads if p is not None] == ["<a>"]
     assert obj.pk == payloads[0].pk
 
