@@ -74,6 +74,10 @@ class _Session(DeadLetterSession):
             # delivery_tag 0 + multiple: every message still unacknowledged on this channel.
             self.get_channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
             self.outstanding = 0
+            # The queue applies the requeue asynchronously; a synchronous method on the same
+            # channel and queue returns only after it (the broker keeps their order), so the next
+            # session counts and reads every letter, not only those already back in the queue.
+            self.get_channel.queue_declare(self.queue, passive=True)
 
 
 class RabbitDeadLetterStore(DeadLetterStore):
