@@ -37,15 +37,12 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from django.db import connections
 
 from dj_cqrs.exceptions import DatabaseUnavailable
-from dj_cqrs.replica.lifecycle import Backoff
-
-if TYPE_CHECKING:
-    from dj_cqrs.replica.lifecycle import StopFlag
+from dj_cqrs.process.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.database")
 

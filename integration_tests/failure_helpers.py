@@ -203,7 +203,7 @@ def run_consumer(
 ) -> Any:
     """Run this settings' consumer in the calling thread until ``until()`` holds (checked from a
     watchdog thread), ``max_messages`` were handled, or ``timeout`` seconds passed."""
-    from dj_cqrs.replica.lifecycle import StopFlag
+    from dj_cqrs.process.lifecycle import StopFlag
     from dj_cqrs.transport import get_transport
     from dj_cqrs.transport.kombu import KombuTransport
     from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer

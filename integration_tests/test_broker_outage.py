@@ -39,7 +39,7 @@ def test_proxy_cut_delay_restore(rabbitmq):
 
 
 def test_consumer_survives_broker_connection_cuts(rabbitmq, caplog):
-    from dj_cqrs.replica.lifecycle import StopFlag
+    from dj_cqrs.process.lifecycle import StopFlag
     from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
     from tests.apps.replica_app.models import SimplestModelRef
 
@@ -102,7 +102,7 @@ def test_consumer_survives_broker_connection_cuts(rabbitmq, caplog):
 def test_dead_letter_queue_deleted_while_consuming_is_declared_again(rabbitmq, caplog):
     """A re-publish the broker returns as unroutable (an operator deleted the queue) is not lost:
     the consumer declares the queue again and re-publishes."""
-    from dj_cqrs.replica.lifecycle import StopFlag
+    from dj_cqrs.process.lifecycle import StopFlag
     from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 
     exchange, queue = names("ret")

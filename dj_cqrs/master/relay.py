@@ -19,7 +19,7 @@ from django.db import connections
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.database import Outage, close_broken, is_outage
 from dj_cqrs.master.outbox import maintenance, publishing
-from dj_cqrs.replica.lifecycle import Backoff, StopFlag
+from dj_cqrs.process.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.relay")
 

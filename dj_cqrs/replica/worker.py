@@ -1,197 +1,36 @@
-"""Process management for ``cqrs_consume``: a supervisor and its worker processes.
+"""A ``cqrs_consume`` worker process: what the supervisor (:mod:`dj_cqrs.process.supervisor`)
+spawns.
 
-The supervisor starts ``workers`` processes (spawned, each runs ``django.setup()`` and the
-transport's consume loop), restarts any that dies (with back-off, so a crash loop does not spin),
-restarts them all on a code change (``--reload``) or SIGHUP, and on SIGTERM/SIGINT asks them to
-stop (SIGINT), waits ``sigint_timeout`` seconds, then kills what is left (SIGKILL) and waits
-``sigkill_timeout`` seconds more (``None``: no limit, what django-cqrs's flags given without a
-value mean). A worker that is asked to stop finishes the message it is applying and acknowledges
-it; the ones it had not started stay unacknowledged and are redelivered by the broker.
+A worker runs ``django.setup()`` and the transport's consume loop until SIGTERM/SIGINT or until
+its supervisor is gone. Asked to stop, it finishes the messages it is applying and acknowledges
+them; the ones it had not started stay unacknowledged and are redelivered by the broker.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import multiprocessing
 import os
 import signal
-import threading
-import time
 from typing import Any
+
+import django
+
+from dj_cqrs.process.lifecycle import process_stop, stop_when_orphaned
+from dj_cqrs.transport import get_transport
 
 logger = logging.getLogger("django-cqrs.worker")
 
 
 def worker_main(cqrs_ids: list[str] | None) -> None:
     """Entry point of a worker process."""
-    import django
-
     django.setup()
-    from dj_cqrs.replica.lifecycle import process_stop
-    from dj_cqrs.transport import get_transport
 
     def _stop(signum: int, frame: Any) -> None:
         process_stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    _stop_when_orphaned(process_stop)
+    stop_when_orphaned(process_stop)
     logger.info("CQRS worker %s started", os.getpid())
     get_transport().consume(cqrs_ids=cqrs_ids or None)
     logger.info("CQRS worker %s stopped", os.getpid())
-
-
-def _stop_when_orphaned(stop: Any) -> None:
-    """Stop this worker, as SIGTERM would, when its supervisor dies without stopping it (SIGKILL,
-    OOM killer): an orphaned worker would otherwise consume forever, beyond any supervisor's
-    reach, next to the workers of the supervisor started in its place."""
-    from multiprocessing.connection import wait
-
-    parent = multiprocessing.parent_process()
-    if parent is None or parent.sentinel is None:
-        return
-
-    def watch() -> None:
-        wait([parent.sentinel])  # readable once the supervisor's end of the pipe is closed
-        if not stop.is_set():
-            logger.warning("CQRS worker %s: its supervisor is gone; stopping", os.getpid())
-            stop.set()
-
-    threading.Thread(target=watch, name="dj_cqrs-supervisor-watch", daemon=True).start()
-
-
-@dataclasses.dataclass
-class _Slot:
-    process: Any = None
-    started: float = 0.0
-    failures: int = 0
-    restart_at: float = 0.0
-
-
-def _join_all(processes: list[Any], timeout: float | None) -> None:
-    """Wait for ``processes`` to end, ``timeout`` seconds in total (None: as long as it takes)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for process in processes:
-        process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-
-class Supervisor:
-    def __init__(
-        self,
-        workers: int = 1,
-        cqrs_ids: list[str] | None = None,
-        reload: bool = False,
-        ignore_paths: list[str] | None = None,
-        sigint_timeout: float | None = 5,
-        sigkill_timeout: float | None = 1,
-        watch_path: str | None = None,
-    ) -> None:
-        self.workers = max(1, workers)
-        self.cqrs_ids = cqrs_ids
-        self.reload = reload
-        self.ignore_paths = ignore_paths or []
-        self.sigint_timeout = sigint_timeout
-        self.sigkill_timeout = sigkill_timeout
-        self.watch_path = watch_path or os.getcwd()
-        self.slots = [_Slot() for _ in range(self.workers)]
-        self._stop = threading.Event()
-        self._restart_all = threading.Event()
-        self._context = multiprocessing.get_context("spawn")
-
-    # -- signals ---------------------------------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        def stop(signum: int, frame: Any) -> None:
-            logger.info("CQRS consumer supervisor received signal %s: stopping", signum)
-            self._stop.set()
-
-        def hup(signum: int, frame: Any) -> None:
-            logger.info("CQRS consumer supervisor received SIGHUP: restarting workers")
-            self._restart_all.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, hup)
-
-    def _start_watcher(self) -> None:
-        from watchfiles import PythonFilter, watch
-
-        ignore = [os.path.abspath(p) for p in self.ignore_paths]
-
-        def run() -> None:
-            for _changes in watch(
-                self.watch_path,
-                watch_filter=PythonFilter(ignore_paths=ignore),
-                stop_event=self._stop,
-                yield_on_timeout=False,
-                raise_interrupt=False,
-            ):
-                logger.info("Code changed: restarting CQRS workers")
-                self._restart_all.set()
-
-        threading.Thread(target=run, name="dj_cqrs-reload", daemon=True).start()
-
-    # -- processes -------------------------------------------------------------------------------
-
-    def _spawn(self, slot: _Slot) -> None:
-        process = self._context.Process(target=worker_main, args=(self.cqrs_ids,), name="cqrs-worker")
-        process.start()
-        slot.process = process
-        slot.started = time.monotonic()
-        logger.info("CQRS worker process %s started", process.pid)
-
-    def _stop_processes(self) -> None:
-        alive = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
-        for process in alive:
-            try:
-                os.kill(process.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        _join_all(alive, self.sigint_timeout)
-        for process in alive:
-            if process.is_alive():
-                logger.warning("CQRS worker %s did not stop in %ss: killing it", process.pid, self.sigint_timeout)
-                process.kill()
-        _join_all(alive, self.sigkill_timeout)
-        for slot in self.slots:
-            slot.process = None
-
-    def run(self) -> int:
-        self._install_signals()
-        if self.reload:
-            self._start_watcher()
-        for slot in self.slots:
-            self._spawn(slot)
-        while not self._stop.is_set():
-            if self._restart_all.is_set():
-                self._restart_all.clear()
-                self._stop_processes()
-                if self._stop.is_set():
-                    break  # SIGTERM/SIGINT while the workers were stopping: start no new ones
-                for slot in self.slots:
-                    slot.failures = 0
-                    self._spawn(slot)
-            now = time.monotonic()
-            for slot in self.slots:
-                process = slot.process
-                if process is not None and not process.is_alive():
-                    code = process.exitcode
-                    lived = now - slot.started
-                    slot.failures = slot.failures + 1 if lived < 10 else 1
-                    delay = min(30.0, 0.5 * (2 ** (slot.failures - 1)))
-                    logger.error(
-                        "CQRS worker %s exited with code %s after %.1fs; restarting in %.1fs",
-                        process.pid,
-                        code,
-                        lived,
-                        delay,
-                    )
-                    slot.process = None
-                    slot.restart_at = now + delay
-                if slot.process is None and now >= slot.restart_at and not self._stop.is_set():
-                    self._spawn(slot)
-            self._stop.wait(0.2)
-        self._stop_processes()
-        return 0

@@ -47,9 +47,9 @@ from dj_cqrs.core.settlement import (
     settle_failed,
 )
 from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.process.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.batch import handle_batch_through_outages
-from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.transport.kombu import connection_errors, new_connection
 
 if TYPE_CHECKING:

@@ -45,9 +45,9 @@ from dj_cqrs.core.settlement import (
     settle_failed,
 )
 from dj_cqrs.exceptions import ConnectionFailed
+from dj_cqrs.process.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.batch import handle_batch_through_outages
-from dj_cqrs.replica.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.transport.rabbit_mq import (
     CONNECTION_ERRORS,
     message_properties,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from dj_cqrs.replica.worker import Supervisor
+from dj_cqrs.process.supervisor import Supervisor
+from dj_cqrs.replica.worker import worker_main
 
 
 @pytest.fixture
@@ -22,11 +23,18 @@ def runs(monkeypatch):
     return started
 
 
+def cqrs_ids(supervisor: Supervisor) -> list[str] | None:
+    """The ``cqrs_ids`` the supervisor's workers get (they run ``worker_main(cqrs_ids)``)."""
+    assert supervisor.target is worker_main
+    (ids,) = supervisor.args
+    return ids
+
+
 def test_defaults(runs):
     call_command("cqrs_consume")
     [supervisor] = runs
     assert supervisor.workers == 1
-    assert supervisor.cqrs_ids is None
+    assert cqrs_ids(supervisor) is None
     assert supervisor.reload is False
     assert supervisor.ignore_paths == []
     assert (supervisor.sigint_timeout, supervisor.sigkill_timeout) == (5, 1)
@@ -39,7 +47,7 @@ def test_django_cqrs_short_options(runs):
     )
     [supervisor] = runs
     assert supervisor.workers == 3
-    assert supervisor.cqrs_ids == ["simplest", "basic"]
+    assert cqrs_ids(supervisor) == ["simplest", "basic"]
     assert supervisor.reload is True
     assert supervisor.ignore_paths == ["migrations", "static"]
     assert (supervisor.sigint_timeout, supervisor.sigkill_timeout) == (2.5, 0.5)
@@ -48,12 +56,12 @@ def test_django_cqrs_short_options(runs):
 def test_long_options(runs):
     call_command("cqrs_consume", "--workers", "2", "--cqrs-id", "simplest", "--reload")
     [supervisor] = runs
-    assert (supervisor.workers, supervisor.cqrs_ids, supervisor.reload) == (2, ["simplest"], True)
+    assert (supervisor.workers, cqrs_ids(supervisor), supervisor.reload) == (2, ["simplest"], True)
 
 
 def test_cqrs_id_without_values_means_every_model(runs):
     call_command("cqrs_consume", "--cqrs-id")
-    assert runs[0].cqrs_ids is None
+    assert cqrs_ids(runs[0]) is None
 
 
 @pytest.mark.parametrize("workers", ["0", "-1"])
@@ -81,7 +89,7 @@ def test_flags_without_a_value_as_django_cqrs(runs):
 
 
 def test_stop_without_a_time_limit_waits_for_the_workers(monkeypatch):
-    supervisor = Supervisor(sigint_timeout=None, sigkill_timeout=None)
+    supervisor = Supervisor(worker_main, sigint_timeout=None, sigkill_timeout=None)
     joined: list[float | None] = []
 
     class Stopping:

@@ -28,8 +28,8 @@ from dj_cqrs.core.settlement import failure_headers, retry_body
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.master.relay import Relay
+from dj_cqrs.process.lifecycle import StopFlag, process_stop
 from dj_cqrs.replica.consumer import handle
-from dj_cqrs.replica.lifecycle import StopFlag, process_stop
 from dj_cqrs.testing import use_memory_transport
 from dj_cqrs.transport import get_transport, set_transport
 from dj_cqrs.transport.base import BaseTransport

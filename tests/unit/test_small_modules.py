@@ -7,9 +7,9 @@ from django.conf import settings
 from django.test import override_settings
 
 from dj_cqrs.checks import check_settings
+from dj_cqrs.process.lifecycle import Backoff, StopFlag
 from dj_cqrs.registries import MasterRegistry
 from dj_cqrs.registry import Registry, master_registry, replica_registry
-from dj_cqrs.replica.lifecycle import Backoff, StopFlag
 from dj_cqrs.transport import get_transport, reset_transport, set_transport
 from dj_cqrs.transport.memory import MemoryTransport
 from tests.unit.conftest import cqrs_with

@@ -6,7 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dj_cqrs.process.supervisor import Supervisor
 from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica.worker import worker_main
 from dj_cqrs.sync import find_model
 
 
@@ -34,8 +36,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from dj_cqrs.replica.worker import Supervisor
-
         workers = options["workers"]
         if workers < 1:
             raise CommandError("--workers must be >= 1")
@@ -48,8 +48,9 @@ class Command(BaseCommand):
             raise CommandError("No replica models are registered in this service.")
         ignore = [p.strip() for p in (options["ignore_paths"] or "").split(",") if p.strip()]
         Supervisor(
+            worker_main,
+            args=(cqrs_ids,),
             workers=workers,
-            cqrs_ids=cqrs_ids,
             reload=options["reload"],
             ignore_paths=ignore,
             sigint_timeout=options["sigint_timeout"],

@@ -7,6 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dj_cqrs.master.relay import Relay
+from dj_cqrs.process.lifecycle import StopFlag
+
 
 class Command(BaseCommand):
     help = "Publish pending CQRS outbox events (run it next to the master service; several may run)."
@@ -19,9 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit (waiting through database outages).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from dj_cqrs.master.relay import Relay
-        from dj_cqrs.replica.lifecycle import StopFlag
-
         stop = StopFlag()
         relay = Relay(
             databases=options["databases"],
