@@ -43,7 +43,7 @@ class CQRSAdminMasterSyncMixin:
         """Publish the selected rows as SYNC messages (one query and one publish per batch; a model
         that overrides ``cqrs_sync()`` gets it called per row) and report the outcome in one
         message: ``"<n> successfully synced. <m> failed: [<the objects not synced>]"``."""
-        from dj_cqrs.master import serializers
+        from dj_cqrs.master import hooks
         from dj_cqrs.sync import keyset
 
         given: list[Any] | None = None
@@ -59,7 +59,7 @@ class CQRSAdminMasterSyncMixin:
         if selected is not None:
             model = selected.model
             qs = model.relate_cqrs_serialization(self._cqrs_sync_queryset(selected))
-            sync_batch = _sync_each if serializers.overrides(model, "cqrs_sync") else _sync_batch
+            sync_batch = _sync_each if hooks.overrides(model, "cqrs_sync") else _sync_batch
             for rows in keyset.pk_batches(qs, self.cqrs_sync_batch_size):
                 done = sync_batch(model, rows)
                 synced.update(done)

@@ -1,18 +1,14 @@
-"""Custom signals of master models (django-cqrs names).
+"""django-cqrs's ``dj_cqrs.signals``: the custom signals of master models and ``MasterSignals``.
 
-``post_bulk_create(sender, instances, using)`` and ``post_update(sender, instances, using)`` make the
-master publish one event per instance; ``Model.cqrs.bulk_create``/``bulk_update`` send them, and
-``Model.call_post_bulk_create``/``call_post_update`` let you send them yourself.
+The signals and their receivers live in :mod:`dj_cqrs.master.signals`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.dispatch import Signal
-
-post_bulk_create = Signal()
-post_update = Signal()
+from dj_cqrs.master import signals as master_signals
+from dj_cqrs.master.signals import post_bulk_create, post_update
 
 
 class MasterSignals:
@@ -20,33 +16,23 @@ class MasterSignals:
 
     @classmethod
     def register_model(cls, model_cls: Any) -> None:
-        from dj_cqrs.master import signals
-
-        signals.connect(model_cls)
+        master_signals.connect(model_cls)
 
     @classmethod
     def post_save(cls, sender: Any, **kwargs: Any) -> None:
-        from dj_cqrs.master import signals
-
-        signals.on_post_save(sender, **kwargs)
+        master_signals.on_post_save(sender, **kwargs)
 
     @classmethod
     def post_delete(cls, sender: Any, **kwargs: Any) -> None:
-        from dj_cqrs.master import signals
-
-        signals.on_post_delete(sender, **kwargs)
+        master_signals.on_post_delete(sender, **kwargs)
 
     @classmethod
     def post_bulk_create(cls, sender: Any, **kwargs: Any) -> None:
-        from dj_cqrs.master import signals
-
-        signals.on_post_bulk_create(sender, **kwargs)
+        master_signals.on_post_bulk_create(sender, **kwargs)
 
     @classmethod
     def post_bulk_update(cls, sender: Any, **kwargs: Any) -> None:
-        from dj_cqrs.master import signals
-
-        signals.on_post_update(sender, **kwargs)
+        master_signals.on_post_update(sender, **kwargs)
 
 
 __all__ = ["MasterSignals", "post_bulk_create", "post_update"]

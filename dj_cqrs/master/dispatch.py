@@ -13,14 +13,13 @@ from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.master import payloads, pending, publisher
+from dj_cqrs.master import payloads, pending, publisher, triggers
+from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox import recording, store
 from dj_cqrs.master.pending import PendingEvent
 
 
 def _via_trigger(event: PendingEvent) -> bool:
-    from dj_cqrs.master import triggers
-
     return event.signal is not SignalType.SYNC and triggers.active(event.model, event.using)
 
 
@@ -50,8 +49,6 @@ def add_many(events: list[PendingEvent]) -> None:
 
 def publish_committed(events: list[PendingEvent]) -> None:
     """Commit hook: publish the events of a committed transaction."""
-    from dj_cqrs.master.dispatcher import dispatcher
-
     direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
     ordered: dict[str, list[tuple[int, TransportPayload | None]]] = defaultdict(list)
     claims: set[str] = set()

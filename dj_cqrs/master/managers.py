@@ -7,12 +7,14 @@ from typing import Any
 
 from django.db import models, transaction
 from django.db.models import F
+from django.dispatch import dispatcher
 from django.utils import timezone
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.encoding import to_json_value
-from dj_cqrs.master import tracking
-from dj_cqrs.signals import post_update
+from dj_cqrs.master import dispatch, hooks, pending, tracking
+from dj_cqrs.master.outbox import recording, store
+from dj_cqrs.master.signals import dispatch_uid, post_update
 
 
 class MasterManager(models.Manager):  # type: ignore[type-arg]
@@ -79,11 +81,7 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
 def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
     """Fast path of ``bulk_update``: write the outbox rows with one INSERT ... SELECT per chunk,
     when what is captured does not depend on the row. Returns False when it does not apply."""
-    from dj_cqrs.master import dispatch, pending
-    from dj_cqrs.master.mixins import RawMasterMixin
-    from dj_cqrs.master.outbox import recording, store
-
-    if not (store.enabled() and model.CQRS_PRODUCE) or model.is_sync_instance is not RawMasterMixin.is_sync_instance:
+    if not (store.enabled() and model.CQRS_PRODUCE) or hooks.overridden(model, "is_sync_instance"):
         return False
     data = recording.constant_data(model)
     if data is None:
@@ -106,10 +104,6 @@ def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
 
 def _has_other_receivers(signal: Any, sender: Any) -> bool:
     """Whether anything but dj_cqrs listens to ``signal`` for ``sender``."""
-    from django.dispatch import dispatcher
-
-    from dj_cqrs.master.signals import dispatch_uid
-
     ours = dispatch_uid(sender)
     wanted = {dispatcher.NONE_ID, dispatcher._make_id(sender)}  # type: ignore[attr-defined]
     for entry in signal.receivers:

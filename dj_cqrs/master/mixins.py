@@ -10,8 +10,9 @@ from django.db.models.base import ModelBase
 
 from dj_cqrs.conf import cqrs_settings, resolve_callable
 from dj_cqrs.constants import ALL_BASIC_FIELDS, SignalType
-from dj_cqrs.master import pending, serializers, tracking
+from dj_cqrs.master import dispatch, hooks, pending, serializers, signals, tracking, triggers
 from dj_cqrs.master.managers import MasterManager
+from dj_cqrs.master.outbox import recording, store
 from dj_cqrs.master.signals import SAVE_CONTEXT_ATTR
 from dj_cqrs.registry import master_registry
 
@@ -68,13 +69,11 @@ class RawMasterMixin(models.Model):
         self.__dict__["_cqrs_saves_count"] = 0
 
     def _count_cqrs_save(self, using: str) -> None:
-        from dj_cqrs.master.dispatch import publish_committed
-
         if not connections[using].in_atomic_block:
             self.__dict__["_cqrs_saves_transaction"] = None
             self.__dict__["_cqrs_saves_count"] = 1
             return
-        marker = (using, pending.ensure(using, publish_committed).token)
+        marker = (using, pending.ensure(using, dispatch.publish_committed).token)
         count = self.cqrs_saves_count if self.__dict__.get("_cqrs_saves_transaction") == marker else 0
         self.__dict__["_cqrs_saves_transaction"] = marker
         self.__dict__["_cqrs_saves_count"] = count + 1
@@ -108,8 +107,6 @@ class RawMasterMixin(models.Model):
     def _cqrs_save(
         self, using: str, kwargs: dict[str, Any], update_fields: list[str] | None, publish: bool
     ) -> None:
-        from dj_cqrs.master import triggers
-
         if triggers.active(type(self), using):
             # The table's triggers bump the revision and write the outbox row in the statement
             # itself, so no transaction of our own is needed (an autocommit save stays one
@@ -148,7 +145,7 @@ class RawMasterMixin(models.Model):
             if captured is not None and event is not None and event.previous_data is not previous:
                 # Merged with an earlier save of this row in the transaction: its message carries
                 # the merged previous values, and so does get_tracked_fields_data().
-                if not serializers.overrides(type(self), "get_tracked_fields_data"):
+                if not hooks.overrides(type(self), "get_tracked_fields_data"):
                     self.__dict__[tracking.CAPTURED_ATTR] = event.previous_data
             if bumped and serializers.is_expression(self.__dict__.get("cqrs_revision")):
                 # The outbox already read the new revision back in its INSERT; otherwise read it.
@@ -178,8 +175,6 @@ class RawMasterMixin(models.Model):
         if current is not None:
             self.cqrs_revision = current + 1
             return
-        from dj_cqrs.master.outbox import recording, store
-
         if not store.enabled():
             return
         last = recording.last_delete_revision(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
@@ -204,11 +199,13 @@ class RawMasterMixin(models.Model):
     def save_tracked_fields(self) -> None:
         """Kept for django-cqrs compatibility: tracking happens in ``save``."""
 
+    @hooks.default_hook
     def get_tracked_fields_data(self) -> dict[str, Any] | None:
         """``previous_data`` of the last save: ``{field: previous value}`` of the tracked fields it
         changed (None before the first save, or without ``CQRS_TRACKED_FIELDS``)."""
         return tracking.captured(self)
 
+    @hooks.default_hook
     def to_cqrs_dict(self, using: str | None = None, sync: bool = False) -> dict[str, Any]:
         """The ``instance_data`` of this object."""
         cls = serializers.serializer_class(type(self))
@@ -222,6 +219,7 @@ class RawMasterMixin(models.Model):
             instance = qs.get(pk=self.pk)
         return serializers.class_serialize(instance, cls)
 
+    @hooks.default_hook
     def cqrs_sync(self, using: str | None = None, queue: str | None = None) -> bool:
         """Re-publish this object as a SYNC (to every replica, or only to ``queue``).
 
@@ -238,9 +236,7 @@ class RawMasterMixin(models.Model):
                 return False
         if not (type(self).CQRS_PRODUCE and self.is_sync_instance()):
             return False
-        from dj_cqrs.master import dispatch
-
-        if serializers.overrides(type(self), "get_tracked_fields_data"):
+        if hooks.overrides(type(self), "get_tracked_fields_data"):
             previous = self.get_tracked_fields_data()
         else:
             previous = {} if tracking.tracked_fields(type(self)) else None
@@ -259,10 +255,12 @@ class RawMasterMixin(models.Model):
 
     # -- hooks -----------------------------------------------------------------------------------
 
+    @hooks.default_hook
     def is_sync_instance(self) -> bool:
         """Return False to send nothing for this object (its revision still increments)."""
         return True
 
+    @hooks.default_hook
     def get_cqrs_meta(self, **kwargs: Any) -> dict[str, Any]:
         """The ``meta`` dict sent with each payload (``master.meta_function`` by default)."""
         func = resolve_callable(cqrs_settings.master.meta_function)
@@ -281,15 +279,11 @@ class RawMasterMixin(models.Model):
 
     @classmethod
     def call_post_bulk_create(cls, instances: list[Any], using: str | None = None) -> None:
-        from dj_cqrs.signals import post_bulk_create
-
-        post_bulk_create.send(cls, instances=instances, using=using)
+        signals.post_bulk_create.send(cls, instances=instances, using=using)
 
     @classmethod
     def call_post_update(cls, instances: list[Any], using: str | None = None, **kwargs: Any) -> None:
-        from dj_cqrs.signals import post_update
-
-        post_update.send(cls, instances=instances, using=using, **kwargs)
+        signals.post_update.send(cls, instances=instances, using=using, **kwargs)
 
 
 class MasterMeta(ModelBase):
@@ -304,8 +298,7 @@ class MasterMeta(ModelBase):
     @staticmethod
     def register(model_cls: Any) -> Any:
         """Register a master model (use it directly with ``RawMasterMixin``)."""
-        from dj_cqrs.master import signals, triggers
-
+        hooks.forget_cached(model_cls)
         serializers.forget_cached(model_cls)
         master_registry.register_model(model_cls)
         tracking.install(model_cls)

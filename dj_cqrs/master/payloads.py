@@ -30,7 +30,7 @@ from dj_cqrs.constants import SignalType
 from dj_cqrs.core.payload import TransportPayload, message_expiration
 from dj_cqrs.correlation import get_correlation_id
 from dj_cqrs.encoding import to_json_value
-from dj_cqrs.master import serializers
+from dj_cqrs.master import hooks, serializers
 from dj_cqrs.master.outbox.store import OutboxRow
 from dj_cqrs.master.pending import PendingEvent
 from dj_cqrs.registry import master_registry
@@ -103,7 +103,7 @@ def fetch_serialized(model: Any, using: str, pks: list[Any]) -> dict[str, tuple[
     The default serialization reads plain values (no model instances); ``CQRS_SERIALIZER`` models
     are read through ``relate_cqrs_serialization`` and serialized by their serializer."""
     result: dict[str, tuple[Any, dict[str, Any]]] = {}
-    if serializers.serializer_class(model) is not None or serializers.overrides(model, "to_cqrs_dict"):
+    if serializers.serializer_class(model) is not None or hooks.overrides(model, "to_cqrs_dict"):
         for pk, obj in _fetch_rows(model, using, pks).items():
             result[str(pk)] = (pk, serializers.serialize(obj))
         return result
@@ -292,7 +292,7 @@ def snapshot_payload(event: PendingEvent) -> TransportPayload | None:
     instance = event.instance
     if instance is None or event.revision is None:
         return None
-    if serializers.overrides(event.model, "to_cqrs_dict"):
+    if hooks.overrides(event.model, "to_cqrs_dict"):
         # The model's own serialization: a SYNC from the object cqrs_sync() refreshed (as
         # django-cqrs does), a SAVE from the committed row, which the publisher reads.
         if event.signal is not SignalType.SYNC:

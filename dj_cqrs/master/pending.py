@@ -11,14 +11,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections, models, transaction
 
 from dj_cqrs.constants import SignalType
-
-if TYPE_CHECKING:
-    from django.db import models
 
 _CONN_ATTR = "_dj_cqrs_transaction_events"
 _tokens = itertools.count(1)

@@ -19,6 +19,7 @@ from django.db import connections
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.database import Outage, close_broken, is_outage
 from dj_cqrs.master.outbox import maintenance, publishing
+from dj_cqrs.master.outbox.store import outbox_model
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.relay")
@@ -35,8 +36,6 @@ def outbox_databases(aliases: Iterable[str] | None = None, unreachable: dict[str
 
     A database that cannot be reached (:func:`dj_cqrs.database.is_outage`) is put in
     ``unreachable`` when given (the relay waits for it), else logged."""
-    from dj_cqrs.models import OutboxEvent
-
     if aliases:
         return list(aliases)
     found = []
@@ -51,7 +50,7 @@ def outbox_databases(aliases: Iterable[str] | None = None, unreachable: dict[str
             else:
                 logger.warning("Database %r is not reachable for the relay: %r", alias, exc)
             continue
-        if OutboxEvent._meta.db_table in tables:
+        if outbox_model()._meta.db_table in tables:
             found.append(alias)
     return found
 

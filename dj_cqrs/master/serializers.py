@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 from django.utils.module_loading import import_string
@@ -11,19 +11,13 @@ from django.utils.module_loading import import_string
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.exceptions import ConfigurationError
-
-if TYPE_CHECKING:
-    from dj_cqrs.master.mixins import RawMasterMixin
+from dj_cqrs.master.hooks import overrides
 
 _FIELDS_ATTR = "_cqrs_serialized_fields"
 _LAYOUT_ATTR = "_cqrs_serialized_layout"
 _CQRS_FIELDS = ("cqrs_revision", "cqrs_updated")
 _JSON_NATIVE = frozenset({str, int, bool, float})
 _SERIALIZER_ATTR = "_cqrs_serializer_cls"
-_OVERRIDES_ATTR = "_cqrs_overridden_hooks"
-#: Public hooks of master models that dj_cqrs's own batched paths (publishing, ``cqrs_sync``,
-#: ``cqrs_bulk_dump``, the admin action) call only when a model overrides them.
-OVERRIDABLE_HOOKS = ("to_cqrs_dict", "get_tracked_fields_data", "cqrs_sync")
 #: Set on rows read through ``relate_cqrs_serialization`` for a message: ``to_cqrs_dict`` does not
 #: read them again.
 FRESH_ROW_ATTR = "_cqrs_fresh_row"
@@ -83,22 +77,8 @@ def serialized_layout(model: type[models.Model]) -> Layout:
     return result
 
 
-def overrides(model: type[models.Model], hook: str) -> bool:
-    """Whether ``model`` (or a base of it) overrides the master hook ``hook`` (one of
-    :data:`OVERRIDABLE_HOOKS`); found once per model class."""
-    found = model.__dict__.get(_OVERRIDES_ATTR)
-    if found is None:
-        from dj_cqrs.master.mixins import RawMasterMixin
-
-        found = frozenset(
-            name for name in OVERRIDABLE_HOOKS if getattr(model, name, None) is not getattr(RawMasterMixin, name)
-        )
-        setattr(model, _OVERRIDES_ATTR, found)
-    return hook in found
-
-
 def forget_cached(model: type[models.Model]) -> None:
-    for attr in (_FIELDS_ATTR, _LAYOUT_ATTR, _SERIALIZER_ATTR, _OVERRIDES_ATTR):
+    for attr in (_FIELDS_ATTR, _LAYOUT_ATTR, _SERIALIZER_ATTR):
         if attr in model.__dict__:
             delattr(model, attr)
 
@@ -164,7 +144,7 @@ def add_cqrs_fields(result: dict[str, Any], instance: models.Model) -> None:
     result["cqrs_updated"] = None if updated is None else str(updated)
 
 
-def serializer_class(model: type[RawMasterMixin]) -> Any | None:
+def serializer_class(model: type[models.Model]) -> Any | None:
     path = getattr(model, "CQRS_SERIALIZER", None)
     if not path:
         return None

@@ -1,4 +1,10 @@
-"""Signal receivers of master models: they record events for the commit of the transaction."""
+"""Signals of master models and dj_cqrs's receivers, which record events for the commit.
+
+``post_bulk_create(sender, instances, using)`` and ``post_update(sender, instances, using)`` are
+django-cqrs's custom signals (importable from ``dj_cqrs.signals`` too): they make the master publish
+one event per instance; ``Model.cqrs.bulk_create``/``bulk_update`` send them, and
+``Model.call_post_bulk_create``/``call_post_update`` let you send them yourself.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,16 @@ from typing import Any
 
 from django.db import connections, models, router
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal
 
 from dj_cqrs.constants import SignalType
-from dj_cqrs.master import payloads, pending, tracking
+from dj_cqrs.master import dispatch, payloads, pending, tracking
 from dj_cqrs.master.serializers import is_expression, refresh_saved_expressions
-from dj_cqrs.signals import post_bulk_create, post_update
 
 logger = logging.getLogger("django-cqrs.master")
+
+post_bulk_create = Signal()
+post_update = Signal()
 
 #: Attribute set on an instance by ``MasterMixin.save`` for the duration of the save.
 SAVE_CONTEXT_ATTR = "_cqrs_save_context"
@@ -50,8 +59,6 @@ def record_save(
     previous_data: dict[str, Any] | None,
     must_read: bool = False,
 ) -> pending.PendingEvent | None:
-    from dj_cqrs.master import dispatch
-
     event = save_event(instance, using, previous_data)
     event.must_read = must_read
     return dispatch.add(event)
@@ -102,14 +109,10 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
         meta=meta,
         in_savepoint=bool(connections[using].savepoint_ids),
     )
-    from dj_cqrs.master import dispatch
-
     dispatch.add(event)
 
 
 def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | None, previous: dict[Any, Any]) -> None:
-    from dj_cqrs.master import dispatch
-
     by_db: dict[str, list[pending.PendingEvent]] = {}
     for instance in instances:
         db = using or router.db_for_write(sender, instance=instance)

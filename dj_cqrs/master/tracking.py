@@ -17,6 +17,7 @@ from django.db.models.signals import post_init
 
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.encoding import to_json_value
+from dj_cqrs.master.hooks import overrides
 
 SNAPSHOT_ATTR = "_cqrs_tracked_snapshot"
 TRACKED_META_ATTR = "_cqrs_tracked_attnames"
@@ -97,8 +98,6 @@ def captured(instance: models.Model) -> dict[str, Any] | None:
 def remember(instance: models.Model, previous: dict[str, Any] | None) -> dict[str, Any] | None:
     """Keep what a save captured for ``get_tracked_fields_data()``; return the ``previous_data``
     to send: the model's own ``get_tracked_fields_data()`` when it overrides it."""
-    from dj_cqrs.master.serializers import overrides
-
     if previous is not None:
         instance.__dict__[CAPTURED_ATTR] = previous
     if overrides(type(instance), "get_tracked_fields_data"):

@@ -25,6 +25,10 @@ from typing import Any
 
 from django.db import connections
 
+from dj_cqrs.master import tracking
+from dj_cqrs.master.outbox.store import outbox_model
+from dj_cqrs.registry import master_registry
+
 logger = logging.getLogger("django-cqrs.master")
 
 BUMP = "dj_cqrs_bump"
@@ -81,14 +85,10 @@ def _literal(value: str) -> str:
 
 
 def _outbox_table() -> str:
-    from dj_cqrs.models import OutboxEvent
-
-    return _quote(OutboxEvent._meta.db_table)
+    return _quote(outbox_model()._meta.db_table)
 
 
 def _previous_sql(model: Any, operation: str) -> str:
-    from dj_cqrs.master import tracking
-
     fields = tracking.tracked_fields(model)
     if not fields:
         return "_prev := NULL;"
@@ -211,8 +211,6 @@ def register(model: Any) -> None:
 
 def install(using: str) -> int:
     """Install (create or replace) the triggers of every trigger model on ``using``."""
-    from dj_cqrs.registry import master_registry
-
     conn = connections[using]
     if conn.vendor != "postgresql":
         return 0

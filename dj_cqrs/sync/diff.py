@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, models, router
 
 from dj_cqrs.database import call_through_outages
+from dj_cqrs.master import hooks
 from dj_cqrs.sync import jsonl, keyset
 
 
@@ -75,9 +76,7 @@ def _lookup(model: Any, keys: Sequence[Any], *fields: str) -> list[Any]:
 
 
 def _default_is_sync_instance(model: Any) -> bool:
-    from dj_cqrs.master.mixins import RawMasterMixin
-
-    return getattr(model, "is_sync_instance", None) is RawMasterMixin.is_sync_instance
+    return not hooks.overridden(model, "is_sync_instance")
 
 
 def master_pairs(model: Any, queryset: models.QuerySet[Any], batch_size: int) -> Iterator[list[list[Any]]]:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from django.db import models
 
-from dj_cqrs.master import serializers
+from dj_cqrs.master import hooks, serializers
 from dj_cqrs.sync import jsonl, keyset
 
 
@@ -74,7 +74,7 @@ def _batches(model: Any, qs: models.QuerySet[Any], batch_size: int) -> Iterator[
     model overrides ``to_cqrs_dict``, they are model instances read through
     ``relate_cqrs_serialization`` (and serialized by that override).
     """
-    if serializers.serializer_class(model) is not None or serializers.overrides(model, "to_cqrs_dict"):
+    if serializers.serializer_class(model) is not None or hooks.overrides(model, "to_cqrs_dict"):
         related = model.relate_cqrs_serialization(qs)
         for rows in keyset.pk_batches(related, batch_size):
             for row in rows:

@@ -23,7 +23,7 @@ from dj_cqrs.constants import SignalType
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.database import call_through_outages, is_outage
 from dj_cqrs.exceptions import PublishFailed
-from dj_cqrs.master import publisher, serializers, tracking
+from dj_cqrs.master import hooks, publisher, serializers, tracking
 from dj_cqrs.master.payloads import build_payload
 from dj_cqrs.sync import keyset
 
@@ -59,7 +59,7 @@ def sync_payloads(
     report = SyncReport()
     payloads: list[TransportPayload] = []
     produce = bool(getattr(model, "CQRS_PRODUCE", True))
-    own_previous = serializers.overrides(model, "get_tracked_fields_data")
+    own_previous = hooks.overrides(model, "get_tracked_fields_data")
     previous: dict[str, Any] | None = {} if tracking.tracked_fields(model) else None
     for instance in instances:
         try:
@@ -91,7 +91,7 @@ def publish_batch(
 
     A model that overrides ``cqrs_sync()`` gets it called for each row instead (as django-cqrs's
     commands do): a row it returns False for counts as filtered, one it raises for as failed."""
-    if serializers.overrides(model, "cqrs_sync"):
+    if hooks.overrides(model, "cqrs_sync"):
         return sync_each(instances, queue, on_error)
     payloads, report = sync_payloads(model, instances, queue, on_error)
     if payloads:

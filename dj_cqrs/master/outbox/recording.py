@@ -7,7 +7,7 @@ commits); ``update_data`` follows an event merged with a later save of the same 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connections
 from django.utils import timezone
@@ -15,20 +15,14 @@ from django.utils import timezone
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
-from dj_cqrs.correlation import get_correlation_id
-from dj_cqrs.master import payloads, serializers
+from dj_cqrs.correlation import current_correlation_id, get_correlation_id
+from dj_cqrs.master import hooks, payloads, serializers, tracking
 from dj_cqrs.master.outbox.store import explained_missing_table, outbox_model
-
-if TYPE_CHECKING:
-    from dj_cqrs.master.pending import PendingEvent
+from dj_cqrs.master.pending import PendingEvent
 
 
 def _meta_needed(instance: Any) -> bool:
-    from dj_cqrs.master.mixins import RawMasterMixin
-
-    return cqrs_settings.master.meta_function is not None or (
-        type(instance).get_cqrs_meta is not RawMasterMixin.get_cqrs_meta
-    )
+    return cqrs_settings.master.meta_function is not None or hooks.overridden(type(instance), "get_cqrs_meta")
 
 
 def _instance_meta(event: PendingEvent, instance: Any) -> dict[str, Any]:
@@ -286,17 +280,12 @@ def record_rows(model: Any, using: str, pks: list[Any], data: str) -> list[tuple
 def constant_data(model: Any) -> str | None:
     """The captured data every bulk-updated row of ``model`` would get, when it does not depend on
     the row (no tracked fields, default meta, no correlation function); None otherwise."""
-    from dj_cqrs.master import tracking
-    from dj_cqrs.master.mixins import RawMasterMixin
-
     if tracking.tracked_fields(model):
         return None
-    if cqrs_settings.master.meta_function is not None or model.get_cqrs_meta is not RawMasterMixin.get_cqrs_meta:
+    if cqrs_settings.master.meta_function is not None or hooks.overridden(model, "get_cqrs_meta"):
         return None
     if cqrs_settings.master.correlation_function is not None:
         return None
-    from dj_cqrs.correlation import current_correlation_id
-
     return encoding.dumps({"correlation_id": current_correlation_id(), "meta": {}, "previous_data": None})
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from django.apps import apps
 from django.db import DatabaseError
 
 from dj_cqrs.conf import cqrs_settings
@@ -20,10 +22,11 @@ def enabled() -> bool:
     return bool(cqrs_settings.master.CQRS_OUTBOX)
 
 
+@functools.cache
 def outbox_model() -> type[OutboxEvent]:
-    from dj_cqrs.models import OutboxEvent
-
-    return OutboxEvent
+    """The outbox model, from the app registry (the master layer is imported while the project's
+    models are being defined, before ``dj_cqrs.models`` may be)."""
+    return cast("type[OutboxEvent]", apps.get_model("dj_cqrs", "OutboxEvent"))
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from django.db.models.functions import Upper
 from django.test.utils import CaptureQueriesContext
 
 from dj_cqrs.admin import CQRSAdminMasterSyncMixin
-from dj_cqrs.master import serializers
+from dj_cqrs.master import hooks, serializers
 from tests.apps.master_app.models import (
     HOOKED_SYNCS,
     Author,
@@ -197,11 +197,11 @@ def test_tracked_data_of_saves_merged_in_a_transaction_is_the_message_s(transpor
 
 
 def test_overrides_are_found_once_per_model():
-    assert not any(serializers.overrides(SimplestModel, hook) for hook in serializers.OVERRIDABLE_HOOKS)
-    assert all(serializers.overrides(HookedModel, hook) for hook in serializers.OVERRIDABLE_HOOKS)
-    assert serializers.overrides(HookedAuthor, "to_cqrs_dict")
-    assert not serializers.overrides(HookedAuthor, "cqrs_sync")
-    assert not serializers.overrides(Author, "to_cqrs_dict")
+    assert not any(hooks.overrides(SimplestModel, hook) for hook in hooks.OVERRIDABLE_HOOKS)
+    assert all(hooks.overrides(HookedModel, hook) for hook in hooks.OVERRIDABLE_HOOKS)
+    assert hooks.overrides(HookedAuthor, "to_cqrs_dict")
+    assert not hooks.overrides(HookedAuthor, "cqrs_sync")
+    assert not hooks.overrides(Author, "to_cqrs_dict")
 
 
 @OUTBOX
