@@ -6,6 +6,8 @@
 * :mod:`dj_cqrs.core.settlement`: what a transport writes when it carries out an outcome
   (the retry body, the ``x-cqrs-*`` failure headers);
 * :mod:`dj_cqrs.core.names`: the wire names (routing and binding keys, queue and header names).
+* :mod:`dj_cqrs.core.dead_letter_store`: what a transport implements to list, retry and purge
+  its dead letters.
 
 Nothing here imports the master, the replica, a transport or a management command.
 """

@@ -1,7 +1,8 @@
 """Dead letters: list (non-destructively), count, retry and purge them (``cqrs_dead_letters``).
 
-The operations are written once against a small :class:`DeadLetterStore` interface that each
-transport implements (RabbitMQ, kombu, and the in-memory transport for tests):
+The operations are written once against the small
+:class:`~dj_cqrs.core.dead_letter_store.DeadLetterStore` interface that each transport implements
+(RabbitMQ, kombu, and the in-memory transport for tests):
 
 * a *session* hands out the letters one at a time, each held (unacknowledged) until the session
   ends, when the ones not acknowledged go back to the queue. No prefetch window is involved, so
@@ -16,126 +17,25 @@ transport implements (RabbitMQ, kombu, and the in-memory transport for tests):
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.names import (
-    DEAD_UNTIL_HEADER,
-    FAILURE_HEADERS,
-    REASON_HEADER,
-    ROUTING_KEY_HEADER,
-    direct_routing_key,
+from dj_cqrs.core.dead_letter_store import (
+    DeadLetter,
+    DeadLetterSession,
+    DeadLetterStore,
+    Unroutable,
 )
+from dj_cqrs.core.names import FAILURE_HEADERS, ROUTING_KEY_HEADER, direct_routing_key
 from dj_cqrs.core.payload import TransportPayload, message_expiration
 from dj_cqrs.core.settlement import carried_headers
 from dj_cqrs.exceptions import ConfigurationError, PayloadError
 from dj_cqrs.registry import replica_registry
-
-if TYPE_CHECKING:
-    from dj_cqrs.transport.base import BaseTransport
-
-
-@dataclasses.dataclass
-class DeadLetter:
-    body: bytes
-    headers: dict[str, Any]
-    routing_key: str = ""
-    #: Transport handle (delivery tag, kombu message, index ...).
-    handle: Any = None
-
-    @functools.cached_property
-    def data(self) -> dict[str, Any] | None:
-        """The decoded JSON body, or None when it is not a JSON object."""
-        try:
-            value = encoding.loads(self.body)
-        except Exception:  # noqa: BLE001 - a malformed letter is still a letter
-            return None
-        return value if isinstance(value, dict) else None
-
-    @property
-    def cqrs_id(self) -> str | None:
-        data = self.data
-        value = data.get("cqrs_id") if data is not None else None
-        return value if isinstance(value, str) else None
-
-    @property
-    def reason(self) -> str:
-        value = self.headers.get(REASON_HEADER)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        return _plain(str(value)) if value else "unknown"
-
-    def expired(self, now: float | None = None) -> bool:
-        """Past its ``x-cqrs-dead-until`` (set where the broker has no message TTL)."""
-        until = self.headers.get(DEAD_UNTIL_HEADER)
-        if isinstance(until, bool) or not isinstance(until, (int, float)):
-            return False
-        return until <= (time.time() if now is None else now)
-
-    def text(self) -> str:
-        return bytes(self.body).decode("utf-8", "backslashreplace")
-
-    def as_json(self) -> str:
-        return encoding.dumps(
-            {"routing_key": self.routing_key, "headers": _plain(self.headers), "body": self.text()}, allow_nan=True
-        )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if value is None or isinstance(value, (int, float, bool)):
-        return value
-    return str(value)
-
-
-class Unroutable(Exception):
-    """The broker could not route a re-published letter (no binding for it)."""
-
-
-class DeadLetterSession(abc.ABC):
-    @abc.abstractmethod
-    def get(self) -> DeadLetter | None:
-        """The next letter, held until acknowledged or the session ends; None when none is left."""
-
-    @abc.abstractmethod
-    def ack(self, letter: DeadLetter) -> None:
-        """Remove ``letter`` from the dead-letter queue."""
-
-    @abc.abstractmethod
-    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
-        """Publish (confirmed) to the CQRS exchange; raise :class:`Unroutable` if not routed."""
-
-    @abc.abstractmethod
-    def release(self) -> None:
-        """Give back every letter still held."""
-
-
-class DeadLetterStore(abc.ABC):
-    @abc.abstractmethod
-    def count(self) -> int:
-        """How many letters the dead-letter queue holds."""
-
-    @abc.abstractmethod
-    def open(self) -> contextlib.AbstractContextManager[DeadLetterSession]:
-        """A session; letters not acknowledged go back to the queue when it ends."""
-
-    @abc.abstractmethod
-    def purge_all(self) -> int:
-        """Delete every letter; return how many."""
+from dj_cqrs.transport.base import BaseTransport
 
 
 @dataclasses.dataclass
@@ -152,10 +52,6 @@ class Report:
 
 def store_for(transport: BaseTransport) -> DeadLetterStore:
     """The dead-letter store of a transport; ConfigurationError if it keeps none."""
-    from dj_cqrs.transport.memory import MemoryTransport
-
-    if isinstance(transport, MemoryTransport):
-        return MemoryDeadLetterStore(transport)
     factory: Callable[[], DeadLetterStore] | None = getattr(transport, "dead_letter_store", None)
     if factory is None:
         raise ConfigurationError(f"the transport {type(transport).__name__} keeps no dead letters")
@@ -294,57 +190,3 @@ def purge(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None 
         report.done += 1
 
     return _select(store, cqrs_id, limit, do)
-
-
-# -- the in-memory transport's dead letters (unit tests) ---------------------------------------------
-
-
-class _MemorySession(DeadLetterSession):
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.position = 0
-        self.taken: list[Any] = []
-
-    def get(self) -> DeadLetter | None:
-        letters = self.transport.dead_letters
-        if self.position >= len(letters):
-            return None
-        entry = letters[self.position]
-        self.position += 1
-        stored, outcome = entry
-        headers = dict(stored.headers)
-        headers.setdefault(REASON_HEADER, getattr(outcome, "reason", "") or "unknown")
-        if stored.routing_key:
-            headers.setdefault(ROUTING_KEY_HEADER, stored.routing_key)
-        return DeadLetter(stored.body, headers, stored.routing_key, handle=entry)
-
-    def ack(self, letter: DeadLetter) -> None:
-        self.taken.append(letter.handle)
-
-    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
-        self.transport.send_raw(body, routing_key, headers)
-
-    def release(self) -> None:
-        taken = {id(entry) for entry in self.taken}
-        self.transport.dead_letters[:] = [e for e in self.transport.dead_letters if id(e) not in taken]
-
-
-class MemoryDeadLetterStore(DeadLetterStore):
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-
-    def count(self) -> int:
-        return len(self.transport.dead_letters)
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[DeadLetterSession]:
-        session = _MemorySession(self.transport)
-        try:
-            yield session
-        finally:
-            session.release()
-
-    def purge_all(self) -> int:
-        removed = len(self.transport.dead_letters)
-        self.transport.dead_letters.clear()
-        return removed

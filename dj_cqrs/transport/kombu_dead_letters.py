@@ -1,4 +1,4 @@
-"""The kombu dead-letter queue as a :class:`~dj_cqrs.replica.dead_letters.DeadLetterStore`.
+"""The kombu dead-letter queue as a :class:`~dj_cqrs.core.dead_letter_store.DeadLetterStore`.
 
 Letters are read one at a time with ``basic_get`` and held unacknowledged; closing the session
 requeues every letter not acknowledged, so a dump is non-destructive. Letters past their
@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.dead_letters import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.transport.kombu import connection_errors, new_connection
 from dj_cqrs.transport.kombu_consumer import inbound
 

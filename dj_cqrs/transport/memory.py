@@ -10,13 +10,16 @@ Use it with ``CQRS = {'transport': 'dj_cqrs.transport.memory.MemoryTransport', .
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from dj_cqrs import encoding
+from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.core.messages import Action, InboundMessage, Outcome
-from dj_cqrs.core.names import ROUTING_KEY_HEADER, routing_key_for
+from dj_cqrs.core.names import REASON_HEADER, ROUTING_KEY_HEADER, routing_key_for
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.settlement import retry_body, settle_failed
 from dj_cqrs.exceptions import PublishFailed
@@ -115,6 +118,9 @@ class MemoryTransport(BaseTransport):
             with self._lock:
                 self.dead_letters.append((message, outcome))
 
+    def dead_letter_store(self) -> MemoryDeadLetterStore:
+        return MemoryDeadLetterStore(self)
+
     def reset(self) -> None:
         with self._lock:
             self.messages.clear()
@@ -127,3 +133,56 @@ class MemoryTransport(BaseTransport):
     def payloads(self) -> list[TransportPayload]:
         """Every published payload, decoded from its body."""
         return [m.payload for m in self.published]
+
+
+class _MemorySession(DeadLetterSession):
+    def __init__(self, transport: MemoryTransport) -> None:
+        self.transport = transport
+        self.position = 0
+        self.taken: list[Any] = []
+
+    def get(self) -> DeadLetter | None:
+        letters = self.transport.dead_letters
+        if self.position >= len(letters):
+            return None
+        entry = letters[self.position]
+        self.position += 1
+        stored, outcome = entry
+        headers = dict(stored.headers)
+        headers.setdefault(REASON_HEADER, getattr(outcome, "reason", "") or "unknown")
+        if stored.routing_key:
+            headers.setdefault(ROUTING_KEY_HEADER, stored.routing_key)
+        return DeadLetter(stored.body, headers, stored.routing_key, handle=entry)
+
+    def ack(self, letter: DeadLetter) -> None:
+        self.taken.append(letter.handle)
+
+    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
+        self.transport.send_raw(body, routing_key, headers)
+
+    def release(self) -> None:
+        taken = {id(entry) for entry in self.taken}
+        self.transport.dead_letters[:] = [e for e in self.transport.dead_letters if id(e) not in taken]
+
+
+class MemoryDeadLetterStore(DeadLetterStore):
+    """The dead letters a :class:`MemoryTransport` keeps (``transport.dead_letters``)."""
+
+    def __init__(self, transport: MemoryTransport) -> None:
+        self.transport = transport
+
+    def count(self) -> int:
+        return len(self.transport.dead_letters)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[DeadLetterSession]:
+        session = _MemorySession(self.transport)
+        try:
+            yield session
+        finally:
+            session.release()
+
+    def purge_all(self) -> int:
+        removed = len(self.transport.dead_letters)
+        self.transport.dead_letters.clear()
+        return removed

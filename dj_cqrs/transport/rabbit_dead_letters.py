@@ -1,4 +1,4 @@
-"""The RabbitMQ dead-letter queue as a :class:`~dj_cqrs.replica.dead_letters.DeadLetterStore`.
+"""The RabbitMQ dead-letter queue as a :class:`~dj_cqrs.core.dead_letter_store.DeadLetterStore`.
 
 Letters are read with ``basic.get`` (no prefetch window, one at a time) and left unacknowledged;
 closing the session gives back every letter not acknowledged (``basic.nack`` with requeue), so a
@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.dead_letter_store import (
+    DeadLetter,
+    DeadLetterSession,
+    DeadLetterStore,
+    Unroutable,
+)
 from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.dead_letters import DeadLetter, DeadLetterSession, DeadLetterStore, Unroutable
 from dj_cqrs.transport.rabbit_consumer import declare_topology
 from dj_cqrs.transport.rabbit_mq import (
     CONNECTION_ERRORS,

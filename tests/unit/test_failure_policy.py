@@ -15,6 +15,7 @@ from django.test import override_settings
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import validate
+from dj_cqrs.core.dead_letter_store import DeadLetter
 from dj_cqrs.core.messages import HARD_MAX_DELAY, Action, InboundMessage, Outcome
 from dj_cqrs.core.settlement import carried_headers, failure_headers, retry_body
 from dj_cqrs.replica import dead_letters
@@ -303,7 +304,7 @@ def test_dead_letter_command_rejects_unknown_ids(transport):
 
 
 def test_retry_message_keeps_the_original_routing_key():
-    letter = dead_letters.DeadLetter(
+    letter = DeadLetter(
         json.dumps(_body("filtered", 2, signal_type="SYNC", retries=9)).encode(),
         {"x-cqrs-routing-key": "cqrs.replica.filtered", "x-cqrs-reason": "expired", "x-cqrs-retries": 9},
     )

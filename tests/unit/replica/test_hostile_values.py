@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from dj_cqrs import encoding
 from dj_cqrs.core import names, settlement
+from dj_cqrs.core.dead_letter_store import DeadLetter
 from dj_cqrs.core.messages import Action, InboundMessage
 from dj_cqrs.exceptions import PayloadError
 from dj_cqrs.replica import dead_letters
@@ -228,7 +229,7 @@ def test_dead_letters_dump_summary_and_retry_handle_hostile_letters():
 
 
 def test_retry_message_refuses_a_letter_that_cannot_be_encoded_again():
-    letter = dead_letters.DeadLetter(raw(1, name="\udc00"), {})
+    letter = DeadLetter(raw(1, name="\udc00"), {})
     with pytest.raises(PayloadError, match="not a JSON object") as caught:
         dead_letters.retry_message(letter, "replica")
     assert caught.value.reason == "malformed"
