@@ -31,6 +31,10 @@ DEFAULT_REPLICA_MAX_RETRIES: Final = 30
 DEFAULT_REPLICA_RETRY_DELAY: Final = 2  # seconds
 DEFAULT_REPLICA_DELAY_QUEUE_MAX_SIZE: Final = 1000
 
+#: The table of the master's transactional outbox (``dj_cqrs.models.OutboxEvent``); named here because
+#: the ``CQRS_DB_TRIGGERS`` triggers are built while the models are being defined.
+OUTBOX_TABLE: Final = "dj_cqrs_outbox"
+
 DB_VENDOR_PG: Final = "postgresql"
 DB_VENDOR_MYSQL: Final = "mysql"
 SUPPORTED_TIMEOUT_DB_VENDORS: Final = frozenset({DB_VENDOR_MYSQL, DB_VENDOR_PG})

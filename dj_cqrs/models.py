@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from dj_cqrs.constants import OUTBOX_TABLE
+
 
 class OutboxEvent(models.Model):
     """A master event written in the same transaction as the change it describes.
@@ -30,7 +32,7 @@ class OutboxEvent(models.Model):
     txid = models.BigIntegerField(null=True)
 
     class Meta:
-        db_table = "dj_cqrs_outbox"
+        db_table = OUTBOX_TABLE
         verbose_name = "CQRS outbox event"
         indexes = [
             models.Index(fields=["id"], condition=Q(published_at__isnull=True), name="dj_cqrs_outbox_pending"),

@@ -25,8 +25,8 @@ from typing import Any
 
 from django.db import connections
 
+from dj_cqrs.constants import OUTBOX_TABLE
 from dj_cqrs.master import tracking
-from dj_cqrs.master.outbox.store import outbox_model
 from dj_cqrs.registry import master_registry
 
 logger = logging.getLogger("django-cqrs.master")
@@ -85,7 +85,7 @@ def _literal(value: str) -> str:
 
 
 def _outbox_table() -> str:
-    return _quote(outbox_model()._meta.db_table)
+    return _quote(OUTBOX_TABLE)
 
 
 def _previous_sql(model: Any, operation: str) -> str:

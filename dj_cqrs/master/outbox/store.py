@@ -12,6 +12,7 @@ from django.apps import apps
 from django.db import DatabaseError
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.constants import OUTBOX_TABLE
 from dj_cqrs.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -37,9 +38,9 @@ def explained_missing_table() -> Iterator[None]:
         yield
     except DatabaseError as exc:
         text = str(exc).lower()
-        if "dj_cqrs_outbox" in text and ("does not exist" in text or "no such table" in text):
+        if OUTBOX_TABLE in text and ("does not exist" in text or "no such table" in text):
             raise ConfigurationError(
-                "dj_cqrs.E060: the outbox table dj_cqrs_outbox does not exist on this database:"
+                f"dj_cqrs.E060: the outbox table {OUTBOX_TABLE} does not exist on this database:"
                 " run `manage.py migrate dj_cqrs` (needed once after moving from django-cqrs)"
             ) from exc
         raise
