@@ -36,6 +36,8 @@ from dj_cqrs.master.pending import PendingEvent
 from dj_cqrs.registry import master_registry
 
 logger = logging.getLogger("django-cqrs.master")
+#: Where a row the outbox cannot publish is reported (as before payloads were built here).
+outbox_logger = logging.getLogger("django-cqrs.outbox")
 
 
 def instance_pk(pk: Any) -> Any:
@@ -233,7 +235,7 @@ def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[Outbo
     for row in rows:
         model = master_registry.get_model_by_cqrs_id(row.cqrs_id)
         if model is None:
-            logger.error("Outbox row %s has unknown CQRS_ID %r; it stays unpublished", row.pk, row.cqrs_id)
+            outbox_logger.error("Outbox row %s has unknown CQRS_ID %r; it stays unpublished", row.pk, row.cqrs_id)
             continue
         data = encoding.loads(row.data)
         data = encoding.restore_exact(data)

@@ -8,7 +8,6 @@ rows published commits relaxed (``SET LOCAL synchronous_commit TO OFF`` on Postg
 from __future__ import annotations
 
 import datetime
-import logging
 
 from django.db import connections, transaction
 from django.utils import timezone
@@ -17,8 +16,6 @@ from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.master import payloads, publisher
 from dj_cqrs.master.outbox.store import OutboxRow, outbox_model, read_rows
 from dj_cqrs.registry import master_registry
-
-logger = logging.getLogger("django-cqrs.outbox")
 
 
 def publish_items(using: str, items: list[tuple[int, TransportPayload | None]]) -> int:
