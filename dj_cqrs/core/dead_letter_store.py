@@ -26,6 +26,9 @@ class DeadLetter:
     routing_key: str = ""
     #: Transport handle (delivery tag, kombu message, index ...).
     handle: Any = None
+    #: How many letters were still ready in the queue after this one when it was read, as the
+    #: broker answered the read itself (None: the transport cannot tell).
+    remaining: int | None = None
 
     @functools.cached_property
     def data(self) -> dict[str, Any] | None:
@@ -86,7 +89,12 @@ class Unroutable(Exception):
 class DeadLetterSession(abc.ABC):
     @abc.abstractmethod
     def get(self) -> DeadLetter | None:
-        """The next letter, held until acknowledged or the session ends; None when none is left."""
+        """The next letter, held until acknowledged or the session ends; None when none is left.
+
+        Its :attr:`~DeadLetter.remaining` should be filled where the broker tells, in the same
+        answer, how many letters are left: RabbitMQ answers a read after the letters given back
+        before it are in the queue again, a separate count (``queue.declare``) possibly before.
+        """
 
     @abc.abstractmethod
     def ack(self, letter: DeadLetter) -> None:

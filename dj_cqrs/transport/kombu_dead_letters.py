@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from kombu.transport.virtual import Channel as VirtualChannel
+
 from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 class _Session(DeadLetterSession):
     def __init__(self, transport: KombuTransport, channel: Any, dlq: Any, queue: Any) -> None:
         self.transport = transport
+        self.channel = channel
         self.dlq = dlq(channel)
         self.queue = queue
         self.held: dict[int, Any] = {}
@@ -36,8 +39,15 @@ class _Session(DeadLetterSession):
             return None
         self.held[id(message)] = message
         received = inbound(message)
+        # An AMQP broker tells how many letters are left with each one; kombu's virtual
+        # transports (Redis ...) do not.
+        remaining = message.delivery_info.get("message_count")
         return DeadLetter(
-            body=received.body, headers=received.headers, routing_key=received.routing_key, handle=message
+            body=received.body,
+            headers=received.headers,
+            routing_key=received.routing_key,
+            handle=message,
+            remaining=remaining if isinstance(remaining, int) else None,
         )
 
     def ack(self, letter: DeadLetter) -> None:
@@ -49,6 +59,15 @@ class _Session(DeadLetterSession):
 
     def release(self) -> None:
         held, self.held = self.held, {}
+        if not isinstance(self.channel, VirtualChannel):
+            # An AMQP broker: closing the channel gives back every letter held on it in one step;
+            # rejecting them one by one, RabbitMQ takes seconds to have them all back, and a
+            # command started meanwhile would count only some (see rabbit_dead_letters).
+            with contextlib.suppress(Exception):
+                self.channel.close()
+            return
+        # A virtual transport (Redis ...) requeues each letter at once; in the order they were
+        # read, so a queue read to its end keeps its order.
         for message in held.values():
             with contextlib.suppress(Exception):
                 message.requeue()

@@ -152,7 +152,7 @@ class _MemorySession(DeadLetterSession):
         headers.setdefault(REASON_HEADER, getattr(outcome, "reason", "") or "unknown")
         if stored.routing_key:
             headers.setdefault(ROUTING_KEY_HEADER, stored.routing_key)
-        return DeadLetter(stored.body, headers, stored.routing_key, handle=entry)
+        return DeadLetter(stored.body, headers, stored.routing_key, handle=entry, remaining=len(letters) - self.position)
 
     def ack(self, letter: DeadLetter) -> None:
         self.taken.append(letter.handle)
