@@ -59,16 +59,19 @@ class Outcome:
 class ConsumeHandler(Protocol):
     """What a consume loop calls with each batch: one :class:`Outcome` per message, in order.
 
-    ``wait(seconds)`` sleeps while the transport keeps its broker connection alive and returns
-    True when the worker is asked to stop; ``tick()`` is called now and then during a long batch
-    for the same purpose. Messages still waiting for the database when the worker stops keep a
-    ``REQUEUE`` outcome (the transport leaves them unacknowledged).
+    The handler decides everything (apply, retry with which delay, dead-letter, wait for the
+    database); the transport only carries the outcomes out. ``wait(seconds)`` sleeps while the
+    transport keeps its broker connection alive and returns True when the worker is asked to
+    stop; ``tick()`` is called now and then during a long batch for the same purpose. Messages
+    still waiting for the database when the worker stops keep a ``REQUEUE`` outcome (the
+    transport leaves them unacknowledged); with ``wait=None`` they are returned as ``REQUEUE`` at
+    once (a transport that holds nothing, e.g. the in-memory one).
     """
 
     def __call__(
         self,
         messages: Sequence[InboundMessage],
-        wait: Callable[[float], bool],
+        wait: Callable[[float], bool] | None,
         tick: Callable[[], None] | None = None,
     ) -> list[Outcome]: ...
 

@@ -135,20 +135,23 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
 
 def handle_batch_through_outages(
     messages: Sequence[InboundMessage],
-    wait: Callable[[float], bool],
+    wait: Callable[[float], bool] | None,
     tick: Callable[[], None] | None = None,
 ) -> list[Outcome]:
     """:func:`handle_batch`, holding the messages that met a database outage (``REQUEUE``) and
     applying them again, with back-off, until the database is back, however long that takes.
+    The replica's :class:`~dj_cqrs.core.messages.ConsumeHandler`: what ``cqrs_consume`` workers
+    pass to the transport's consume loop.
 
     ``wait(seconds)`` sleeps while the transport keeps its broker connection alive and returns True
     when the worker is asked to stop: the messages still waiting then keep their ``REQUEUE``
     outcome (the transport leaves them unacknowledged). No retry is counted and nothing is
     dead-lettered for an outage. One WARNING when it starts, one INFO when the database is back.
+    ``wait=None`` (the in-memory transport) returns the ``REQUEUE`` outcomes at once.
     """
     outcomes = handle_batch(messages, tick)
     waiting = [i for i, outcome in enumerate(outcomes) if outcome.action is Action.REQUEUE]
-    if not waiting:
+    if not waiting or wait is None:
         return outcomes
     outage = Outage("Replica database", log=logger)
     while waiting:
