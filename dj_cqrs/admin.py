@@ -9,6 +9,10 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy
 
 from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.master import hooks
+from dj_cqrs.master.payloads import instance_pk
+from dj_cqrs.master.publisher import publish
+from dj_cqrs.sync import keyset, resync
 
 
 class CQRSAdminMasterSyncMixin:
@@ -43,9 +47,6 @@ class CQRSAdminMasterSyncMixin:
         """Publish the selected rows as SYNC messages (one query and one publish per batch; a model
         that overrides ``cqrs_sync()`` gets it called per row) and report the outcome in one
         message: ``"<n> successfully synced. <m> failed: [<the objects not synced>]"``."""
-        from dj_cqrs.master import hooks
-        from dj_cqrs.sync import keyset
-
         given: list[Any] | None = None
         if isinstance(queryset, QuerySet):
             total = queryset.count()
@@ -78,10 +79,6 @@ class CQRSAdminMasterSyncMixin:
 
 def _sync_batch(model: Any, rows: list[Any]) -> set[Any]:
     """Publish one batch of rows; the primary keys of those published."""
-    from dj_cqrs.master.payloads import instance_pk
-    from dj_cqrs.master.publisher import publish
-    from dj_cqrs.sync import resync
-
     payloads, _ = resync.sync_payloads(model, rows)
     try:
         publish(payloads)

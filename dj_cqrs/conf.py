@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
 from dj_cqrs.core.names import dead_letter_queue_name
@@ -272,15 +273,36 @@ def _option_property(key: str, doc: str) -> property:
     return property(read, doc=doc)
 
 
-def _section_class(name: str, options: dict[str, Option]) -> type[Section]:
+def _section_class(name: str, options: dict[str, Option], derived: dict[str, property] | None = None) -> type[Section]:
     """A ``Section`` subclass with one property per option: a read is a plain attribute lookup
-    (``__getattr__`` would first raise and catch an ``AttributeError`` on every read)."""
+    (``__getattr__`` would first raise and catch an ``AttributeError`` on every read). ``derived``:
+    read-only values computed from the options."""
     attrs = {key: _option_property(key, f"CQRS[{name!r}][{key!r}] (default {o.default!r})") for key, o in options.items()}
+    attrs.update(derived or {})
     return type(f"{name.capitalize()}Section", (Section,), attrs)
 
 
+#: AMQP's ``basic.qos`` prefetch count is a short: 65535 at most.
+AMQP_MAX_PREFETCH = 65535
+
+
+def _prefetch_count(section: Any) -> int:
+    batch_size: int = section.CQRS_BATCH_SIZE
+    return min(2 * batch_size, AMQP_MAX_PREFETCH)
+
+
 _MasterSection = _section_class("master", MASTER_OPTIONS)
-_ReplicaSection = _section_class("replica", REPLICA_OPTIONS)
+_ReplicaSection = _section_class(
+    "replica",
+    REPLICA_OPTIONS,
+    derived={
+        "prefetch_count": property(
+            _prefetch_count,
+            doc="Unacknowledged messages one RabbitMQ worker holds: twice ``CQRS_BATCH_SIZE`` (the"
+            " next batch arrives while one is applied), at most 65535.",
+        )
+    },
+)
 
 
 class CqrsSettings:
@@ -445,8 +467,6 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
                 )
         for key in ("correlation_function", "meta_function"):
             if section == "master" and isinstance(value.get(key), str):
-                from django.utils.module_loading import import_string
-
                 try:
                     obj = import_string(value[key])
                 except ImportError as exc:
@@ -474,7 +494,5 @@ def resolve_callable(value: Any) -> Callable[..., Any] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        from django.utils.module_loading import import_string
-
         return import_string(value)  # type: ignore[no-any-return]
     return value  # type: ignore[no-any-return]

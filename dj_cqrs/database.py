@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from dj_cqrs.exceptions import DatabaseUnavailable
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
@@ -152,7 +152,7 @@ def _named(exc: BaseException, *names: str) -> bool:
 @functools.cache
 def _psycopg2_class_codes() -> dict[type, str]:
     """psycopg2's error classes by SQLSTATE, reversed (for an error built without its code)."""
-    import psycopg2.errorcodes
+    import psycopg2.errorcodes  # optional: the extra [postgres]
     import psycopg2.errors
 
     codes: dict[type, str] = {}
@@ -176,8 +176,6 @@ def _some_connection_broken() -> bool:
 def connect(using: str) -> None:
     """Open the connection of ``using`` now if it is closed; raise :class:`DatabaseUnavailable`
     when it cannot be opened (any driver error: no statement of ours was involved)."""
-    from django.db import DatabaseError
-
     conn = connections[using]
     if conn.connection is not None:
         return

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import router, transaction
 from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
@@ -24,6 +24,7 @@ from dj_cqrs.constants import DB_VENDOR_PG, SUPPORTED_TIMEOUT_DB_VENDORS
 from dj_cqrs.core.payload import message_expiration
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.logger import install_last_query_capturer
+from dj_cqrs.replica.timeouts import apply_query_timeout
 
 logger = logging.getLogger("django-cqrs")
 
@@ -45,7 +46,7 @@ def get_delay_queue_max_size() -> int | None:
 
 def get_messages_prefetch_count_per_worker() -> int:
     """How many unacknowledged messages one worker holds (twice its batch size, on RabbitMQ)."""
-    return min(2 * cqrs_settings.replica.CQRS_BATCH_SIZE, 65535)  # type: ignore[no-any-return]
+    return cqrs_settings.replica.prefetch_count  # type: ignore[no-any-return]
 
 
 def get_json_valid_value(value: Any) -> Any:
@@ -53,10 +54,6 @@ def get_json_valid_value(value: Any) -> Any:
 
 
 def apply_query_timeouts(model_cls: Any) -> None:
-    from django.db import router
-
-    from dj_cqrs.replica.timeouts import apply_query_timeout
-
     apply_query_timeout(model_cls, router.db_for_write(model_cls))
 
 

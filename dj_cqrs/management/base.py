@@ -12,7 +12,9 @@ Exit codes (documented in ``docs/commands.md``):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -22,6 +24,7 @@ from django.db import models
 
 from dj_cqrs.registry import master_registry, replica_registry
 from dj_cqrs.sync import find_model
+from dj_cqrs.sync.keyset import fetch_with_reconnect
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -43,14 +46,10 @@ def parse_bool(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    import argparse
-
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false, 1/0, yes/no), got {value!r}")
 
 
 def positive_int(value: str) -> int:
-    import argparse
-
     try:
         number = int(value)
     except ValueError:
@@ -108,8 +107,6 @@ class CqrsCommand(BaseCommand):
     @staticmethod
     def filtered(model: Any, raw: str | None) -> models.QuerySet[Any]:
         """``model``'s default manager filtered by ``--filter`` (a JSON object of lookups)."""
-        import json
-
         qs = model._default_manager.all()
         if raw is None:
             return qs  # type: ignore[no-any-return]
@@ -119,8 +116,6 @@ class CqrsCommand(BaseCommand):
             raise CommandError("Bad filter kwargs!") from None
         if not isinstance(kwargs, dict):
             raise CommandError("Bad filter kwargs! Expected a JSON object.")
-        from dj_cqrs.sync.keyset import fetch_with_reconnect
-
         try:
             qs = qs.filter(**kwargs)
             fetch_with_reconnect(qs.exists, qs.db)  # waits through a database outage
@@ -151,7 +146,7 @@ class CqrsCommand(BaseCommand):
             return
         out = getattr(self.stderr, "_out", sys.stderr)
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # optional: the extra [progress]
         except ImportError:  # the optional extra is not installed: plain counters instead
             done = [0]
 

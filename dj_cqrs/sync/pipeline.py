@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
-from django.db import models
+from django.db import DatabaseError, models
 
 from dj_cqrs.registry import master_registry, replica_registry
 from dj_cqrs.sync import diff, find_model, jsonl, resync
@@ -203,8 +203,6 @@ def deleted_diff_master(
 
 def deleted_sync_replica(stream: Iterable[str], *, on_error: ErrorCallback | None = None) -> StreamReport:
     """``cqrs_deleted_sync_replica``: delete the listed rows from the replica."""
-    from django.db import DatabaseError
-
     report = StreamReport()
     lines = jsonl.numbered(stream)
     _, _, model = _header(lines, replica_registry)

@@ -18,6 +18,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dj_cqrs.exceptions import CqrsError
 from dj_cqrs.registry import replica_registry
+from dj_cqrs.replica import dead_letters
+from dj_cqrs.transport import get_transport
 
 
 class Command(BaseCommand):
@@ -32,9 +34,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from dj_cqrs.replica import dead_letters
-        from dj_cqrs.transport import get_transport
-
         cqrs_id = options["cqrs_id"]
         limit = options["limit"]
         if limit is not None and limit < 0:
