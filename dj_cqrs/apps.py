@@ -1,4 +1,5 @@
-"""Django app config: registers the system checks. Nothing else happens at start-up."""
+"""Django app config: registers the system checks and installs the replica's consume handler
+as the transports' default (:mod:`dj_cqrs.core.handlers`). Nothing else happens at start-up."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ class CQRSConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from dj_cqrs import checks  # noqa: F401 - registers the checks
+        from dj_cqrs.core.handlers import set_default_handler
+        from dj_cqrs.replica.batch import handle_batch_through_outages
 
+        # ``transport.consume()`` / ``MemoryTransport.join()`` called without a handler
+        # (django-cqrs code, tests) apply to this service's replica models.
+        set_default_handler(handle_batch_through_outages)
         post_migrate.connect(_install_triggers, sender=self, dispatch_uid="dj_cqrs_install_triggers")
 
 

@@ -240,15 +240,14 @@ def declare() -> None:
 
     transport = get_transport()
     if isinstance(transport, KombuTransport):
-        from dj_cqrs.transport.kombu import new_connection
+        from dj_cqrs.transport.kombu_connection import new_connection
 
         with new_connection() as conn:
             channel = conn.channel()
             for queue in transport.queues(sorted(replica_registry.models)):
                 queue(channel).declare()
         return
-    from dj_cqrs.transport.rabbit_consumer import declare_topology
-    from dj_cqrs.transport.rabbit_mq import open_blocking_connection
+    from dj_cqrs.transport.rabbit_connection import declare_topology, open_blocking_connection
 
     connection = open_blocking_connection("test")
     try:

@@ -11,8 +11,8 @@ may implement only one side (``produce`` for a master-only service, ``consume`` 
 django-cqrs's own transports were used through their class (classmethods), e.g.
 ``RabbitMQTransport.clean_connection()`` in a gunicorn ``post_fork`` or celery
 ``worker_process_init`` hook. The methods marked :func:`every_instance` or
-:func:`through_instance` keep that working: called on the class, they act on this process's
-instance(s) of the class.
+:func:`~dj_cqrs.transport.resolution.through_instance` keep that working: called on the class,
+they act on this process's instance(s) of the class.
 
 How the outbox publishes through a transport (see :func:`dj_cqrs.master.publisher.publish`):
 
@@ -32,15 +32,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar, cast
 
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.exceptions import ConfigurationError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _instances_lock = threading.Lock()
 #: Every transport instance alive in this process (weakly held), for the class-level calls.
 _instances: weakref.WeakValueDictionary[int, BaseTransport] = weakref.WeakValueDictionary()
-#: Instances made for class-level calls of a class that is not the configured transport.
-_class_defaults: dict[type, BaseTransport] = {}
 
 
 def live_instances(cls: type[BaseTransport]) -> list[BaseTransport]:
@@ -50,41 +47,14 @@ def live_instances(cls: type[BaseTransport]) -> list[BaseTransport]:
     return [transport for transport in found if isinstance(transport, cls)]
 
 
-def instance_for(cls: type[BaseTransport]) -> BaseTransport:
-    """The instance a class-level call of ``cls`` goes through: the configured transport when it
-    is one, else one made for such calls (kept until ``reset_transport()``)."""
-    from dj_cqrs.transport import get_transport
-
-    try:
-        current = get_transport()
-    except ConfigurationError:
-        current = None
-    if isinstance(current, cls):
-        return current
-    with _instances_lock:
-        kept = _class_defaults.get(cls)
-    if kept is None:
-        kept = cls()
-        with _instances_lock:
-            kept = _class_defaults.setdefault(cls, kept)
-    return kept
-
-
-def forget_class_defaults() -> list[BaseTransport]:
-    """Drop the instances :func:`instance_for` made; return them (for closing)."""
-    with _instances_lock:
-        kept = list(_class_defaults.values())
-        _class_defaults.clear()
-    return kept
-
-
-class _ClassCallable:
+class ClassCallable:
     """A transport method callable on an instance (a normal method) and on the class, as
-    django-cqrs's classmethods were. On the class it runs on every live instance of the class
-    (``each=True``, e.g. ``clean_connection``) or through :func:`instance_for` (``each=False``,
-    e.g. ``produce``)."""
+    django-cqrs's classmethods were. On the class it runs on the instances ``targets(cls)``
+    returns: every live instance of the class (:func:`every_instance`, e.g. ``clean_connection``)
+    or the process's instance of it (:func:`dj_cqrs.transport.resolution.through_instance`, e.g.
+    ``produce``, whose result it returns)."""
 
-    def __init__(self, func: Callable[..., Any], each: bool) -> None:
+    def __init__(self, func: Callable[..., Any], targets: Callable[[type[BaseTransport]], list[BaseTransport]], each: bool) -> None:
         self.__func__ = func
         self.each = each
         self.name = func.__name__
@@ -94,11 +64,8 @@ class _ClassCallable:
         self.__wrapped__ = func
 
         def on_class(cls: type[BaseTransport], *args: Any, **kwargs: Any) -> Any:
-            if self.each:
-                for transport in live_instances(cls):
-                    getattr(transport, self.name)(*args, **kwargs)
-                return None
-            return getattr(instance_for(cls), self.name)(*args, **kwargs)
+            results = [getattr(transport, self.name)(*args, **kwargs) for transport in targets(cls)]
+            return None if self.each else results[0]
 
         # One function for every class-level access, so that ``Cls.method == Cls.method`` holds
         # (``BaseTransport.publishes_in_batches`` compares them).
@@ -116,12 +83,7 @@ class _ClassCallable:
 
 def every_instance(func: _F) -> _F:
     """Mark a method that, called on the transport class, runs on each live instance of it."""
-    return cast(_F, _ClassCallable(func, each=True))
-
-
-def through_instance(func: _F) -> _F:
-    """Mark a method that, called on the transport class, runs on the process's instance of it."""
-    return cast(_F, _ClassCallable(func, each=False))
+    return cast(_F, ClassCallable(func, live_instances, each=True))
 
 
 class BaseTransport:

@@ -4,8 +4,7 @@
 ``{"data_folder_in": d, "data_folder_out": d, "control_folder": c}`` for ``filesystem://``.
 
 The body is the same JSON as on RabbitMQ, ``meta``, ``expires`` and ``retries`` included. Queue
-and routing-key names follow the RabbitMQ transport: the replica queue ``CQRS['queue']`` is bound
-with ``<cqrs_id>`` and ``cqrs.<queue>.<cqrs_id>``; dead letters go to ``dead_letter_<queue>``.
+and routing-key names follow the RabbitMQ transport (see :mod:`dj_cqrs.transport.kombu_connection`).
 
 Retries and dead letters (see :mod:`dj_cqrs.transport.kombu_consumer`): brokers reached through
 kombu have no per-message delay, so a retry is published at once to ``<queue>.retry`` with an
@@ -19,54 +18,32 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-import kombu.exceptions
 from kombu.connection import Connection
-from kombu.entity import Exchange, Queue, binding
+from kombu.entity import Exchange, Queue
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.names import (
-    binding_keys,
-    dead_letter_binding_key,
-    retry_queue_name,
-    routing_key_for,
-)
+from dj_cqrs.core.messages import ConsumeHandler
+from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
-from dj_cqrs.transport.base import BaseTransport, every_instance, through_instance
+from dj_cqrs.transport.base import BaseTransport, every_instance
+from dj_cqrs.transport.kombu_connection import (
+    connection_errors,
+    cqrs_exchange,
+    new_connection,
+    replica_queues,
+)
+from dj_cqrs.transport.kombu_consumer import KombuConsumer
+from dj_cqrs.transport.kombu_dead_letters import KombuDeadLetterStore
+from dj_cqrs.transport.resolution import through_instance
 
 logger = logging.getLogger("django-cqrs.transport.kombu")
-
-
-def _url() -> str:
-    return cqrs_settings.url or "amqp://localhost"
-
-
-def new_connection() -> Connection:
-    """A kombu connection for ``CQRS['url']`` with ``CQRS['transport_options']`` (a copy)."""
-    url = _url()
-    kwargs: dict[str, Any] = {}
-    if url.partition("://")[0] == "filesystem":
-        # kombu's own filesystem channel can hand a consumer a message file before its body is
-        # written (the message is then lost); ours writes each file atomically.
-        from dj_cqrs.transport.kombu_filesystem import Transport as FilesystemTransport
-
-        kwargs["transport"] = FilesystemTransport
-    return Connection(url, transport_options=dict(cqrs_settings.transport_options or {}), **kwargs)
-
-
-def connection_errors(conn: Connection) -> tuple[type[BaseException], ...]:
-    return tuple(conn.connection_errors) + tuple(conn.channel_errors) + (
-        kombu.exceptions.KombuError,
-        ConnectionError,
-        socket.error,
-    )
 
 
 class KombuTransport(BaseTransport):
@@ -88,7 +65,7 @@ class KombuTransport(BaseTransport):
         return conn
 
     def exchange(self) -> Exchange:
-        return Exchange(cqrs_settings.exchange, type="topic", durable=True)
+        return cqrs_exchange()
 
     @through_instance
     def produce(self, payload: TransportPayload) -> None:
@@ -98,11 +75,11 @@ class KombuTransport(BaseTransport):
 
     def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
         for payload in payloads:
-            self.publish_raw(
+            self.publish_message(
                 self.exchange(), routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True), None, payload
             )
 
-    def publish_raw(
+    def publish_message(
         self,
         exchange: Exchange | str,
         routing_key: str,
@@ -112,6 +89,8 @@ class KombuTransport(BaseTransport):
         declare: list[Any] | None = None,
         expiration: float | None = None,
     ) -> None:
+        """Publish one message on this thread's connection (kombu retries it
+        ``master.publish_retries`` times); ``PublishFailed`` if it cannot be sent."""
         conn = self._connection()
         retries = cqrs_settings.master.publish_retries
         try:
@@ -165,33 +144,16 @@ class KombuTransport(BaseTransport):
 
     def queues(self, cqrs_ids: list[str]) -> tuple[Queue, Queue, Queue]:
         """The replica queue, its retry queue and its dead-letter queue."""
-        exchange = self.exchange()
-        queue_name = cqrs_settings.queue
-        dlq_name = cqrs_settings.dead_letter_queue
-        bindings = [
-            binding(exchange, routing_key=key) for cqrs_id in cqrs_ids for key in binding_keys(queue_name, cqrs_id)
-        ]
-        queue = Queue(queue_name, exchange=exchange, bindings=bindings, durable=True)
-        retry = Queue(retry_queue_name(queue_name), routing_key=retry_queue_name(queue_name), durable=True)
-        dlq_bindings = [
-            binding(exchange, routing_key=dead_letter_binding_key(dlq_name, cqrs_id)) for cqrs_id in cqrs_ids
-        ]
-        if dlq_bindings:
-            dlq = Queue(dlq_name, exchange=exchange, bindings=dlq_bindings, durable=True)
-        else:
-            dlq = Queue(dlq_name, routing_key=dlq_name, durable=True)
-        return queue, retry, dlq
+        return replica_queues(cqrs_ids)
 
-    def dead_letter_store(self) -> Any:
-        from dj_cqrs.transport.kombu_dead_letters import KombuDeadLetterStore
-
+    def dead_letter_store(self) -> KombuDeadLetterStore:
         return KombuDeadLetterStore(self)
 
     @through_instance
-    def consume(self, cqrs_ids: list[str] | None = None, **kwargs: Any) -> None:
-        from dj_cqrs.transport.kombu_consumer import KombuConsumer
-
-        KombuConsumer(self, cqrs_ids=cqrs_ids, **kwargs).run()
+    def consume(self, cqrs_ids: list[str] | None = None, handler: ConsumeHandler | None = None, **kwargs: Any) -> None:
+        """Run the consume loop (see :mod:`dj_cqrs.transport.kombu_consumer`) with ``handler``
+        (default: the replica's, :func:`dj_cqrs.core.handlers.default_handler`)."""
+        KombuConsumer(self, cqrs_ids=cqrs_ids, handler=handler, **kwargs).run()
 
 
 __all__ = ["KombuTransport"]

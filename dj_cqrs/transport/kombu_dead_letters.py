@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kombu.transport.virtual import Channel as VirtualChannel
 
 from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.transport.kombu import connection_errors, new_connection
-from dj_cqrs.transport.kombu_consumer import inbound
-
-if TYPE_CHECKING:
-    from dj_cqrs.transport.kombu import KombuTransport
+from dj_cqrs.transport.kombu_connection import (
+    MessagePublisher,
+    connection_errors,
+    cqrs_exchange,
+    inbound,
+    new_connection,
+    replica_queues,
+)
 
 
 class _Session(DeadLetterSession):
-    def __init__(self, transport: KombuTransport, channel: Any, dlq: Any, queue: Any) -> None:
-        self.transport = transport
+    def __init__(self, publisher: MessagePublisher, channel: Any, dlq: Any, queue: Any) -> None:
+        self.publisher = publisher
         self.channel = channel
         self.dlq = dlq(channel)
         self.queue = queue
@@ -55,7 +58,7 @@ class _Session(DeadLetterSession):
         self.held.pop(id(letter.handle), None)
 
     def publish(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
-        self.transport.publish_raw(self.transport.exchange(), routing_key, body, headers, declare=[self.queue])
+        self.publisher.publish_message(cqrs_exchange(), routing_key, body, headers, declare=[self.queue])
 
     def release(self) -> None:
         held, self.held = self.held, {}
@@ -74,8 +77,11 @@ class _Session(DeadLetterSession):
 
 
 class KombuDeadLetterStore(DeadLetterStore):
-    def __init__(self, transport: KombuTransport) -> None:
-        self.transport = transport
+    """``dead_letter_<queue>`` of this service; letters are retried through ``publisher``
+    (the ``KombuTransport``)."""
+
+    def __init__(self, publisher: MessagePublisher) -> None:
+        self.publisher = publisher
 
     @contextlib.contextmanager
     def _channel(self) -> Iterator[tuple[Any, Any, Any]]:
@@ -83,7 +89,7 @@ class KombuDeadLetterStore(DeadLetterStore):
         errors = connection_errors(conn)
         try:
             conn.ensure_connection(max_retries=1)
-            queue, _retry, dlq = self.transport.queues(sorted(replica_registry.models))
+            queue, _retry, dlq = replica_queues(sorted(replica_registry.models))
             channel = conn.channel()
             queue(channel).declare()
             dlq(channel).declare()
@@ -103,7 +109,7 @@ class KombuDeadLetterStore(DeadLetterStore):
     @contextlib.contextmanager
     def open(self) -> Iterator[DeadLetterSession]:
         with self._channel() as (channel, queue, dlq):
-            session = _Session(self.transport, channel, dlq, queue)
+            session = _Session(self.publisher, channel, dlq, queue)
             try:
                 yield session
             finally:

@@ -1,8 +1,9 @@
 """An in-memory transport for unit tests (ours and yours).
 
 Messages are encoded exactly as on a real broker, kept in a list, and applied to this process's
-replica models by :meth:`MemoryTransport.join` through the same code path a real consumer uses
-(decode → validate → apply → retry/dead-letter). Retries are run without waiting.
+replica models by :meth:`MemoryTransport.join` through the same handler a real consumer uses
+(decode → validate → apply → retry/dead-letter). Retries are run without waiting. The transport
+is the stub broker, with its own dead-letter store (:class:`MemoryDeadLetterStore`).
 
 Use it with ``CQRS = {'transport': 'dj_cqrs.transport.memory.MemoryTransport', ...}`` or
 :func:`dj_cqrs.testing.use_memory_transport`.
@@ -18,8 +19,15 @@ from typing import Any
 
 from dj_cqrs import encoding
 from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
-from dj_cqrs.core.messages import Action, InboundMessage, Outcome
-from dj_cqrs.core.names import REASON_HEADER, ROUTING_KEY_HEADER, routing_key_for
+from dj_cqrs.core.handlers import default_handler
+from dj_cqrs.core.messages import Action, ConsumeHandler, InboundMessage, Outcome
+from dj_cqrs.core.names import (
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    direct_queue,
+    original_routing_key,
+    routing_key_for,
+)
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.settlement import retry_body, settle_failed
 from dj_cqrs.exceptions import PublishFailed
@@ -38,9 +46,12 @@ class StoredMessage:
 
     @property
     def payload(self) -> TransportPayload:
-        from dj_cqrs.replica.consumer import decode
-
-        return decode(InboundMessage(self.body, self.routing_key, self.headers))
+        """The body as a payload (``queue`` set for a direct sync, as a replica reads it)."""
+        data = self.data
+        cqrs_id = data.get("cqrs_id") if isinstance(data, dict) else None
+        routing_key = original_routing_key(self.routing_key, self.headers)
+        queue = direct_queue(routing_key, cqrs_id) if isinstance(cqrs_id, str) else None
+        return TransportPayload.from_message(data, queue=queue)
 
 
 class DeadLetterError(AssertionError):
@@ -76,13 +87,16 @@ class MemoryTransport(BaseTransport):
         with self._lock:
             self.messages.append(StoredMessage(routing_key, body, dict(headers or {})))
 
-    def consume(self, *args: Any, **kwargs: Any) -> None:
-        self.join()
+    def consume(self, *args: Any, handler: ConsumeHandler | None = None, **kwargs: Any) -> None:
+        self.join(handler=handler)
 
-    def join(self, fail_fast: bool = False, max_rounds: int = 1000) -> int:
-        """Apply queued messages (and their retries) until none is left; return how many."""
-        from dj_cqrs.replica.batch import handle_batch
+    def join(self, fail_fast: bool = False, max_rounds: int = 1000, handler: ConsumeHandler | None = None) -> int:
+        """Apply queued messages (and their retries) until none is left; return how many.
 
+        ``handler`` decides what becomes of each message (default: the replica's, see
+        :func:`dj_cqrs.core.handlers.default_handler`). Nothing waits: a message that meets a
+        database outage (``REQUEUE``) is queued again for the next round."""
+        handle = handler if handler is not None else default_handler()
         handled = 0
         for _ in range(max_rounds):
             with self._lock:
@@ -90,7 +104,7 @@ class MemoryTransport(BaseTransport):
             if not batch:
                 return handled
             inbound = [InboundMessage(m.body, m.routing_key, m.headers) for m in batch]
-            for message, outcome in zip(batch, handle_batch(inbound), strict=True):
+            for message, outcome in zip(batch, handle(inbound, None), strict=True):
                 handled += 1
                 self.outcomes.append(outcome)
                 try:

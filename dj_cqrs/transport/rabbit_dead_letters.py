@@ -23,9 +23,9 @@ from dj_cqrs.core.dead_letter_store import (
 )
 from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.transport.rabbit_consumer import declare_topology
-from dj_cqrs.transport.rabbit_mq import (
+from dj_cqrs.transport.rabbit_connection import (
     CONNECTION_ERRORS,
+    declare_topology,
     message_properties,
     open_blocking_connection,
 )

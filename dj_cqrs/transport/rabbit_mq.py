@@ -7,7 +7,8 @@ each replica service a durable queue ``CQRS['queue']`` bound with ``<cqrs_id>`` 
 ``<queue>.retry.<milliseconds>`` (a TTL that dead-letters back into the replica queue), so a
 message waiting for its retry survives a worker crash. The consumer lives in
 :mod:`dj_cqrs.transport.rabbit_consumer`, the dead-letter tools in
-:mod:`dj_cqrs.transport.rabbit_dead_letters`.
+:mod:`dj_cqrs.transport.rabbit_dead_letters`, connecting and declaring the topology in
+:mod:`dj_cqrs.transport.rabbit_connection`.
 
 Publishing uses one connection per thread (re-created after a fork), publisher confirms and
 ``mandatory``; a publish that is not confirmed is retried and then raises ``PublishFailed``.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -28,24 +28,25 @@ import pika.exceptions
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.messages import ConsumeHandler
 from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed, PublishFailed
+from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
-from dj_cqrs.transport.base import BaseTransport, every_instance, through_instance
+from dj_cqrs.transport.base import BaseTransport, every_instance
+from dj_cqrs.transport.rabbit_connection import (
+    CONNECTION_ERRORS,
+    connection_parameters,
+    message_properties,
+)
+from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
+from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
+from dj_cqrs.transport.resolution import through_instance
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 logger = logging.getLogger("django-cqrs.transport.rabbitmq")
-
-#: Errors after which the connection is dropped and re-opened.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPError,
-    ConnectionError,
-    socket.error,
-    AssertionError,  # pika raises it for some broken-connection states
-)
 
 #: After this much idleness the connection is polled before a publish, so that one the broker
 #: dropped meanwhile (missed heartbeats: pika services them only inside its calls) is replaced
@@ -53,45 +54,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _IDLE_CHECK_SECONDS = 1.0
 _PUBLISH_CHUNK = 1000
 _ABORT_TURNS = 10
-
-
-def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameters:
-    """pika parameters from ``CQRS['url']`` (amqp:// or amqps://, vhost and query honoured) or
-    from the legacy ``host``/``port``/``user``/``password`` keys."""
-    url = cqrs_settings.url
-    params: pika.ConnectionParameters
-    if url:
-        try:
-            params = pika.URLParameters(url)
-        except (ValueError, TypeError, SyntaxError) as exc:  # what pika raises for bad URLs
-            raise ConfigurationError(f"dj_cqrs.E011: CQRS['url'] is not a valid RabbitMQ URL: {exc}") from exc
-        if params.ssl_options is not None and not params.ssl_options.server_hostname:
-            # Verify the certificate against the host name we connect to.
-            params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
-    else:
-        kwargs: dict[str, Any] = {}
-        if cqrs_settings.host:
-            kwargs["host"] = cqrs_settings.host
-        if cqrs_settings.port:
-            kwargs["port"] = cqrs_settings.port
-        if cqrs_settings.user:
-            kwargs["credentials"] = pika.PlainCredentials(cqrs_settings.user, cqrs_settings.password or "")
-        params = pika.ConnectionParameters(**kwargs)
-    if params.blocked_connection_timeout is None:
-        params.blocked_connection_timeout = 60
-    # A ``client_properties`` query option of the URL (e.g. its own connection_name) wins.
-    params.client_properties = {
-        "connection_name": f"dj_cqrs {purpose} {socket.gethostname()}:{os.getpid()}",
-        "product": "dj_cqrs",
-        **(params.client_properties or {}),
-    }
-    return params
-
-
-def message_properties(headers: dict[str, Any] | None = None, expiration: str | None = None) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type="text/plain", delivery_mode=2, headers=headers or None, expiration=expiration
-    )
 
 
 class _ThreadProducer:
@@ -285,9 +247,11 @@ class RabbitMQTransport(BaseTransport):
         items = [
             (routing_key_for(p), encoding.dumps_bytes(p.to_dict(), allow_nan=True), p) for p in payloads
         ]
-        self.publish_raw([(cqrs_settings.exchange, rk, body, None, None) for rk, body, _ in items], payloads=[p for *_, p in items])
+        self.publish_confirmed(
+            [(cqrs_settings.exchange, rk, body, None, None) for rk, body, _ in items], payloads=[p for *_, p in items]
+        )
 
-    def publish_raw(
+    def publish_confirmed(
         self,
         messages: list[tuple[str, str, bytes, dict[str, Any] | None, str | None]],
         payloads: list[TransportPayload] | None = None,
@@ -366,20 +330,14 @@ class RabbitMQTransport(BaseTransport):
 
     # -- consuming -------------------------------------------------------------------------------
 
-    def dead_letter_store(self) -> Any:
-        from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
-
+    def dead_letter_store(self) -> RabbitDeadLetterStore:
         return RabbitDeadLetterStore()
 
     @through_instance
-    def consume(self, cqrs_ids: list[str] | None = None, **kwargs: Any) -> None:
-        from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
+    def consume(self, cqrs_ids: list[str] | None = None, handler: ConsumeHandler | None = None, **kwargs: Any) -> None:
+        """Run the consume loop (see :mod:`dj_cqrs.transport.rabbit_consumer`) with ``handler``
+        (default: the replica's, :func:`dj_cqrs.core.handlers.default_handler`)."""
+        RabbitMQConsumer(cqrs_ids=cqrs_ids, handler=handler, **kwargs).run()
 
-        RabbitMQConsumer(cqrs_ids=cqrs_ids, **kwargs).run()
 
-
-def open_blocking_connection(purpose: str) -> BlockingConnection:
-    try:
-        return pika.BlockingConnection(connection_parameters(purpose))
-    except CONNECTION_ERRORS as exc:
-        raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc
+__all__ = ["RabbitMQTransport"]

@@ -9,7 +9,7 @@ import kombu
 import pytest
 from django.conf import settings as django_settings
 
-from dj_cqrs.transport.kombu import new_connection
+from dj_cqrs.transport.kombu_connection import new_connection
 from dj_cqrs.transport.kombu_filesystem import Transport
 
 

@@ -14,7 +14,8 @@ from django.conf import settings as django_settings
 from dj_cqrs.conf import cqrs_settings, validate
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport import get_transport
-from dj_cqrs.transport.kombu import KombuTransport, new_connection
+from dj_cqrs.transport.kombu import KombuTransport
+from dj_cqrs.transport.kombu_connection import new_connection
 from dj_cqrs.transport.kombu_consumer import KombuConsumer
 from tests.apps.master_app.models import SimplestModel
 from tests.apps.replica_app.models import SimplestModelRef

@@ -191,10 +191,10 @@ def test_rabbit_produce_on_the_class_without_a_configured_rabbit_transport_uses_
 def test_kombu_consume_on_the_class_runs_the_instance_consumer(configured):
     seen: list[Any] = []
     with override_settings(CQRS=cqrs_with(transport="dj_cqrs.transport.kombu.KombuTransport")):
-        with mock.patch("dj_cqrs.transport.kombu_consumer.KombuConsumer") as consumer:
+        with mock.patch("dj_cqrs.transport.kombu.KombuConsumer") as consumer:
             KombuTransport.consume(cqrs_ids=["a"])
             seen.append(get_transport())
-    consumer.assert_called_once_with(seen[0], cqrs_ids=["a"])
+    consumer.assert_called_once_with(seen[0], cqrs_ids=["a"], handler=None)
     consumer.return_value.run.assert_called_once_with()
 
 

@@ -20,7 +20,8 @@ from django.test import override_settings
 
 from dj_cqrs.checks import check_settings
 from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed
-from dj_cqrs.transport.rabbit_mq import RabbitMQTransport, connection_parameters, open_blocking_connection
+from dj_cqrs.transport.rabbit_connection import connection_parameters, open_blocking_connection
+from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
 from tests.unit.conftest import cqrs_with
 
 

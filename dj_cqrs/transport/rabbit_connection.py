@@ -1,0 +1,98 @@
+"""Connecting to RabbitMQ (pika) and declaring a replica service's topology.
+
+Shared by the publisher (:mod:`dj_cqrs.transport.rabbit_mq`), the consumer
+(:mod:`dj_cqrs.transport.rabbit_consumer`) and the dead-letter store
+(:mod:`dj_cqrs.transport.rabbit_dead_letters`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import pika
+import pika.exceptions
+
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.names import binding_keys, dead_letter_binding_key
+from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed
+
+if TYPE_CHECKING:
+    from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+#: Errors after which the connection is dropped and re-opened.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPError,
+    ConnectionError,
+    socket.error,
+    AssertionError,  # pika raises it for some broken-connection states
+)
+
+
+def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameters:
+    """pika parameters from ``CQRS['url']`` (amqp:// or amqps://, vhost and query honoured) or
+    from the legacy ``host``/``port``/``user``/``password`` keys."""
+    url = cqrs_settings.url
+    params: pika.ConnectionParameters
+    if url:
+        try:
+            params = pika.URLParameters(url)
+        except (ValueError, TypeError, SyntaxError) as exc:  # what pika raises for bad URLs
+            raise ConfigurationError(f"dj_cqrs.E011: CQRS['url'] is not a valid RabbitMQ URL: {exc}") from exc
+        if params.ssl_options is not None and not params.ssl_options.server_hostname:
+            # Verify the certificate against the host name we connect to.
+            params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
+    else:
+        kwargs: dict[str, Any] = {}
+        if cqrs_settings.host:
+            kwargs["host"] = cqrs_settings.host
+        if cqrs_settings.port:
+            kwargs["port"] = cqrs_settings.port
+        if cqrs_settings.user:
+            kwargs["credentials"] = pika.PlainCredentials(cqrs_settings.user, cqrs_settings.password or "")
+        params = pika.ConnectionParameters(**kwargs)
+    if params.blocked_connection_timeout is None:
+        params.blocked_connection_timeout = 60
+    # A ``client_properties`` query option of the URL (e.g. its own connection_name) wins.
+    params.client_properties = {
+        "connection_name": f"dj_cqrs {purpose} {socket.gethostname()}:{os.getpid()}",
+        "product": "dj_cqrs",
+        **(params.client_properties or {}),
+    }
+    return params
+
+
+def message_properties(headers: dict[str, Any] | None = None, expiration: str | None = None) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="text/plain", delivery_mode=2, headers=headers or None, expiration=expiration
+    )
+
+
+def open_blocking_connection(purpose: str) -> BlockingConnection:
+    """A connection for ``purpose`` (named so in the broker's UI); ``ConnectionFailed`` if none."""
+    try:
+        return pika.BlockingConnection(connection_parameters(purpose))
+    except CONNECTION_ERRORS as exc:
+        raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc
+
+
+def declare_topology(channel: BlockingChannel, exchange: str, queue: str, dead_letter_queue: str, cqrs_ids: list[str]) -> None:
+    """The exchange, the replica queue and the dead-letter queue with django-cqrs's bindings."""
+    channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_declare(dead_letter_queue, durable=True)
+    for cqrs_id in cqrs_ids:
+        for key in binding_keys(queue, cqrs_id):
+            channel.queue_bind(queue, exchange, routing_key=key)
+        dead_letter_key = dead_letter_binding_key(dead_letter_queue, cqrs_id)
+        channel.queue_bind(dead_letter_queue, exchange, routing_key=dead_letter_key)
+
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "connection_parameters",
+    "declare_topology",
+    "message_properties",
+    "open_blocking_connection",
+]
