@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import Error as DatabaseError
-from django.db import connections, models, router, transaction
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
+from django.db import InterfaceError, OperationalError, connections, models, router, transaction
 
-from dj_cqrs.encoding import ExactFloat
+from dj_cqrs.core.reasons import Reason, Status
+from dj_cqrs.replica import context, tombstones
 from dj_cqrs.replica.locks import lock_objects
+from dj_cqrs.replica.rules import (
+    delete_is_stale,
+    delete_pk,
+    log_ignored_deleted,
+    log_stale_delete,
+    mapped_pk,
+    parse_updated,
+    revision_decision,
+    tombstone_allows,
+)
+from dj_cqrs.replica.values import field_names, required_fields
 
 logger = logging.getLogger("django-cqrs.replica")
-
-
-class ApplyFailure(Exception):
-    """Raised inside the apply transaction to roll it back when a handler reports failure."""
-
-
-def last_error_holder() -> dict[str, Any]:
-    from dj_cqrs.replica import context
-
-    return context.current()
 
 
 class ReplicaManager(models.Manager):  # type: ignore[type-arg]
@@ -110,8 +108,8 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             model, instance.pk, mapped_data["cqrs_revision"], mapped_data.get("cqrs_updated"),
             instance.cqrs_revision, instance.cqrs_updated, sync,
         )
-        if status != "apply":
-            last_error_holder()["status"] = status
+        if status is not Status.APPLIED:
+            context.current().status = status
             return instance
         kwargs: dict[str, Any] = {"previous_data": previous_data}
         if getattr(model, "CQRS_META", False):
@@ -124,19 +122,17 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
 
     def _tombstone_allows(self, pk: Any, mapped: dict[str, Any], sync: bool) -> bool:
         """False (and logged) when ``pk`` was deleted after the state this SAVE carries."""
-        from dj_cqrs.replica import context, tombstones
-
-        if sync and context.current().get("direct_sync"):
+        if sync and context.current().direct_sync:
             tombstones.clear(self.model, [pk])
             return True
         found = tombstones.find(self.model, [pk]).get(tombstones.pk_key(pk))
         if found is None:
             return True
-        if tombstones.allows(found, mapped["cqrs_revision"], mapped.get("cqrs_updated")):
+        if tombstone_allows(found, mapped["cqrs_revision"], mapped.get("cqrs_updated")):
             tombstones.clear(self.model, [pk])
             return True
         log_ignored_deleted(self.model, pk, mapped["cqrs_revision"], found.revision)
-        context.current()["status"] = "ignored_deleted"
+        context.current().status = Status.IGNORED_DELETED
         return False
 
     def delete_instance(self, master_data: dict[str, Any]) -> bool:
@@ -145,7 +141,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
 
         pk, reason = delete_pk(self.model, master_data)
         if reason is not None:
-            last_error_holder()["reason"] = reason
+            context.current().reason = reason
             return False
         try:
             with transaction.atomic(using=self._write_db(), savepoint=False):
@@ -155,19 +151,17 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             return False
 
     def _delete_locked(self, pk: Any, master_data: dict[str, Any]) -> bool:
-        from dj_cqrs.replica import context, tombstones
-
         lock_objects(self.model, [pk], self._write_db())
         qs = self.model._base_manager.using(self._write_db()).filter(pk=pk)
         revision = master_data.get("cqrs_revision")
-        deleted_at = tombstones.parse_updated(master_data.get("cqrs_updated"))
+        deleted_at = parse_updated(master_data.get("cqrs_updated"))
         locked = qs.select_for_update() if connections[self._write_db()].features.has_select_for_update else qs
         # Locked: a concurrent worker applying a newer SAVE of this object commits first, and
         # the comparison below sees its revision.
         stored = locked.values_list("cqrs_revision", "cqrs_updated").first()
-        if stored is not None and tombstones.delete_is_stale(stored[0], stored[1], revision, deleted_at):
+        if stored is not None and delete_is_stale(stored[0], stored[1], revision, deleted_at):
             log_stale_delete(self.model, pk, revision, stored[0])
-            context.current()["status"] = "ignored_stale_delete"
+            context.current().status = Status.IGNORED_STALE_DELETE
             return True
         qs.delete()
         tombstones.record(self.model, pk, master_data.get("cqrs_revision"), master_data.get("cqrs_updated"))
@@ -206,7 +200,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                 logger.error(
                     "Not all required CQRS fields are provided in data (%s).", self.model.CQRS_ID
                 )
-                last_error_holder()["reason"] = "missing_required_fields"
+                context.current().reason = Reason.MISSING_REQUIRED_FIELDS
                 return None
         return mapped
 
@@ -220,7 +214,7 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
                 logger.error(
                     "Bad master-replica mapping for %s (%s).", master_key, self.model.CQRS_ID
                 )
-                last_error_holder()["reason"] = "bad_mapping"
+                context.current().reason = Reason.BAD_MAPPING
                 return None
             mapped[replica_key] = master_data[master_key]
         mapped["cqrs_revision"] = master_data["cqrs_revision"]
@@ -242,12 +236,12 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         if "cqrs_updated" in data and isinstance(revision, int) and not isinstance(revision, bool):
             return True
         logger.error("CQRS sync fields are not provided in data (%s).", self.model.CQRS_ID)
-        last_error_holder()["reason"] = "missing_cqrs_fields"
+        context.current().reason = Reason.MISSING_CQRS_FIELDS
         return False
 
     def _log_pk_data_error(self) -> None:
         logger.error("CQRS PK is not provided in data (%s).", self.model.CQRS_ID)
-        last_error_holder()["reason"] = "missing_pk"
+        context.current().reason = Reason.MISSING_PK
 
     def _write_db(self) -> str:
         """The database replica writes go to (the apply transaction's), not a read replica."""
@@ -255,183 +249,6 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
 
     def _get_model_pk_name(self) -> str:
         return self.model._meta.pk.name  # type: ignore[no-any-return]
-
-
-def is_newer(incoming: Any, stored: Any) -> bool:
-    """Whether the ``cqrs_updated`` of a message is strictly later than the stored one.
-
-    False when either is missing or unparsable: an equal revision is then a duplicate.
-    """
-    if isinstance(incoming, str):
-        try:
-            incoming = parse_datetime(incoming)
-        except ValueError:
-            return False
-    if not isinstance(incoming, datetime.datetime) or not isinstance(stored, datetime.datetime):
-        return False
-    if timezone.is_naive(incoming) != timezone.is_naive(stored):
-        # A naive value (USE_TZ=False on one side) is taken as UTC, as django-cqrs writes it.
-        if timezone.is_naive(incoming):
-            incoming = incoming.replace(tzinfo=datetime.timezone.utc)
-        else:
-            stored = stored.replace(tzinfo=datetime.timezone.utc)
-    return bool(incoming > stored)
-
-
-def revision_decision(
-    model: Any, pk: Any, incoming: int, incoming_updated: Any, current: int, current_updated: Any, sync: bool
-) -> str:
-    """The revision rule for a SAVE/SYNC of a stored row: ``"apply"``, ``"ignored_stale"`` or
-    ``"ignored_duplicate"``, logged as django-cqrs logs it.
-
-    Without ``sync``: a lower revision is stale, an equal one a duplicate (unless its
-    ``cqrs_updated`` is later), a gap is applied (and logged). A sync always applies.
-    """
-    cqrs_id = model.CQRS_ID
-    if sync:
-        if incoming < current:
-            logger.warning(
-                "CQRS revision downgrade on sync: pk = %s, cqrs_revision = new %s / existing %s (%s).",
-                pk, incoming, current, cqrs_id,
-            )
-        return "apply"
-    if incoming < current:
-        logger.error(
-            "Wrong CQRS sync order: pk = %s, cqrs_revision = new %s / existing %s (%s).", pk, incoming, current, cqrs_id
-        )
-        return "ignored_stale"
-    if incoming == current:
-        if is_newer(incoming_updated, current_updated):
-            # django-cqrs masters send two messages with the same revision when two Python
-            # objects of one row are saved in one transaction: the first carries the first
-            # object's (stale) state, the second the final one, with a later cqrs_updated.
-            logger.warning(
-                "Same CQRS revision with a newer cqrs_updated, applied: pk = %s, cqrs_revision = %s (%s).",
-                pk, current, cqrs_id,
-            )
-            return "apply"
-        logger.warning("Received duplicate CQRS data: pk = %s, cqrs_revision = %s (%s).", pk, current, cqrs_id)
-        if current == 0:
-            logger.warning("CQRS potential creation race condition: pk = %s (%s).", pk, cqrs_id)
-        return "ignored_duplicate"
-    if incoming != current + 1:
-        logger.warning(
-            "Lost or filtered out %s CQRS packages: pk = %s, cqrs_revision = %s (%s)",
-            incoming - current - 1, pk, incoming, cqrs_id,
-        )
-    return "apply"
-
-
-def delete_pk(model: Any, master_data: dict[str, Any]) -> tuple[Any, str | None]:
-    """The key a DELETE names (``id``, whatever the primary key is called), or a failure reason
-    (``missing_pk``/``bad_pk``/``missing_cqrs_fields``, logged)."""
-    raw = master_data.get("id")
-    if raw is None:
-        logger.error("CQRS PK is not provided in data (%s).", model.CQRS_ID)
-        return None, "missing_pk"
-    if "cqrs_revision" not in master_data or "cqrs_updated" not in master_data:
-        logger.error("CQRS sync fields are not provided in data (%s).", model.CQRS_ID)
-        return None, "missing_cqrs_fields"
-    try:
-        return model._meta.pk.to_python(raw), None
-    except ValidationError:
-        logger.error("CQRS PK is not valid for %s: %r", model.CQRS_ID, raw)
-        return None, "bad_pk"
-
-
-def mapped_pk(model: Any, mapped: dict[str, Any]) -> Any:
-    """The canonical key of a mapped row (a foreign-key key is under its attname); raises
-    ``ValidationError`` when it does not convert."""
-    field = model._meta.pk
-    return field.to_python(mapped.get(field.attname, mapped.get(field.name)))
-
-
-def log_ignored_deleted(model: Any, pk: Any, revision: Any, deleted_revision: Any) -> None:
-    logger.warning(
-        "CQRS object was deleted: pk = %s, cqrs_revision = %s ignored, deleted at revision %s (%s).",
-        pk, revision, deleted_revision, model.CQRS_ID,
-    )
-
-
-def log_stale_delete(model: Any, pk: Any, revision: Any, stored_revision: Any) -> None:
-    logger.warning(
-        "CQRS delete is older than the stored row (a re-created object): pk = %s,"
-        " cqrs_revision = %s / existing %s ignored (%s).",
-        pk, revision, stored_revision, model.CQRS_ID,
-    )
-
-
-_FIELD_NAMES_ATTR = "_cqrs_replica_field_names"
-_FIELDS_BY_NAME_ATTR = "_cqrs_replica_fields_by_name"
-
-
-def field_names(model: type[models.Model]) -> frozenset[str]:
-    """Names and attnames of the concrete fields (computed once per model class)."""
-    cached = model.__dict__.get(_FIELD_NAMES_ATTR)
-    if cached is None:
-        cached = frozenset(n for f in model._meta.concrete_fields for n in (f.name, f.attname))
-        setattr(model, _FIELD_NAMES_ATTR, cached)
-    return cached  # type: ignore[no-any-return]
-
-
-_REQUIRED_ATTR = "_cqrs_replica_required_fields"
-
-
-def required_fields(model: type[models.Model]) -> tuple[tuple[str, str], ...]:
-    """``(name, attname)`` of the non-nullable concrete fields (computed once per model class)."""
-    cached = model.__dict__.get(_REQUIRED_ATTR)
-    if cached is None:
-        cached = tuple((f.name, f.attname) for f in model._meta.concrete_fields if not f.null)
-        setattr(model, _REQUIRED_ATTR, cached)
-    return cached  # type: ignore[no-any-return]
-
-
-_RELATION, _DECIMAL, _PARSED = 1, 2, 3
-
-
-def _special_fields(model: type[models.Model]) -> dict[str, tuple[int, Any]]:
-    """The fields whose values ``convert_values`` changes, by name (computed once per model)."""
-    cached = model.__dict__.get(_FIELDS_BY_NAME_ATTR)
-    if cached is None:
-        cached = {}
-        for f in model._meta.concrete_fields:
-            if f.is_relation:
-                cached[f.name] = (_RELATION, f)
-            elif isinstance(f, models.DecimalField):
-                cached[f.name] = (_DECIMAL, f)
-            elif isinstance(f, (models.BinaryField, models.DurationField, models.TimeField)):
-                cached[f.name] = (_PARSED, f)
-        setattr(model, _FIELDS_BY_NAME_ATTR, cached)
-    return cached  # type: ignore[no-any-return]
-
-
-def convert_values(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
-    """Make master values assignable: FK ids under ``attname``, exact decimals, parsed binaries."""
-    special = _special_fields(model)
-    result = dict(data)
-    for key, (kind, field) in special.items():
-        if key not in result:
-            continue
-        value = result[key]
-        if kind == _RELATION:
-            if not isinstance(value, models.Model):
-                del result[key]
-                result[field.attname] = value
-        elif kind == _DECIMAL:
-            if isinstance(value, float):
-                result[key] = value.as_decimal() if isinstance(value, ExactFloat) else decimal.Decimal(repr(value))
-        elif isinstance(value, str):
-            result[key] = field.to_python(value)
-    return result
-
-
-def assignable(model: Any, mapped_data: dict[str, Any]) -> dict[str, Any]:
-    """``mapped_data`` as the default ``cqrs_create``/``cqrs_update`` write it: foreign keys under
-    their attname, exact decimals, parsed times and binaries (unchanged with
-    ``CQRS_CUSTOM_SERIALIZATION``, whose data is the model's own business)."""
-    if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False):
-        return mapped_data
-    return convert_values(model, mapped_data)
 
 
 def _caught(model: Any, action: str, data: dict[str, Any], exc: BaseException) -> None:
@@ -446,12 +263,10 @@ def _caught(model: Any, action: str, data: dict[str, Any], exc: BaseException) -
         model.CQRS_ID,
         exc,
     )
-    last_error_holder()["exception"] = exc
+    context.current().exception = exc
     if isinstance(exc, DatabaseError) and _is_connection_error(exc):
         raise exc
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    from django.db import InterfaceError, OperationalError
-
     return isinstance(exc, (InterfaceError, OperationalError))

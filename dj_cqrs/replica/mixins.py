@@ -9,8 +9,9 @@ from django.db.models.base import ModelBase
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.managers import ReplicaManager, assignable
+from dj_cqrs.replica.managers import ReplicaManager
 from dj_cqrs.replica.retry import default_retry_delay, default_should_retry
+from dj_cqrs.replica.values import assignable
 
 
 class RawReplicaMixin:

@@ -13,6 +13,9 @@ A direct sync (``cqrs_sync(queue=...)`` to this replica's queue) always applies.
 removes the tombstone. A DELETE is ignored when the stored row is a later incarnation: its
 revision is at or above the DELETE's *and* it was written after the deletion. Times come from the
 master hosts' clocks; keep them in sync (NTP).
+
+This module stores, finds and prunes tombstones; the rules that read them are in
+:mod:`dj_cqrs.replica.rules`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import logging
 import time
 from typing import Any
 
+from django.apps import apps
 from django.db import connections, router
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.replica.rules import parse_updated
 
 logger = logging.getLogger("django-cqrs.replica")
 
@@ -34,28 +38,8 @@ PRUNE_EVERY = 600.0
 _state: dict[str, Any] = {"last_prune": 0.0, "missing_table_logged": False}
 
 
-#: How much later than a deletion a SAVE must be stamped, by the master's clock, to be taken for a
-#: re-created object when its revision does not say so (absorbs clock differences between hosts).
-CLOCK_MARGIN = datetime.timedelta(seconds=1)
-
-
 def enabled() -> bool:
     return cqrs_settings.replica.tombstone_horizon is not None
-
-
-def parse_updated(value: Any) -> datetime.datetime | None:
-    if isinstance(value, datetime.datetime):
-        parsed: datetime.datetime | None = value
-    elif isinstance(value, str):
-        try:
-            parsed = parse_datetime(value)
-        except ValueError:
-            parsed = None
-    else:
-        parsed = None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed
 
 
 def pk_key(value: Any) -> str:
@@ -63,9 +47,7 @@ def pk_key(value: Any) -> str:
 
 
 def _model() -> Any:
-    from dj_cqrs.models import Tombstone
-
-    return Tombstone
+    return apps.get_model("dj_cqrs", "Tombstone")
 
 
 def _db(model: Any) -> str:
@@ -100,31 +82,6 @@ def find(model: Any, pks: list[Any]) -> dict[str, Any]:
     else:
         rows = manager.filter(cqrs_id=model.CQRS_ID, object_pk__in=keys)
     return {row.object_pk: row for row in rows}
-
-
-def allows(tombstone: Any, revision: int, updated: Any) -> bool:
-    """Whether a SAVE with ``revision``/``updated`` is newer than the deletion."""
-    if revision > tombstone.revision:
-        return True
-    moment = parse_updated(updated)
-    # A master whose revisions restart at 0 for a re-created object (django-cqrs): recognised by
-    # time, with a margin for clock differences between master hosts.
-    return moment is not None and moment > tombstone.deleted_at + CLOCK_MARGIN
-
-
-def delete_is_stale(
-    stored_revision: int, stored_updated: datetime.datetime | None, revision: Any, deleted_at: datetime.datetime | None
-) -> bool:
-    """Whether a DELETE must be ignored because the stored row is a later incarnation of the object.
-
-    Both signs are required: a revision at or above the DELETE's (dj_cqrs masters give a re-created
-    object a revision above its DELETE's) and a ``cqrs_updated`` after the deletion. A DELETE sent
-    with a stale revision by a django-cqrs master, or a stored row stamped by a master host whose
-    clock runs ahead, still deletes.
-    """
-    if not (isinstance(revision, int) and not isinstance(revision, bool) and stored_revision >= revision):
-        return False
-    return stored_updated is not None and deleted_at is not None and stored_updated > deleted_at
 
 
 def record(model: Any, pk: Any, revision: Any, updated: Any) -> None:

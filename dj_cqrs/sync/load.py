@@ -70,7 +70,7 @@ def read_header(lines: Iterator[tuple[int, str]], source: str = "-") -> tuple[st
 
 def clear_replica(model: Any) -> int:
     """Delete every row of the replica model (``--clear``); return how many."""
-    if not bulk._is_db_model(model):
+    if not bulk.is_db_model(model):
         raise LoadError(f"{model.__name__} has no database table (CQRS_NO_DB_OPERATIONS): cannot clear it")
     deleted, _ = model._base_manager.using(router.db_for_write(model)).all().delete()
     return int(deleted)
@@ -106,7 +106,7 @@ def load(
     report = LoadReport(cqrs_id=cqrs_id, per_row_reason=bulk.per_row_reason(model))
     if clear:
         _through_outages(lambda: clear_replica(model), router.db_for_write(model))
-    db = router.db_for_write(model) if bulk._is_db_model(model) else None
+    db = router.db_for_write(model) if bulk.is_db_model(model) else None
     bulk_path = report.per_row_reason is None
     if workers is None:
         workers = min(4, os.cpu_count() or 1)

@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from dj_cqrs.replica.managers import is_newer
+from dj_cqrs.replica.rules import is_newer
 from tests.apps.replica_app.models import SimplestModelRef
 
 T1 = "2026-11-22 09:23:25.883733+00:00"

@@ -132,6 +132,7 @@ def test_timed_out_queries_are_not_logged_by_default(caplog):
     assert caplog.records == []
 
 
-def test_context_current_creates_a_scratch_dict_in_a_fresh_context():
+def test_context_current_creates_an_empty_report_in_a_fresh_context():
     value = contextvars.Context().run(context.current)
-    assert value == {}
+    assert value == context.ApplyReport()
+    assert (value.reason, value.status, value.exception, value.direct_sync) == (None, None, None, False)
