@@ -20,7 +20,6 @@ from kombu.entity import Exchange, Queue, binding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.messages import InboundMessage
 from dj_cqrs.core.names import binding_keys, dead_letter_binding_key, retry_queue_name
-from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.transport.kombu_filesystem import Transport as FilesystemTransport
 
 
@@ -86,17 +85,13 @@ def inbound(message: Any) -> InboundMessage:
 
 
 class MessagePublisher(Protocol):
-    """What the consumer and the dead-letter store publish through (``KombuTransport``)."""
+    """What the consumer and the dead-letter store publish through (``KombuTransport``): one
+    message to ``routing_key`` on ``exchange`` (``""``: straight into that queue), ``declare``
+    declared first, expiring after ``expiration`` seconds; ``PublishFailed`` if it cannot."""
 
     def publish_message(
-        self,
-        exchange: Exchange | str,
-        routing_key: str,
-        body: bytes,
-        headers: dict[str, Any] | None,
-        payload: TransportPayload | None = None,
-        declare: list[Any] | None = None,
-        expiration: float | None = None,
+        self, exchange: Exchange | str, routing_key: str, body: bytes, headers: dict[str, Any] | None, *,
+        declare: list[Any] | None = None, expiration: float | None = None,
     ) -> None: ...
 
 
