@@ -34,7 +34,7 @@ from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.reasons import Reason, Status
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import context, tombstones
-from dj_cqrs.replica.decoding import decode, validate
+from dj_cqrs.replica.decoding import validate
 from dj_cqrs.replica.failures import (
     classify_failure,
     database_unavailable,
@@ -201,11 +201,4 @@ def handle(message: InboundMessage) -> Outcome:
     return log_outcome(outcome, message)
 
 
-__all__ = [
-    "apply",
-    "consume",
-    "decode",
-    "handle",
-    "is_connection_lost",
-    "route_signal_to_replica_model",
-]
+__all__ = ["apply", "consume", "handle", "route_signal_to_replica_model"]

@@ -27,7 +27,8 @@ from dj_cqrs.database import Outage, call_through_outages, connect, is_outage, s
 from dj_cqrs.exceptions import DatabaseUnavailable
 from dj_cqrs.process.lifecycle import StopFlag
 from dj_cqrs.replica.batch import handle_batch_through_outages
-from dj_cqrs.replica.consumer import handle, is_connection_lost
+from dj_cqrs.replica.consumer import handle
+from dj_cqrs.replica.failures import is_connection_lost
 from tests.apps.replica_app.models import SimplestModelRef
 
 NOT_ACCEPTING = (

@@ -19,7 +19,8 @@ from dj_cqrs.core.dead_letter_store import DeadLetter
 from dj_cqrs.core.messages import HARD_MAX_DELAY, Action, InboundMessage, Outcome
 from dj_cqrs.core.settlement import carried_headers, failure_headers, retry_body
 from dj_cqrs.replica import dead_letters
-from dj_cqrs.replica.consumer import handle, is_connection_lost
+from dj_cqrs.replica.consumer import handle
+from dj_cqrs.replica.failures import is_connection_lost
 from dj_cqrs.replica.retry import default_retry_delay, sanitize_delay
 from tests.apps.replica_app.models import FlakyModelRef, SimplestModelRef
 
