@@ -4,6 +4,11 @@ as the transports' default (:mod:`dj_cqrs.core.handlers`). Nothing else happens 
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+from dj_cqrs.core.handlers import set_default_handler
+from dj_cqrs.master import triggers
+from dj_cqrs.registry import master_registry
 
 
 class CQRSConfig(AppConfig):
@@ -11,10 +16,9 @@ class CQRSConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
+        # Imported once the models are loaded: the checks are registered when the app registry is
+        # ready, as Django recommends, and the replica layer defines abstract models.
         from dj_cqrs import checks  # noqa: F401 - registers the checks
-        from dj_cqrs.core.handlers import set_default_handler
         from dj_cqrs.replica.batch import handle_batch_through_outages
 
         # ``transport.consume()`` / ``MemoryTransport.join()`` called without a handler
@@ -25,12 +29,9 @@ class CQRSConfig(AppConfig):
 
 def _install_triggers(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
     """Install the triggers of ``CQRS_DB_TRIGGERS`` models after ``migrate`` (PostgreSQL)."""
-    from dj_cqrs.master import triggers
-    from dj_cqrs.registry import master_registry
-
     if any(triggers.wanted(m) for m in master_registry):
         try:
-            import pgtrigger  # noqa: F401
+            import pgtrigger  # noqa: F401 - optional: django-pgtrigger (extra [postgres])
         except ImportError:
             return  # reported by the system check dj_cqrs.E050
         triggers.install(using)

@@ -16,8 +16,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from django.db import connections, router, transaction
@@ -185,9 +187,6 @@ def _load_batch_in_worker(cqrs_id: str, chunk: list[tuple[int, str]], strategy: 
 
 @contextlib.contextmanager
 def _pool(workers: int) -> Iterator[Any]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # Workers are forked with Django set up and open their own connections. Close this process's
     # connections first so no socket is shared (they reopen on first use).
     connections.close_all()
