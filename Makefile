@@ -68,9 +68,10 @@ demo: install ## Master → replica end to end on SQLite and a server-less broke
 bench: install ## Benchmarks against django-cqrs 3.1.0 (see bench/README.md)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-lint: install ## ruff
+lint: install ## ruff, then the import contracts of .importlinter (lint-imports)
 	$(BIN)/python -m pip install -q -r requirements/lint.txt
 	$(BIN)/ruff check dj_cqrs
+	$(BIN)/lint-imports
 
 type: install ## mypy
 	$(BIN)/python -m pip install -q -r requirements/lint.txt
