@@ -3,6 +3,8 @@
 * :mod:`dj_cqrs.core.payload`: :class:`~dj_cqrs.core.payload.TransportPayload`, one event;
 * :mod:`dj_cqrs.core.messages`: a received message, what the replica decided about it
   (:class:`~dj_cqrs.core.messages.Outcome`) and the handler type a consume loop calls;
+* :mod:`dj_cqrs.core.reasons`: why a message was not applied (``Reason``) and what an applied one
+  did (``Status``), ``str`` enums whose values are the wire and log words;
 * :mod:`dj_cqrs.core.settlement`: what a transport writes when it carries out an outcome
   (the retry body, the ``x-cqrs-*`` failure headers);
 * :mod:`dj_cqrs.core.names`: the wire names (routing and binding keys, queue and header names);

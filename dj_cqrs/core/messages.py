@@ -40,7 +40,8 @@ class InboundMessage:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     action: Action
-    #: Why it was not applied: ``invalid_json``, ``expired``, ``max_retries`` ...
+    #: Why it was not applied: a :class:`~dj_cqrs.core.reasons.Reason` (``invalid_json``,
+    #: ``expired``, ``max_retries`` ...), its value written as is in the ``x-cqrs-reason`` header.
     reason: str = ""
     #: Human-readable detail (exception type and message, or what is wrong with the body).
     detail: str = ""
@@ -48,7 +49,8 @@ class Outcome:
     delay: float = 0.0
     payload: TransportPayload | None = None
     exception: BaseException | None = None
-    #: ``applied``, ``ignored_stale`` ... for the log line and metrics (ACK only).
+    #: A :class:`~dj_cqrs.core.reasons.Status` (``applied``, ``ignored_stale`` ...) for the log
+    #: line and metrics (ACK only).
     status: str = ""
     #: The reason of the last failure when ``reason`` is ``max_retries``.
     failure: str = ""

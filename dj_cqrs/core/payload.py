@@ -14,6 +14,7 @@ from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import REQUIRED_BODY_KEYS, SignalType
+from dj_cqrs.core.reasons import Reason
 from dj_cqrs.exceptions import PayloadError
 
 _SIGNALS = {s.value: s for s in SignalType}
@@ -39,7 +40,7 @@ def parse_expires(value: Any) -> datetime.datetime | None:
     else:
         parsed = None
     if parsed is None:
-        raise PayloadError(f"'expires' is not an ISO-8601 datetime: {value!r}", reason="bad_expires")
+        raise PayloadError(f"'expires' is not an ISO-8601 datetime: {value!r}", reason=Reason.BAD_EXPIRES)
     if timezone.is_naive(parsed):
         # django-cqrs masters with USE_TZ=False send naive values; they are in UTC there too.
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
@@ -105,35 +106,35 @@ class TransportPayload:
         """Build a payload from a decoded JSON body; raise :class:`PayloadError` when malformed."""
         if not isinstance(dct, dict):
             raise PayloadError(
-                f"body must be a JSON object, got {type(dct).__name__}", reason="not_an_object"
+                f"body must be a JSON object, got {type(dct).__name__}", reason=Reason.NOT_AN_OBJECT
             )
         missing = [k for k in REQUIRED_BODY_KEYS if k not in dct]
         if missing:
-            raise PayloadError(f"missing required keys: {', '.join(missing)}", reason="missing_keys")
+            raise PayloadError(f"missing required keys: {', '.join(missing)}", reason=Reason.MISSING_KEYS)
         signal = dct["signal_type"]
         if not isinstance(signal, str) or signal not in _SIGNALS:
-            raise PayloadError(f"unknown signal_type {signal!r}", reason="bad_signal_type")
+            raise PayloadError(f"unknown signal_type {signal!r}", reason=Reason.BAD_SIGNAL_TYPE)
         cqrs_id = dct["cqrs_id"]
         if not isinstance(cqrs_id, str) or not cqrs_id:
-            raise PayloadError(f"cqrs_id must be a non-empty string, got {cqrs_id!r}", reason="bad_cqrs_id")
+            raise PayloadError(f"cqrs_id must be a non-empty string, got {cqrs_id!r}", reason=Reason.BAD_CQRS_ID)
         instance_data = dct["instance_data"]
         if not isinstance(instance_data, dict):
-            raise PayloadError("instance_data must be a JSON object", reason="bad_instance_data")
+            raise PayloadError("instance_data must be a JSON object", reason=Reason.BAD_INSTANCE_DATA)
         pk = dct["instance_pk"]
         if isinstance(pk, (dict, list)):
-            raise PayloadError("instance_pk must be a scalar", reason="bad_instance_pk")
+            raise PayloadError("instance_pk must be a scalar", reason=Reason.BAD_INSTANCE_PK)
         previous = dct.get("previous_data")
         if previous is not None and not isinstance(previous, dict):
-            raise PayloadError("previous_data must be an object or null", reason="bad_previous_data")
+            raise PayloadError("previous_data must be an object or null", reason=Reason.BAD_PREVIOUS_DATA)
         meta = dct.get("meta")
         if meta is not None and not isinstance(meta, dict):
-            raise PayloadError("meta must be an object or null", reason="bad_meta")
+            raise PayloadError("meta must be an object or null", reason=Reason.BAD_META)
         retries = dct.get("retries") or 0
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise PayloadError(f"retries must be an int >= 0, got {retries!r}", reason="bad_retries")
+            raise PayloadError(f"retries must be an int >= 0, got {retries!r}", reason=Reason.BAD_RETRIES)
         correlation_id = dct.get("correlation_id")
         if correlation_id is not None and not isinstance(correlation_id, (str, int)):
-            raise PayloadError("correlation_id must be a string or null", reason="bad_correlation_id")
+            raise PayloadError("correlation_id must be a string or null", reason=Reason.BAD_CORRELATION_ID)
         if "expires" in dct:
             expires = parse_expires(dct["expires"])
         else:

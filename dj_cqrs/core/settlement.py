@@ -34,6 +34,7 @@ from dj_cqrs.core.names import (
     WORKER_HEADER,
 )
 from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.reasons import Reason
 
 _MAX_ERROR_TEXT = 2000
 
@@ -108,7 +109,7 @@ def settle_failed(outcome: Outcome, exc: BaseException) -> Outcome:
     one message never holds up the others of its batch."""
     return Outcome(
         Action.DEAD_LETTER,
-        reason="internal_error",
+        reason=Reason.INTERNAL_ERROR,
         failure=outcome.failure or outcome.reason or outcome.action.value,
         detail=f"settling the {outcome.action.value} outcome failed: {type(exc).__name__}: {exc}",
         payload=outcome.payload,
