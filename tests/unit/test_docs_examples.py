@@ -23,13 +23,13 @@ from django.test import override_settings
 
 from dj_cqrs import encoding
 from dj_cqrs.constants import SignalType
+from dj_cqrs.core.handlers import default_handler
 from dj_cqrs.core.messages import Action, InboundMessage
 from dj_cqrs.core.settlement import failure_headers, retry_body
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.master.relay import Relay
 from dj_cqrs.process.lifecycle import StopFlag, process_stop
-from dj_cqrs.replica.consumer import handle
 from dj_cqrs.testing import use_memory_transport
 from dj_cqrs.transport import get_transport, set_transport
 from dj_cqrs.transport.base import BaseTransport
@@ -173,14 +173,15 @@ class QueueTransport(BaseTransport):
         except queue.Full as exc:
             raise PublishFailed("the queue is full") from exc
 
-    def consume(self, cqrs_ids=None, stop=None, **kwargs):
+    def consume(self, cqrs_ids=None, handler=None, stop=None, **kwargs):
+        handler = handler or default_handler()
         stop = stop or process_stop
         while not stop.is_set():
             try:
                 message = self.queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            outcome = handle(message)
+            (outcome,) = handler([message], stop.wait)
             if outcome.action is Action.RETRY:
                 stop.wait(outcome.delay)
                 self.queue.put(InboundMessage(retry_body(outcome.payload), message.routing_key))
