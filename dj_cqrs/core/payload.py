@@ -27,9 +27,10 @@ def format_expires(value: datetime.datetime | None) -> str | None:
     return value.replace(microsecond=0).isoformat()
 
 
-def parse_expires(value: Any) -> datetime.datetime | None:
-    if value is None:
-        return None
+def aware_datetime(value: Any) -> datetime.datetime | None:
+    """A wire timestamp (``expires``, ``cqrs_updated``) as an aware datetime; None when it is
+    missing or unparsable. Naive values are taken as UTC: django-cqrs masters with
+    ``USE_TZ=False`` send naive values, in UTC there too."""
     if isinstance(value, datetime.datetime):
         parsed: datetime.datetime | None = value
     elif isinstance(value, str):
@@ -39,11 +40,17 @@ def parse_expires(value: Any) -> datetime.datetime | None:
             parsed = None
     else:
         parsed = None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed
+
+
+def parse_expires(value: Any) -> datetime.datetime | None:
+    if value is None:
+        return None
+    parsed = aware_datetime(value)
     if parsed is None:
         raise PayloadError(f"'expires' is not an ISO-8601 datetime: {value!r}", reason=Reason.BAD_EXPIRES)
-    if timezone.is_naive(parsed):
-        # django-cqrs masters with USE_TZ=False send naive values; they are in UTC there too.
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return parsed
 
 

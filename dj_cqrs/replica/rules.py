@@ -29,6 +29,7 @@ from django.utils.dateparse import parse_datetime
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
+from dj_cqrs.core.payload import aware_datetime
 from dj_cqrs.core.reasons import Reason, Status
 
 logger = logging.getLogger("django-cqrs.replica")
@@ -112,18 +113,7 @@ def revision_decision(
 
 def parse_updated(value: Any) -> datetime.datetime | None:
     """A ``cqrs_updated`` as an aware datetime (naive: UTC); None when missing or unparsable."""
-    if isinstance(value, datetime.datetime):
-        parsed: datetime.datetime | None = value
-    elif isinstance(value, str):
-        try:
-            parsed = parse_datetime(value)
-        except ValueError:
-            parsed = None
-    else:
-        parsed = None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed
+    return aware_datetime(value)
 
 
 def tombstone_allows(tombstone: Any, revision: int, updated: Any) -> bool:
