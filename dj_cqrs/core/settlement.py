@@ -86,7 +86,7 @@ def header_text(text: str) -> str:
     """``text`` as valid Unicode (a lone surrogate, e.g. quoted from bad input, is escaped): AMQP
     headers are UTF-8."""
     if text.isascii():
-        return text
+        return str.__str__(text)  # a plain str, also for a Reason member
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 

@@ -40,8 +40,8 @@ def log_outcome(outcome: Outcome, message: InboundMessage | None = None) -> Outc
     routing_key = original_routing_key(message.routing_key, message.headers) if message is not None else ""
     common = {
         "cqrs_outcome": outcome.action.value,
-        "cqrs_status": outcome.status if outcome.action is Action.ACK else "",
-        "cqrs_reason": outcome.reason,
+        "cqrs_status": str(outcome.status) if outcome.action is Action.ACK else "",
+        "cqrs_reason": str(outcome.reason),
         "cqrs_delay": outcome.delay,
         "cqrs_routing_key": routing_key,
     }

@@ -170,8 +170,10 @@ class ConsumeLoop(abc.ABC):
             if ready:
                 self.mark_active()
             for start in range(0, len(ready), self.batch_size):
-                if self.stop.is_set():
-                    return  # the rest stays unacknowledged: the broker redelivers it
+                if start and self.stop.is_set():
+                    # A batch already received is applied (as before the loop was shared); the
+                    # rest stays unacknowledged and the broker redelivers it.
+                    return
                 self.process(ready[start : start + self.batch_size])
 
     def fill_batch(self) -> None:
