@@ -38,13 +38,15 @@ class Peer:
 
 @dataclasses.dataclass
 class Result:
-    """One line of the table. ``ours``/``theirs`` are seconds (None: not run)."""
+    """One line of the table. ``ours``/``theirs`` are seconds (None: not run); ``plain`` is the same
+    operation without CQRS (plain Django), shown in its own column when a result has one."""
 
     group: str
     metric: str
     ours: float | None = None
     theirs: float | None = None
     note: str = ""
+    plain: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -218,11 +220,14 @@ def format_table(results: list[Result]) -> str:
             return "-"
         return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"  # latencies: milliseconds stay visible
 
-    header = ("group", "metric", "ours (s)", "theirs (s)", "theirs/ours", "notes")
-    body = [
+    header: tuple[str, ...] = ("group", "metric", "ours (s)", "theirs (s)", "theirs/ours", "notes")
+    body: list[tuple[str, ...]] = [
         (r.group, r.metric, seconds(r.ours), seconds(r.theirs), "-" if r.ratio is None else f"{r.ratio:.1f}x", r.note)
         for r in results
     ]
+    if any(r.plain is not None for r in results):  # the plain-Django column (group outbox)
+        header = (*header[:2], "plain (s)", *header[2:])
+        body = [(*row[:2], seconds(r.plain), *row[2:]) for row, r in zip(body, results, strict=True)]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *body]:

@@ -1,20 +1,47 @@
-"""Save overhead of a CQRS master model against the same model without CQRS.
+"""What publishing costs the master, on the issue's realistic model (``benchapp.models``).
 
-Runs under any Python whose ``dj_cqrs`` is dj_cqrs or django-cqrs (the API is the same). Each
-operation is timed on its own; plain and CQRS operations alternate, so a slow moment of the machine
-hits both. Prints one JSON object: medians in microseconds and ratios.
+Runs under any Python whose ``dj_cqrs`` is dj_cqrs or django-cqrs 3.1.0 (the API is the same) and
+prints one JSON object (the last line of stdout); progress goes to stderr.
 
-Environment: BENCH_DB (database name, created by the caller), BENCH_EXCHANGE, BENCH_N (default 2000),
-BENCH_BULK (rows for the bulk update, default 5000), BENCH_RELAY (events for the relay backlog,
-dj_cqrs only, default 0 = skip).
+``BENCH_MODE=main`` (default):
+
+* single-row ``create()`` / ``save()`` of an update / ``delete()``, each in its own transaction
+  (autocommit), of the plain model and of each CQRS model (``CqrsItem``; ``TrackedItem`` with
+  ``CQRS_TRACKED_FIELDS``; dj_cqrs only: ``TriggerItem`` with ``CQRS_DB_TRIGGERS``), the kinds
+  alternating in a rotating order so that a slow moment of the machine hits each; medians;
+* ``cqrs.bulk_create`` of BENCH_BULK rows in batches of 500 against a plain ``bulk_create``;
+* ``cqrs.bulk_update`` of the same number of rows against a plain ``QuerySet.update`` (which bumps
+  the revision and the timestamp too); both bulk figures are medians of BENCH_BULK_ROUNDS rounds,
+  plain and CQRS alternating, and after each CQRS round the script waits (untimed) until every
+  event reached the sink queue, so a round does not pay for the previous round's publishing;
+* dj_cqrs only, with BENCH_RELAY > 0: a backlog of BENCH_RELAY outbox events (written with
+  ``outbox_publish = 'relay'``, so nothing publishes them meanwhile) drained by one
+  ``Relay(min_age=0).run_once()`` with publisher confirms.
+
+``BENCH_MODE=request``: plain and ``CqrsItem`` saves only, each operation wrapped in Django's
+``request_started`` / ``request_finished`` signals as a web request would be (Django closes the
+connection at both ends when it is older than ``CONN_MAX_AGE``: with 0, each operation opens a new
+database connection); the timing includes the two signals.
+
+Every published message is counted in a sink queue bound to the models' routing keys; a count
+that differs from the events expected is reported in ``mismatches`` (and on stderr), as are row
+counts and revisions that are not what the operations should have left.
+
+Environment: BENCH_DB (database, created by the caller), BENCH_EXCHANGE, BENCH_MODE, BENCH_N
+(operations per kind, default 1000), BENCH_BULK (5000), BENCH_BULK_BATCH (500),
+BENCH_BULK_ROUNDS (3), BENCH_RELAY (0 = skip), BENCH_CONN_MAX_AGE (``none`` or seconds; default
+``none``), BENCH_SINK_TIMEOUT (seconds to wait for the sink, default 120).
 """
 
+import functools
 import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import django
 from django.conf import settings
@@ -22,6 +49,12 @@ from django.conf import settings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 EXCHANGE = os.environ.get("BENCH_EXCHANGE", "bench_save")
+MODE = os.environ.get("BENCH_MODE", "main")
+_AGE = os.environ.get("BENCH_CONN_MAX_AGE", "none").lower()
+CONN_MAX_AGE = None if _AGE == "none" else int(_AGE)
+RABBIT_HOST = os.environ.get("BENCH_RABBIT_HOST", "127.0.0.1")
+RABBIT_PORT = int(os.environ.get("BENCH_RABBIT_PORT", "5672"))
+SINK_TIMEOUT = float(os.environ.get("BENCH_SINK_TIMEOUT", "120"))
 settings.configure(
     INSTALLED_APPS=["django.contrib.contenttypes", "dj_cqrs", "benchapp"],
     DATABASES={
@@ -31,13 +64,16 @@ settings.configure(
             "USER": "postgres",
             "HOST": os.environ.get("BENCH_DB_HOST", "127.0.0.1"),
             "PORT": int(os.environ.get("BENCH_DB_PORT", "5432")),
+            "CONN_MAX_AGE": CONN_MAX_AGE,
         }
     },
     USE_TZ=True,
     DEFAULT_AUTO_FIELD="django.db.models.AutoField",
     CQRS={
         "transport": "dj_cqrs.transport.RabbitMQTransport",
-        "url": os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        "url": os.environ.get(
+            "BENCH_AMQP_URL", f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/%2F"
+        ),
         "exchange": EXCHANGE,
     },
     LOGGING_CONFIG=None,
@@ -45,104 +81,384 @@ settings.configure(
 django.setup()
 
 import pika  # noqa: E402
+from benchapp.models import Category, CqrsItem, PlainItem, TrackedItem, TriggerItem  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.core.signals import request_finished, request_started  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.db.models import F  # noqa: E402
-
-from benchapp.models import CqrsItem, PlainItem, TriggerItem  # noqa: E402
+from django.utils import timezone as dj_timezone  # noqa: E402
 
 OURS = importlib.util.find_spec("dj_cqrs.master") is not None  # dj_cqrs, not django-cqrs
+SINK = f"{EXCHANGE}_sink"
+ROUTING_KEYS = [m.CQRS_ID for m in (CqrsItem, TrackedItem, TriggerItem)]
+BASE_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NAME = "Ärmel & Co. — product name padded to the column's full width " * 2
+TEXT = "A 300-character description: lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 4
+MISMATCHES: list[str] = []
 
 
-def drain() -> None:
-    if OURS:
+def log(message: str) -> None:
+    print(
+        f"[save bench {'ours' if OURS else 'theirs'} {MODE} {time.strftime('%H:%M:%S')}] {message}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def mismatch(message: str) -> None:
+    MISMATCHES.append(message)
+    log(f"MISMATCH: {message}")
+
+
+# -- the sink queue -----------------------------------------------------------------------------------
+
+
+def _channel() -> tuple[object, object]:
+    conn = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+    return conn, conn.channel()
+
+
+def sink_declare() -> None:
+    conn, channel = _channel()
+    channel.exchange_declare(EXCHANGE, "topic", durable=True)
+    channel.queue_declare(SINK, durable=True)
+    for key in ROUTING_KEYS:
+        channel.queue_bind(SINK, EXCHANGE, key)
+    channel.queue_purge(SINK)
+    conn.close()
+
+
+def sink_count() -> int:
+    conn, channel = _channel()  # a fresh connection: no heartbeat to keep alive between phases
+    try:
+        return channel.queue_declare(SINK, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def sink_sample_size() -> int:
+    """Bytes of one message body in the sink (given back to the queue)."""
+    conn, channel = _channel()
+    try:
+        method, _props, body = channel.basic_get(SINK)
+        if method is None:
+            return 0
+        channel.basic_nack(method.delivery_tag, requeue=True)
+        return len(body)
+    finally:
+        conn.close()
+
+
+def sink_delete() -> None:
+    conn, channel = _channel()
+    try:
+        channel.queue_delete(SINK)
+    finally:
+        conn.close()
+
+
+def wait_for_sink(expected: int, what: str) -> float:
+    """Wait until the sink holds ``expected`` messages; return the seconds waited."""
+    began = time.perf_counter()
+    deadline = began + SINK_TIMEOUT
+    count = sink_count()
+    while count < expected and time.perf_counter() < deadline:
+        time.sleep(0.02)
+        count = sink_count()
+    waited = time.perf_counter() - began
+    if count != expected:
+        time.sleep(0.5)  # a late duplicate shows here too
+        count = sink_count()
+        if count != expected:
+            mismatch(f"{what}: {expected} messages expected in the sink queue, it holds {count}")
+    return waited
+
+
+def check_rows(model: type, expected: int, what: str) -> None:
+    count = model.objects.count()
+    if count != expected:
+        mismatch(f"{what}: {model.__name__} has {count} rows, {expected} expected")
+
+
+# -- rows -----------------------------------------------------------------------------------------------
+
+
+def item(model: type, i: int, category: Category) -> object:
+    return model(
+        value=i,
+        name=f"{i:08d} {NAME}"[:100],
+        text=f"{i:08d} {TEXT}"[:300],
+        price=Decimal("1234.56") + i % 100,
+        happened_at=BASE_TIME + timedelta(seconds=i),
+        active=i % 2 == 0,
+        category=category if i % 2 else None,
+    )
+
+
+def fields(i: int, category: Category) -> dict[str, object]:
+    obj = item(PlainItem, i, category)
+    return {
+        f: getattr(obj, f)
+        for f in ("value", "name", "text", "price", "happened_at", "active", "category")
+    }
+
+
+def rotate(kinds: list, i: int) -> list:
+    k = i % len(kinds)
+    return kinds[k:] + kinds[:k]
+
+
+def median_us(values: list[float]) -> float:
+    return statistics.median(values) * 1e6
+
+
+def drain_dispatcher() -> None:
+    """dj_cqrs: let the background publisher finish (best effort; the sink count is the check)."""
+    if not OURS:
+        return
+    try:
         from dj_cqrs.master.dispatcher import dispatcher
 
-        dispatcher.drain(120)
+        dispatcher.drain(SINK_TIMEOUT)
+    except (ImportError, AttributeError):
+        pass
 
 
-def main() -> None:
-    n = int(os.environ.get("BENCH_N", "2000"))
-    bulk = int(os.environ.get("BENCH_BULK", "5000"))
-    relay_events = int(os.environ.get("BENCH_RELAY", "0"))
-    call_command("migrate", verbosity=0, run_syncdb=True)
-    conn = pika.BlockingConnection(pika.ConnectionParameters(os.environ.get("BENCH_RABBIT_HOST", "127.0.0.1")))
-    channel = conn.channel()
-    channel.exchange_declare(EXCHANGE, "topic", durable=True)
-    queue = f"{EXCHANGE}_sink"
-    channel.queue_declare(queue, durable=True)
-    channel.queue_bind(queue, EXCHANGE, "bench_item")
-    channel.queue_bind(queue, EXCHANGE, "bench_trigger_item")
+# -- single-row operations ----------------------------------------------------------------------------------
+
+
+def single_rows(
+    kinds: list[tuple[str, type]], n: int, category: Category, wrap: bool
+) -> tuple[dict[str, float], int]:
+    """create, update, delete ``n`` rows of each kind; medians (µs) and the events expected."""
+
+    def timed(op):  # noqa: ANN001, ANN202
+        if wrap:
+            start = time.perf_counter()
+            request_started.send(sender=None)
+            op()
+            request_finished.send(sender=None)
+            return time.perf_counter() - start
+        start = time.perf_counter()
+        op()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {
+        f"{k}_{op}": [] for k, _ in kinds for op in ("create", "update", "delete")
+    }
+    pks: dict[str, list[int]] = {k: [] for k, _ in kinds}
+    before = {kind: model.objects.count() for kind, model in kinds}
+    began = time.perf_counter()
+    for i in range(n):
+        data = fields(i, category)
+        for kind, model in rotate(kinds, i):
+            obj = model(**data)
+            create = functools.partial(
+                obj.save, force_insert=True
+            )  # objects.create() minus the constructor
+            times[f"{kind}_create"].append(timed(create))
+            pks[kind].append(obj.pk)
+    for kind, model in kinds:
+        check_rows(model, before[kind] + n, f"after {n} creates")
+    objects = {
+        kind: list(model.objects.filter(pk__in=pks[kind]).order_by("pk")) for kind, model in kinds
+    }
+    for i in range(n):
+        for kind, _model in rotate(kinds, i):
+            obj = objects[kind][i]
+            obj.value += 1
+            obj.active = not obj.active
+            obj.price += 1
+            times[f"{kind}_update"].append(timed(obj.save))
+    for kind, model in kinds:
+        if model is not PlainItem:
+            wrong = model.objects.filter(pk__in=pks[kind]).exclude(cqrs_revision=1).count()
+            if wrong:
+                mismatch(
+                    f"after one update of each row: {wrong} {model.__name__} rows not at revision 1"
+                )
+    for i in range(n):
+        for kind, _model in rotate(kinds, i):
+            times[f"{kind}_delete"].append(timed(objects[kind][i].delete))
+    for kind, model in kinds:
+        check_rows(model, before[kind], f"after {n} deletes")
+    log(
+        f"{n} creates, updates and deletes of {', '.join(k for k, _ in kinds)} in {time.perf_counter() - began:.1f}s"
+    )
+    result = {f"{key}_us": median_us(values) for key, values in times.items()}
+    events = 3 * n * sum(1 for _k, model in kinds if model is not PlainItem)
+    return result, events
+
+
+# -- bulk operations --------------------------------------------------------------------------------------
+
+
+def bulk(
+    bulk_rows: int, batch: int, rounds: int, category: Category, expected: int
+) -> tuple[dict[str, float], int]:
     result: dict[str, float] = {}
-    try:
-        kinds = [("plain", PlainItem), ("cqrs", CqrsItem), ("trigger", TriggerItem)]
-        times: dict[str, list[float]] = {f"{k}_{op}": [] for k, _ in kinds for op in ("create", "update")}
-        for i in range(n):
-            for kind, model in kinds[i % 3 :] + kinds[: i % 3]:  # rotate the order
+    times: dict[str, list[float]] = {
+        "plain_bulk_create": [],
+        "cqrs_bulk_create": [],
+        "plain_bulk_update": [],
+        "cqrs_bulk_update": [],
+    }
+    drains: dict[str, list[float]] = {"bulk_create": [], "bulk_update": []}
+    ranges: dict[str, tuple[int, int]] = {}
+    before = {model: model.objects.count() for model in (PlainItem, CqrsItem)}
+    for rnd in range(rounds):
+        for model in rotate([PlainItem, CqrsItem], rnd):
+            objs = [item(model, i, category) for i in range(bulk_rows)]
+            if model is PlainItem:
                 start = time.perf_counter()
-                model.objects.create(name=f"n{i}", value=i)
-                times[f"{kind}_create"].append(time.perf_counter() - start)
-        objects = {kind: list(model.objects.order_by("pk")[:n]) for kind, model in kinds}
-        for i in range(n):
-            for kind, _model in kinds[i % 3 :] + kinds[: i % 3]:
-                obj = objects[kind][i]
-                obj.value += 1
+                created = PlainItem.objects.bulk_create(objs, batch_size=batch)
+                times["plain_bulk_create"].append(time.perf_counter() - start)
+            else:
                 start = time.perf_counter()
-                obj.save()
-                times[f"{kind}_update"].append(time.perf_counter() - start)
-        drain()
-        for key, values in times.items():
-            result[key + "_us"] = statistics.median(values) * 1e6
-        for kind in ("cqrs", "trigger"):
-            for op in ("create", "update"):
-                result[f"{kind}_{op}_ratio"] = result[f"{kind}_{op}_us"] / result[f"plain_{op}_us"]
-        result["create_ratio"] = result["cqrs_create_ratio"]
-        result["update_ratio"] = result["cqrs_update_ratio"]
+                created = CqrsItem.cqrs.bulk_create(objs, batch_size=batch)
+                times["cqrs_bulk_create"].append(time.perf_counter() - start)
+                expected += bulk_rows
+                drains["bulk_create"].append(
+                    wait_for_sink(expected, f"cqrs.bulk_create round {rnd + 1}")
+                )
+            pks = [o.pk for o in created]
+            if None in pks:
+                mismatch(f"{model.__name__} bulk_create returned objects without a primary key")
+            else:
+                ranges[model.__name__] = (min(pks), max(pks))
+    check_rows(PlainItem, before[PlainItem] + bulk_rows * rounds, "after bulk_create")
+    check_rows(CqrsItem, before[CqrsItem] + bulk_rows * rounds, "after cqrs.bulk_create")
+    for rnd in range(rounds):
+        for model in rotate([PlainItem, CqrsItem], rnd):
+            queryset = model.objects.filter(pk__range=ranges[model.__name__])
+            if model is PlainItem:
+                start = time.perf_counter()
+                queryset.update(
+                    value=rnd, cqrs_revision=F("cqrs_revision") + 1, cqrs_updated=dj_timezone.now()
+                )
+                times["plain_bulk_update"].append(time.perf_counter() - start)
+            else:
+                start = time.perf_counter()
+                CqrsItem.cqrs.bulk_update(queryset, value=rnd)
+                times["cqrs_bulk_update"].append(time.perf_counter() - start)
+                expected += bulk_rows
+                drains["bulk_update"].append(
+                    wait_for_sink(expected, f"cqrs.bulk_update round {rnd + 1}")
+                )
+    for model in (PlainItem, CqrsItem):
+        rows = model.objects.filter(pk__range=ranges[model.__name__])
+        good = rows.filter(cqrs_revision=rounds, value=rounds - 1).count()
+        if good != bulk_rows:
+            mismatch(
+                f"after {rounds} bulk updates: {good} of {bulk_rows} {model.__name__} rows at revision {rounds}"
+            )
+    for key, values in times.items():
+        result[f"{key}_s"] = statistics.median(values)
+    for key, values in drains.items():
+        result[f"{key}_drain_s"] = statistics.median(values)
+    return result, expected
 
-        PlainItem.objects.all().delete()
-        CqrsItem.objects.all().delete()
-        drain()
-        PlainItem.objects.bulk_create([PlainItem(name=f"b{i}") for i in range(bulk)])
-        CqrsItem.objects.bulk_create([CqrsItem(name=f"b{i}") for i in range(bulk)])
-        plain_s, cqrs_s = [], []
-        for rnd in range(3):
-            start = time.perf_counter()
-            PlainItem.objects.all().update(value=rnd, cqrs_revision=F("cqrs_revision") + 1)
-            plain_s.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            CqrsItem.cqrs.bulk_update(CqrsItem.objects.all(), value=rnd)
-            cqrs_s.append(time.perf_counter() - start)
-            drain()
-        result["plain_bulk_update_s"] = statistics.median(plain_s)
-        result["cqrs_bulk_update_s"] = statistics.median(cqrs_s)
-        result["bulk_update_ratio"] = result["cqrs_bulk_update_s"] / result["plain_bulk_update_s"]
 
-        if OURS and relay_events:
-            result.update(relay_backlog(relay_events))
-        channel.queue_purge(queue)
-    finally:
-        channel.queue_delete(queue)
-        conn.close()
-    print(json.dumps(result))
+# -- relay -----------------------------------------------------------------------------------------------------
 
 
-def relay_backlog(count: int) -> dict[str, float]:
-    """Publish a backlog of ``count`` outbox events with the relay (publisher confirms on)."""
+def relay_backlog(count: int, category: Category, expected: int) -> tuple[dict[str, float], int]:
+    """Write a backlog of ``count`` outbox events with nothing publishing them, then time one
+    relay pass publishing them all (publisher confirms on)."""
     from django.test import override_settings
 
     from dj_cqrs.master.relay import Relay
     from dj_cqrs.models import OutboxEvent
 
-    CqrsItem.objects.all().delete()
-    drain()
+    deadline = time.perf_counter() + SINK_TIMEOUT
+    while (
+        OutboxEvent.objects.filter(published_at__isnull=True).exists()
+        and time.perf_counter() < deadline
+    ):
+        time.sleep(0.1)  # the marks of what was published before (they may be written late)
+    unmarked = OutboxEvent.objects.filter(published_at__isnull=True).count()
+    if unmarked:
+        mismatch(
+            f"relay: {unmarked} outbox rows of the earlier phases are still unpublished (the relay will send them again)"
+        )
     cqrs = {**settings.CQRS, "master": {"outbox_publish": "relay"}}
     with override_settings(CQRS=cqrs):
-        for start in range(0, count, 5000):
-            CqrsItem.cqrs.bulk_create([CqrsItem(name=f"r{i}") for i in range(start, min(count, start + 5000))])
-        pending = OutboxEvent.objects.filter(published_at__isnull=True).count()
         began = time.perf_counter()
-        published = Relay(min_age=0, batch_size=1000).run_once()
+        for start in range(0, count, 5000):
+            CqrsItem.cqrs.bulk_create(
+                [item(CqrsItem, i, category) for i in range(start, min(count, start + 5000))],
+                batch_size=500,
+            )
+        log(f"relay backlog of {count} events written in {time.perf_counter() - began:.1f}s")
+        pending = OutboxEvent.objects.filter(published_at__isnull=True).count()
+        if pending != count + unmarked:
+            mismatch(f"relay backlog: {pending} unpublished outbox rows, {count} expected")
+        in_sink = sink_count()
+        if in_sink != expected:
+            mismatch(
+                f"relay backlog: the sink holds {in_sink} messages before the relay ran, {expected} expected"
+            )
+        began = time.perf_counter()
+        published = Relay(min_age=0).run_once()
         elapsed = time.perf_counter() - began
-    return {"relay_events": float(pending), "relay_published": float(published), "relay_s": elapsed, "relay_events_per_s": published / elapsed}
+    expected += count + unmarked
+    wait_for_sink(expected, "relay")
+    if published != count + unmarked:
+        mismatch(
+            f"relay: run_once() reported {published} events published, {count + unmarked} expected"
+        )
+    left = OutboxEvent.objects.filter(published_at__isnull=True).count()
+    if left:
+        mismatch(f"relay: {left} outbox rows still unpublished after the pass")
+    return {
+        "relay_events": float(count),
+        "relay_published": float(published),
+        "relay_s": elapsed,
+        "relay_events_per_s": published / elapsed,
+    }, expected
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_N", "1000"))
+    bulk_rows = int(os.environ.get("BENCH_BULK", "5000"))
+    batch = int(os.environ.get("BENCH_BULK_BATCH", "500"))
+    rounds = int(os.environ.get("BENCH_BULK_ROUNDS", "3"))
+    relay_events = int(os.environ.get("BENCH_RELAY", "0"))
+    call_command("migrate", verbosity=0, run_syncdb=True)
+    sink_declare()
+    result: dict[str, object] = {"ours": OURS, "mode": MODE, "conn_max_age": _AGE, "n": n}
+    try:
+        category = Category.objects.create(name="category")
+        kinds: list[tuple[str, type]] = [("plain", PlainItem), ("cqrs", CqrsItem)]
+        if MODE == "main":
+            kinds.append(("tracked", TrackedItem))
+            if OURS:
+                kinds.append(("trigger", TriggerItem))
+        figures, expected = single_rows(kinds, n, category, wrap=MODE == "request")
+        result.update(figures)
+        drain_dispatcher()
+        result["saves_drain_s"] = wait_for_sink(expected, "single-row saves")
+        result["wire_bytes"] = sink_sample_size()
+        if MODE == "main":
+            figures, expected = bulk(bulk_rows, batch, rounds, category, expected)
+            result.update(figures)
+            result["bulk_rows"] = bulk_rows
+            result["bulk_batch"] = batch
+            if OURS and relay_events:
+                figures, expected = relay_backlog(relay_events, category, expected)
+                result.update(figures)
+        drain_dispatcher()
+        result["sink_expected"] = expected
+        result["sink_count"] = sink_count()
+        if result["sink_count"] != expected:
+            mismatch(
+                f"at the end: {expected} messages expected in the sink queue, it holds {result['sink_count']}"
+            )
+    finally:
+        result["mismatches"] = MISMATCHES
+        sink_delete()
+        connection.close()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
