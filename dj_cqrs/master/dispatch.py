@@ -33,6 +33,11 @@ def add(event: PendingEvent) -> PendingEvent:
     return pending.add(event, publish_committed)
 
 
+def add_recorded(event: PendingEvent) -> PendingEvent:
+    """Record an event whose outbox row the statement of the change already wrote."""
+    return pending.add(event, publish_committed)
+
+
 def add_many(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database)."""
     if not events:

@@ -12,7 +12,7 @@ from dj_cqrs.conf import cqrs_settings, resolve_callable
 from dj_cqrs.constants import ALL_BASIC_FIELDS, SignalType
 from dj_cqrs.master import dispatch, hooks, pending, serializers, signals, tracking, triggers
 from dj_cqrs.master.managers import MasterManager
-from dj_cqrs.master.outbox import recording, store
+from dj_cqrs.master.outbox import inline, recording, store
 from dj_cqrs.master.signals import SAVE_CONTEXT_ATTR
 from dj_cqrs.registry import master_registry
 
@@ -119,43 +119,64 @@ class RawMasterMixin(models.Model):
             # The stored revision is the trigger's: read it lazily on next access.
             self.__dict__.pop("cqrs_revision", None)
             return
+        plan = inline.plan(self, using) if publish else None
+        if plan is not None and not connections[using].in_atomic_block:
+            # The statement that writes the row writes the outbox row too: no transaction needed.
+            self._save_changes(using, kwargs, update_fields, publish, plan)
+            return
         with transaction.atomic(using=using, savepoint=False):
-            adding = self._state.adding
-            bumped = False
-            if publish and not adding and self.pk is not None:
-                known = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
-                if known is None or known.revision is None:
-                    self.cqrs_revision = F("cqrs_revision") + 1  # type: ignore[assignment]
-                    bumped = True
-                else:
-                    self.cqrs_revision = known.revision
-                if update_fields is not None:
-                    kwargs["update_fields"] = {*update_fields, "cqrs_revision", "cqrs_updated"}
-            if adding and publish:
-                self._continue_revision_after_delete(using)
-            captured = tracking.changes(self, created=adding)
-            previous = tracking.remember(self, captured)
-            context: dict[str, Any] = {"publish": publish, "previous_data": previous if publish else None}
-            self.__dict__[SAVE_CONTEXT_ATTR] = context
-            try:
+            self._save_changes(using, kwargs, update_fields, publish, plan)
+
+    def _save_changes(
+        self,
+        using: str,
+        kwargs: dict[str, Any],
+        update_fields: list[str] | None,
+        publish: bool,
+        plan: inline.InlineSave | None,
+    ) -> None:
+        adding = self._state.adding
+        bumped = False
+        if publish and not adding and self.pk is not None:
+            known = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+            if known is None or known.revision is None:
+                self.cqrs_revision = F("cqrs_revision") + 1  # type: ignore[assignment]
+                bumped = True
+            else:
+                self.cqrs_revision = known.revision
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "cqrs_revision", "cqrs_updated"}
+        if adding and publish:
+            self._continue_revision_after_delete(using)
+        captured = tracking.changes(self, created=adding)
+        previous = tracking.remember(self, captured)
+        context: dict[str, Any] = {"publish": publish, "previous_data": previous if publish else None}
+        self.__dict__[SAVE_CONTEXT_ATTR] = context
+        try:
+            if plan is None:
                 super().save(**kwargs)
-            finally:
-                self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
-            event = context.get("event")
-            if captured is not None and event is not None and event.previous_data is not previous:
-                # Merged with an earlier save of this row in the transaction: its message carries
-                # the merged previous values, and so does get_tracked_fields_data().
-                if not hooks.overrides(type(self), "get_tracked_fields_data"):
-                    self.__dict__[tracking.CAPTURED_ATTR] = event.previous_data
-            if bumped and serializers.is_expression(self.__dict__.get("cqrs_revision")):
-                # The outbox already read the new revision back in its INSERT; otherwise read it.
-                self.__dict__["cqrs_revision"] = (
-                    type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).get()
-                )
-                event = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
-                if event is not None and event.signal is SignalType.SAVE:
-                    event.revision = self.__dict__["cqrs_revision"]
-            tracking.reset(self)
+            else:
+                plan.prepare(context["previous_data"])
+                context["inline"] = plan
+                with plan.installed():
+                    super().save(**kwargs)
+        finally:
+            self.__dict__.pop(SAVE_CONTEXT_ATTR, None)
+        event = context.get("event")
+        if captured is not None and event is not None and event.previous_data is not previous:
+            # Merged with an earlier save of this row in the transaction: its message carries
+            # the merged previous values, and so does get_tracked_fields_data().
+            if not hooks.overrides(type(self), "get_tracked_fields_data"):
+                self.__dict__[tracking.CAPTURED_ATTR] = event.previous_data
+        if bumped and serializers.is_expression(self.__dict__.get("cqrs_revision")):
+            # The outbox already read the new revision back in its INSERT; otherwise read it.
+            self.__dict__["cqrs_revision"] = (
+                type(self)._base_manager.using(using).filter(pk=self.pk).values_list("cqrs_revision", flat=True).get()
+            )
+            event = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
+            if event is not None and event.signal is SignalType.SAVE:
+                event.revision = self.__dict__["cqrs_revision"]
+        tracking.reset(self)
 
     def _continue_revision_after_delete(self, using: str) -> None:
         """Revision of a new instance whose primary key the caller chose.

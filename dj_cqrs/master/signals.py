@@ -17,6 +17,7 @@ from django.dispatch import Signal
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.master import dispatch, payloads, pending, tracking
+from dj_cqrs.master.outbox.inline import InlineSave
 from dj_cqrs.master.serializers import is_expression, refresh_saved_expressions
 
 logger = logging.getLogger("django-cqrs.master")
@@ -58,9 +59,17 @@ def record_save(
     created: bool,
     previous_data: dict[str, Any] | None,
     must_read: bool = False,
+    inline_save: InlineSave | None = None,
 ) -> pending.PendingEvent | None:
     event = save_event(instance, using, previous_data)
     event.must_read = must_read
+    if inline_save is not None and inline_save.outbox_id is not None:
+        # The statement that wrote the row wrote its outbox row too.
+        event.outbox_id = inline_save.outbox_id
+        event.revision = inline_save.revision
+        event.correlation_id = inline_save.correlation_id
+        event.meta = {}
+        return dispatch.add_recorded(event)
     return dispatch.add(event)
 
 
@@ -82,7 +91,14 @@ def on_post_save(sender: type[models.Model], instance: Any, created: bool = Fals
         previous = context.get("previous_data")
     # A partial save leaves fields unsaved in memory: the published state is read from the row.
     must_read = update_fields is not None
-    context_event = record_save(instance, using, created=created, previous_data=previous, must_read=must_read)
+    context_event = record_save(
+        instance,
+        using,
+        created=created,
+        previous_data=previous,
+        must_read=must_read,
+        inline_save=None if context is None else context.get("inline"),
+    )
     if context is not None:
         context["event"] = context_event
 

@@ -1,0 +1,186 @@
+"""The outbox row of a save, written by the statement that writes the object (PostgreSQL).
+
+With the outbox on, a save costs the object's INSERT or UPDATE plus an INSERT into the outbox,
+in one transaction: on an autocommit save that is BEGIN, two statements and COMMIT instead of the
+one statement of a plain model. On PostgreSQL, for the duration of a save, an execute wrapper turns
+Django's statement for the object's row into one statement whose data-modifying CTE also writes
+the outbox row::
+
+    WITH "dj_cqrs_changed" AS (
+        <Django's INSERT or UPDATE> RETURNING ..., <pk> AS "dj_cqrs_pk", <revision> AS "dj_cqrs_revision"
+    ), "dj_cqrs_event" AS (
+        INSERT INTO "dj_cqrs_outbox" (...) SELECT ..., "dj_cqrs_pk"::text, "dj_cqrs_revision", ...
+        FROM "dj_cqrs_changed" RETURNING "id"
+    )
+    SELECT "dj_cqrs_changed".*, "dj_cqrs_event"."id" FROM "dj_cqrs_changed", "dj_cqrs_event"
+
+A single statement is atomic on its own, so the save needs no transaction of its own: an
+autocommit save stays one round trip and one commit, and the event exists if and only if the
+change does. The row's new revision comes back with it (no re-read). Django reads the columns it
+asked for first in the same order (the extra ones are ignored; the cursor is rewound after they
+were read), and for an UPDATE it counts the rows returned, which are the rows updated.
+
+Used only where this is known to hold (:func:`plan`): PostgreSQL, a model without concrete
+parents, a primary key whose text in SQL is ``str(pk)``, no meta hook or meta/correlation
+function that needs the saved object, and a first save of the object in the transaction (later
+saves merge into the event already recorded). Everything else takes the general path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.db import connections, models
+from django.utils import timezone
+
+from dj_cqrs import encoding
+from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.constants import SignalType
+from dj_cqrs.correlation import get_correlation_id
+from dj_cqrs.master import hooks, payloads, pending
+from dj_cqrs.master.outbox.store import enabled, outbox_model
+
+#: Primary key fields whose PostgreSQL ``::text`` is ``str()`` of the Python value.
+_TEXT_SAFE_PKS = (
+    models.AutoField,
+    models.BigAutoField,
+    models.SmallAutoField,
+    models.IntegerField,
+    models.CharField,
+    models.TextField,
+    models.UUIDField,
+)
+_ELIGIBLE_ATTR = "_cqrs_inline_outbox"
+_ACTIVE_ATTR = "_dj_cqrs_inline_save"
+_CHANGED, _EVENT = '"dj_cqrs_changed"', '"dj_cqrs_event"'
+
+
+def _model_eligible(model: Any) -> bool:
+    """Checked once per model class."""
+    found = model.__dict__.get(_ELIGIBLE_ATTR)
+    if found is None:
+        opts = model._meta
+        found = (
+            not opts.parents
+            and isinstance(opts.pk, _TEXT_SAFE_PKS)
+            and not hooks.overridden(model, "get_cqrs_meta")
+            and not hooks.overridden(model, "is_sync_instance")
+        )
+        setattr(model, _ELIGIBLE_ATTR, found)
+    return bool(found)
+
+
+def forget_cached(model: Any) -> None:
+    if _ELIGIBLE_ATTR in model.__dict__:
+        delattr(model, _ELIGIBLE_ATTR)
+
+
+class InlineSave:
+    """One save whose statement also writes its outbox row (see the module docstring)."""
+
+    __slots__ = ("instance", "using", "correlation_id", "data", "outbox_id", "revision", "_prefix")
+
+    def __init__(self, instance: models.Model, using: str, correlation_id: str | None) -> None:
+        self.instance = instance
+        self.using = using
+        self.correlation_id = correlation_id
+        self.data = ""
+        #: Filled once the statement ran: the outbox row's id and the object's new revision.
+        self.outbox_id: int | None = None
+        self.revision: int | None = None
+        qt = connections[using].ops.quote_name(instance._meta.db_table)
+        self._prefix = (f"INSERT INTO {qt} ", f"UPDATE {qt} SET ")
+
+    def prepare(self, previous_data: dict[str, Any] | None) -> None:
+        """The event's captured data (as the outbox stores it for a SAVE)."""
+        self.data = encoding.dumps(
+            {"correlation_id": self.correlation_id, "meta": {}, "previous_data": previous_data}, allow_nan=True
+        )
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Rewrite the save's statement while the block runs (a save nested in a signal receiver
+        is the active one until it returns)."""
+        conn = connections[self.using]
+        outer = getattr(conn, _ACTIVE_ATTR, None)
+        setattr(conn, _ACTIVE_ATTR, self)
+        try:
+            with conn.execute_wrapper(self):
+                yield
+        finally:
+            setattr(conn, _ACTIVE_ATTR, outer)
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        conn = context["connection"]
+        if (
+            self.outbox_id is not None
+            or many
+            or not isinstance(sql, str)
+            or not sql.startswith(self._prefix)
+            or getattr(conn, _ACTIVE_ATTR, None) is not self
+        ):
+            return execute(sql, params, many, context)
+        rewritten, extra = self._statement(conn, sql)
+        result = execute(rewritten, [*(params or ()), *extra], many, context)
+        raw = context["cursor"].cursor
+        row = raw.fetchone()
+        if row is not None:  # an UPDATE of a row that is not there: Django INSERTs it next
+            self.revision = int(row[-2])
+            self.outbox_id = int(row[-1])
+            self.instance.__dict__["cqrs_revision"] = self.revision
+            raw.scroll(0, mode="absolute")
+        return result
+
+    def _statement(self, conn: Any, sql: str) -> tuple[str, list[Any]]:
+        model: Any = type(self.instance)
+        opts = model._meta
+        qn = conn.ops.quote_name
+        table = qn(opts.db_table)
+        pk_col = f"{table}.{qn(opts.pk.column)}"
+        rev_col = f"{table}.{qn(opts.get_field('cqrs_revision').column)}"
+        ours = f'{pk_col} AS "dj_cqrs_pk", {rev_col} AS "dj_cqrs_revision"'
+        body = f"{sql}, {ours}" if " RETURNING " in sql else f"{sql} RETURNING {ours}"
+        outbox = outbox_model()._meta
+        columns = ", ".join(
+            qn(outbox.get_field(name).column)  # type: ignore[union-attr]
+            for name in ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
+        )
+        statement = (
+            f"WITH {_CHANGED} AS ({body}), "
+            f"{_EVENT} AS (INSERT INTO {qn(outbox.db_table)} ({columns}) "
+            f'SELECT %s, %s, %s, {_CHANGED}."dj_cqrs_pk"::text, {_CHANGED}."dj_cqrs_revision", %s, 0, \'\' '
+            f"FROM {_CHANGED} RETURNING {qn(outbox.pk.column)}) "
+            f"SELECT {_CHANGED}.*, {_EVENT}.{qn(outbox.pk.column)} FROM {_CHANGED}, {_EVENT}"
+        )
+        created_at = outbox.get_field("created_at").get_db_prep_value(timezone.now(), conn)  # type: ignore[union-attr]
+        return statement, [created_at, model.CQRS_ID, SignalType.SAVE.value, self.data]
+
+
+def plan(instance: Any, using: str) -> InlineSave | None:
+    """An :class:`InlineSave` for this save of ``instance`` when it can take that path, else None."""
+    conn = connections[using]
+    if conn.vendor != "postgresql" or not enabled():
+        return None
+    model = type(instance)
+    if not model.CQRS_PRODUCE or not _model_eligible(model):
+        return None
+    master = cqrs_settings.master
+    if master.meta_function is not None:
+        return None
+    pk = instance.pk
+    if instance._state.adding:
+        if pk is not None and not model._meta.pk.has_default():
+            return None  # the revision may continue an existing row or a deleted one
+    elif pk is None:
+        return None
+    if pk is not None and pending.find(using, model.CQRS_ID, pk) is not None:
+        return None  # merges into the event already recorded in this transaction
+    if master.correlation_function is not None:
+        if pk is None:
+            return None
+        correlation = get_correlation_id(SignalType.SAVE, model.CQRS_ID, payloads.instance_pk(pk), None)
+    else:
+        correlation = get_correlation_id(SignalType.SAVE, model.CQRS_ID, None, None)
+    return InlineSave(instance, using, correlation)

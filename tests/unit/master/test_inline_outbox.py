@@ -1,0 +1,135 @@
+"""PostgreSQL: a save's outbox row is written by the statement that writes the object
+(``dj_cqrs.master.outbox.inline``). Runs in the PostgreSQL unit pass (``make test``); skipped on
+SQLite, where saves take the general path."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from django.db.models.signals import pre_save
+from django.test.utils import CaptureQueriesContext
+
+from dj_cqrs.correlation import correlation_scope
+from dj_cqrs.models import OutboxEvent
+from tests.apps.master_app.models import MetaModel, SimplestModel, TrackedModel, UUIDPkModel
+from tests.unit.conftest import bodies
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the inline outbox write is PostgreSQL's"),
+]
+
+
+def _writes(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if "dj_cqrs_outbox" in q["sql"] or "master_app" in q["sql"]]
+
+
+
+def test_autocommit_create_is_one_statement_with_its_outbox_row(transport):
+    with CaptureQueriesContext(connection) as queries:
+        obj = SimplestModel.objects.create(name="a")
+    statements = [q["sql"] for q in queries.captured_queries]
+    # The first statement (no BEGIN before it) writes both rows; what follows is the publishing
+    # of the in-memory transport, which runs in the committing thread.
+    assert statements[0].startswith('WITH "dj_cqrs_changed" AS (INSERT INTO "master_app_simplestmodel"')
+    assert len(_writes(queries)) == 1 + len([s for s in statements[1:] if "dj_cqrs_outbox" in s])
+    assert not any(s.startswith('INSERT INTO "dj_cqrs_outbox"') for s in statements)
+    row = OutboxEvent.objects.get()
+    assert (row.cqrs_id, row.signal_type, row.object_pk, row.revision) == ("simplest", "SAVE", str(obj.pk), 0)
+    assert obj.pk is not None and obj.cqrs_revision == 0
+    assert [(b["instance_pk"], b["instance_data"]["name"], b["instance_data"]["cqrs_revision"]) for b in bodies(transport)] == [
+        (obj.pk, "a", 0)
+    ]
+
+
+def test_autocommit_update_bumps_the_revision_in_the_same_statement(transport):
+    obj = SimplestModel.objects.create(name="a")
+    obj.name = "b"
+    with CaptureQueriesContext(connection) as queries:
+        obj.save()
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert statements[0].startswith('WITH "dj_cqrs_changed" AS (UPDATE "master_app_simplestmodel"')
+    assert [s for s in statements if "master_app_simplestmodel" in s] == statements[:1]
+    assert not any(s.startswith('INSERT INTO "dj_cqrs_outbox"') for s in statements)
+    assert obj.cqrs_revision == 1  # the stored value, not a pending F() expression
+    rows = list(OutboxEvent.objects.order_by("id").values_list("object_pk", "revision"))
+    assert rows == [(str(obj.pk), 0), (str(obj.pk), 1)]
+    assert [b["instance_data"]["cqrs_revision"] for b in bodies(transport)] == [0, 1]
+    assert SimplestModel.objects.get(pk=obj.pk).cqrs_revision == 1
+
+
+def test_rolled_back_transaction_leaves_neither_row_nor_event(transport):
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            SimplestModel.objects.create(name="a")
+            raise RuntimeError
+    assert OutboxEvent.objects.count() == 0
+    assert SimplestModel.objects.count() == 0
+    assert bodies(transport) == []
+
+
+def test_second_save_in_a_transaction_merges_into_the_first_event(transport):
+    with transaction.atomic():
+        obj = SimplestModel.objects.create(name="a")
+        obj.name = "b"
+        obj.save()
+    assert OutboxEvent.objects.count() == 1
+    assert [(b["instance_data"]["name"], b["instance_data"]["cqrs_revision"]) for b in bodies(transport)] == [("b", 0)]
+
+
+def test_savepoint_rollback_discards_the_inline_row(transport):
+    with transaction.atomic():
+        kept = SimplestModel.objects.create(name="kept")
+        with pytest.raises(RuntimeError):
+            with transaction.atomic():
+                SimplestModel.objects.create(name="gone")
+                raise RuntimeError
+    assert list(OutboxEvent.objects.values_list("object_pk", flat=True)) == [str(kept.pk)]
+    assert [b["instance_data"]["name"] for b in bodies(transport)] == ["kept"]
+
+
+def test_save_nested_in_a_receiver_gets_its_own_row(transport):
+    def nested(sender, instance, **kwargs):
+        if instance.name == "outer":
+            SimplestModel.objects.create(name="inner")
+
+    pre_save.connect(nested, sender=SimplestModel, dispatch_uid="inline-nested")
+    try:
+        outer = SimplestModel.objects.create(name="outer")
+    finally:
+        pre_save.disconnect(sender=SimplestModel, dispatch_uid="inline-nested")
+    inner = SimplestModel.objects.get(name="inner")
+    rows = dict(OutboxEvent.objects.values_list("object_pk", "revision"))
+    assert rows == {str(inner.pk): 0, str(outer.pk): 0}
+    assert sorted((b["instance_pk"], b["instance_data"]["name"]) for b in bodies(transport)) == sorted(
+        [(inner.pk, "inner"), (outer.pk, "outer")]
+    )
+
+
+def test_tracked_fields_and_correlation_are_stored_with_the_event(transport):
+    obj = TrackedModel.objects.create(status="old")
+    obj.status = "new"
+    with correlation_scope("req-1"):
+        obj.save()
+    last = bodies(transport)[-1]
+    assert last["previous_data"] == {"status": "old"}
+    assert last["correlation_id"] == "req-1"
+    row = OutboxEvent.objects.order_by("-id").first()
+    assert '"correlation_id":"req-1"' in row.data and '"status":"old"' in row.data
+
+
+def test_uuid_primary_key_text_matches_python(transport):
+    obj = UUIDPkModel.objects.create()
+    assert isinstance(obj.pk, uuid.UUID)
+    assert OutboxEvent.objects.get().object_pk == str(obj.pk)
+    assert bodies(transport)[0]["instance_pk"] == str(obj.pk)
+
+
+def test_models_with_a_meta_hook_take_the_general_path(transport):
+    with CaptureQueriesContext(connection) as queries:
+        MetaModel.objects.create(name="m")
+    assert not any(q["sql"].startswith("WITH") for q in queries.captured_queries)
+    assert OutboxEvent.objects.count() == 1
+    assert len(bodies(transport)) == 1
