@@ -1,28 +1,40 @@
 """Group ``replica``: what the consumer (``manage.py cqrs_consume``) does with a backlog, how close
 it gets to the raw broker and database, the master-to-replica latency, and its memory.
 
-* ``apply``: 20,000 SAVE messages (creates, then updates of existing rows) pre-published into the
-  replica queue, applied by ``cqrs_consume -w 1`` and ``-w 2``; timed from starting the command
-  until the replica table holds the final state;
-* ``raw``: the limits of the same machine: a bare pika consumer (prefetch 1000, one
-  ``basic_ack(multiple=True)`` per 500) and a bare psycopg2 batched upsert (500 rows per
-  ``INSERT ... ON CONFLICT``, one commit per batch), and our share of the lower of the two;
+* ``apply``: 20,000 SAVE messages of the realistic model (creates, then updates of existing rows)
+  pre-published into the replica queue, applied by ``cqrs_consume -w 1`` and ``-w 2``; timed from
+  starting the command until the replica table holds the final state. Both peers' services run
+  with ``CONN_MAX_AGE = None`` (persistent database connections, what a long-lived consumer
+  service has); django-cqrs is also measured with ``CONN_MAX_AGE = 0`` (Django's default, one
+  connection per message there), labelled so. A secondary figure applies the small model;
+* ``raw``: the limits of the same machine for the same realistic messages and rows: a bare pika
+  consumer (prefetch 1000, ``json.loads`` of each body, one ``basic_ack(multiple=True)`` per 500)
+  and a bare psycopg2 batched upsert (500 rows per ``INSERT ... ON CONFLICT``, one commit per
+  batch), and each peer's share of the lower of the two;
 * ``latency``: master commit to row visible on the replica, under a light load (20 saves/s);
-* ``rss``: peak memory of the consumer process tree with 1,000,000 messages queued.
+* ``rss``: peak memory of the consumer process tree with 1,000,000 messages queued (the small
+  model, so that the broker holds the backlog in memory on this machine).
 
-Messages are the services' ``it_gadget`` model (``GadgetRef`` on the replica: integer key, a
-name, an integer), the smallest model every peer replicates; the latency probe saves the
-services' master ``Product`` (``it_product``), which both peers publish the ordinary way.
+The realistic model is the services' ``it_product`` (``ProductRef`` on the replica, table
+``catalog_productref``): an integer key, a 100-character name with non-ASCII characters, a
+300-character description, a decimal (6 places, sent as an exact JSON number), an aware datetime,
+a boolean and a nullable foreign key (``category``, null for one row in four); its two other
+nullable columns (a date and a UUID) are sent as null. About 700 bytes on the wire. The small
+model is ``it_gadget`` (``GadgetRef``: integer key, a name, an integer; about 260 bytes). The
+latency probe saves the services' master ``Product``, which both peers publish the ordinary way.
 
 Environment: ``BENCH_REPLICA_MESSAGES`` (default 20000), ``BENCH_REPLICA_THEIRS_MESSAGES``
 (django-cqrs's backlog, default 5000), ``BENCH_REPLICA_TIMEOUT`` (seconds one apply may take,
-default 600), ``BENCH_REPLICA_RSS=0`` (skip the 1,000,000-message memory run),
-``BENCH_REPLICA_RSS_MESSAGES`` (default 1000000), ``BENCH_REPLICA_LATENCY_SAVES`` (default 200).
+default 600), ``BENCH_REPLICA_SMALL=0`` (skip the small-model figure),
+``BENCH_REPLICA_CONN0=0`` (skip django-cqrs with ``CONN_MAX_AGE = 0``), ``BENCH_REPLICA_RSS=0``
+(skip the 1,000,000-message memory run), ``BENCH_REPLICA_RSS_MESSAGES`` (default 1000000),
+``BENCH_REPLICA_LATENCY_SAVES`` (default 200).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -31,16 +43,19 @@ import signal
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from framework import AMQP, Context, Peer, Result, Service, log, workload
 
 MESSAGES = int(os.environ.get("BENCH_REPLICA_MESSAGES", "20000"))
-#: django-cqrs applies about 100-150 messages/s here (it reconnects to PostgreSQL for every
-#: message): it gets a smaller backlog so that the group stays under ten minutes.
+#: django-cqrs applies a few hundred messages/s here: it gets a smaller backlog so that the group
+#: stays within a few minutes.
 THEIRS_MESSAGES = int(os.environ.get("BENCH_REPLICA_THEIRS_MESSAGES", "5000"))
 APPLY_TIMEOUT = float(os.environ.get("BENCH_REPLICA_TIMEOUT", "600"))
+SMALL_ENABLED = os.environ.get("BENCH_REPLICA_SMALL", "1") != "0"
+CONN0_ENABLED = os.environ.get("BENCH_REPLICA_CONN0", "1") != "0"
 RSS_ENABLED = os.environ.get("BENCH_REPLICA_RSS", "1") != "0"
 RSS_MESSAGES = int(os.environ.get("BENCH_REPLICA_RSS_MESSAGES", "1000000"))
 RSS_SECONDS = {"ours": 25.0, "theirs": 20.0}
@@ -48,9 +63,9 @@ LATENCY_SAVES = int(os.environ.get("BENCH_REPLICA_LATENCY_SAVES", "200"))
 LATENCY_RATE = 20.0  # saves per second
 LATENCY_WARMUP = 10  # saves before the measured ones (connections, caches)
 WORKERS = (1, 2)
+#: The services' database connections (``IT_CONN_MAX_AGE``): persistent for the main figures.
+CONN_PERSISTENT = "none"
 
-CQRS_ID = "it_gadget"
-TABLE = "catalog_gadgetref"
 UPDATED = {0: "2026-11-22 10:00:00.123456+00:00", 1: "2026-11-22 10:05:00.654321+00:00"}
 POLL = 0.05  # seconds between two looks at the replica table
 RAW_BATCH = 500
@@ -63,54 +78,140 @@ _SERVICES: dict[tuple[str, str], tuple[Service, Service]] = {}
 # -- messages --------------------------------------------------------------------------------------
 
 
-def body(pk: int, revision: int) -> bytes:
-    """A SAVE of ``it_gadget`` as a master sends it (docs/wire-format.md): keys in wire order,
-    compact JSON, ``instance_data`` with the model's fields, ``cqrs_revision`` and ``cqrs_updated``."""
-    suffix = "" if revision == 0 else f" v{revision + 1}"
-    return json.dumps(
-        {
-            "signal_type": "SAVE",
-            "cqrs_id": CQRS_ID,
-            "instance_data": {
-                "id": pk,
-                "name": f"gadget {pk}{suffix}",
-                "qty": (pk + revision) % 100,
-                "cqrs_revision": revision,
-                "cqrs_updated": UPDATED[revision],
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A replicated model of the services: its ``cqrs_id``, replica table, columns in wire order
+    (``cqrs_revision`` and ``cqrs_updated`` last) and the values of row ``pk`` at ``revision``."""
+
+    label: str
+    cqrs_id: str
+    table: str
+    columns: tuple[str, ...]
+    values: Callable[[int, int], tuple[Any, ...]]
+    #: Columns whose value is written as raw JSON number text (exact decimals, as masters send them).
+    numbers: frozenset[str] = frozenset()
+
+    def body(self, pk: int, revision: int) -> bytes:
+        """A SAVE as a master sends it (docs/wire-format.md): keys in wire order, compact JSON,
+        ``instance_data`` with the model's fields, ``cqrs_revision`` and ``cqrs_updated``."""
+        data = dict(zip(self.columns, self.values(pk, revision), strict=True))
+        numbers = {}
+        for column in self.numbers:
+            if data[column] is not None:
+                numbers[column] = data[column]
+                data[column] = f"@{column}@"
+        text = json.dumps(
+            {
+                "signal_type": "SAVE",
+                "cqrs_id": self.cqrs_id,
+                "instance_data": data,
+                "previous_data": None,
+                "instance_pk": pk,
+                "correlation_id": None,
+                "retries": 0,
+                "expires": None,
+                "meta": None,
             },
-            "previous_data": None,
-            "instance_pk": pk,
-            "correlation_id": None,
-            "retries": 0,
-            "expires": None,
-            "meta": None,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        for column, value in numbers.items():
+            text = text.replace(f'"@{column}@"', value, 1)
+        return text.encode()
 
 
-def declare(channel: Any, exchange: str, queue: str) -> None:
-    """The replica queue and its bindings, as ``cqrs_consume`` declares them."""
+def gadget_values(pk: int, revision: int) -> tuple[Any, ...]:
+    suffix = "" if revision == 0 else f" v{revision + 1}"
+    return (pk, f"gadget {pk}{suffix}", (pk + revision) % 100, revision, UPDATED[revision])
+
+
+_WORDS = (
+    "Schraubendreher aus gehärtetem Stahl, ergonomischer Griff, für Schlitz- und Kreuzschrauben;"
+    " livré avec étui, garantie 2 ans. Zestaw zawiera końcówki wymienne i uchwyt magnetyczny."
+    " Suitable for workshops and households alike, tested to DIN ISO 2380 and 8764. "
+)
+
+
+def product_values(pk: int, revision: int) -> tuple[Any, ...]:
+    """``it_product`` row ``pk``: a 100-character name, a 300-character description, a decimal
+    (text, 6 places), an aware datetime, no date nor UUID, a boolean, a nullable category id."""
+    suffix = "" if revision == 0 else f" v{revision + 1}"
+    name = f"Präzisions-Schraubendreher №{pk}{suffix} – Größe {pk % 12} "
+    name = (name + "-" * 100)[:100]
+    offset = pk % 50
+    description = f"Artikel {pk}{suffix}: " + (_WORDS * 3)[offset : offset + 300]
+    description = description[:300]
+    price = f"{(pk * 37 + revision) % 100000}.{(pk * 7919) % 1000000:06d}"
+    created = f"2026-11-{1 + pk % 28:02d} {pk % 24:02d}:{pk % 60:02d}:{(pk * 7) % 60:02d}.{(pk * 13) % 1000000:06d}+00:00"
+    category = None if pk % 4 == 0 else 1 + pk % 50
+    return (
+        pk,
+        name,
+        description,
+        price,
+        created,
+        None,
+        None,
+        pk % 3 != 0,
+        category,
+        revision,
+        UPDATED[revision],
+    )
+
+
+PRODUCT = Model(
+    "realistic",
+    "it_product",
+    "catalog_productref",
+    (
+        "id",
+        "name",
+        "description",
+        "price",
+        "created_at",
+        "release_date",
+        "external_id",
+        "active",
+        "category",
+        "cqrs_revision",
+        "cqrs_updated",
+    ),
+    product_values,
+    frozenset({"price"}),
+)
+GADGET = Model(
+    "small",
+    "it_gadget",
+    "catalog_gadgetref",
+    ("id", "name", "qty", "cqrs_revision", "cqrs_updated"),
+    gadget_values,
+)
+
+
+def declare(channel: Any, exchange: str, queue: str, model: Model) -> None:
+    """The replica queue and the bindings of ``model``, as ``cqrs_consume`` declares them."""
     channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
     channel.queue_declare(queue, durable=True)
-    for key in (CQRS_ID, f"cqrs.{queue}.{CQRS_ID}"):
+    for key in (model.cqrs_id, f"cqrs.{queue}.{model.cqrs_id}"):
         channel.queue_bind(queue, exchange, routing_key=key)
 
 
-def publish(ctx: Context, exchange: str, first: int, count: int, revision: int) -> None:
+def publish(
+    ctx: Context, model: Model, exchange: str, first: int, count: int, revision: int
+) -> None:
     """Publish ``count`` SAVEs (keys ``first``...) without confirms; persistent, as masters do."""
     import pika
 
     props = pika.BasicProperties(content_type="text/plain", delivery_mode=2)
     with ctx.amqp_channel() as channel:
         for pk in range(first, first + count):
-            channel.basic_publish(exchange, CQRS_ID, body(pk, revision), props)
+            channel.basic_publish(exchange, model.cqrs_id, model.body(pk, revision), props)
 
 
 def _publish_range(exchange: str, first: int, count: int) -> None:  # a publishing process
-    """The backlog of the memory run: transient messages (delivery mode 1), which the broker takes
-    about twice as fast as persistent ones here; the consumer handles both the same way."""
+    """The backlog of the memory run (small model): transient messages (delivery mode 1), which
+    the broker takes about twice as fast as persistent ones here; the consumer handles both the
+    same way."""
     import pika
 
     conn = pika.BlockingConnection(pika.ConnectionParameters(*AMQP))
@@ -118,7 +219,7 @@ def _publish_range(exchange: str, first: int, count: int) -> None:  # a publishi
         channel = conn.channel()
         props = pika.BasicProperties(content_type="text/plain", delivery_mode=1)
         for pk in range(first, first + count):
-            channel.basic_publish(exchange, CQRS_ID, body(pk, 0), props)
+            channel.basic_publish(exchange, GADGET.cqrs_id, GADGET.body(pk, 0), props)
     finally:
         conn.close()
 
@@ -147,13 +248,20 @@ def wait_depth(ctx: Context, queues: list[str], count: int, timeout: float) -> N
 class Consumer:
     """``manage.py cqrs_consume -w N`` of a replica service, in its own session (process group)."""
 
-    def __init__(self, ctx: Context, service: Service, workers: int, label: str) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        service: Service,
+        workers: int,
+        label: str,
+        conn_max_age: str = CONN_PERSISTENT,
+    ) -> None:
         self.log_path = ctx.workdir / f"consume_{label}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [service.peer.python, "manage.py", "cqrs_consume", "-w", str(workers)],
             cwd=service.dir,
-            env=service.env,
+            env={**service.env, "IT_CONN_MAX_AGE": conn_max_age},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -225,46 +333,68 @@ def queue_of(service: Service) -> tuple[str, str]:
     return service.env["IT_CQRS_EXCHANGE"], service.env["IT_CQRS_QUEUE"]
 
 
-def reset(ctx: Context, replica: Service, rows_at_revision_0: int) -> None:
+def reset(ctx: Context, replica: Service, model: Model, rows_at_revision_0: int) -> None:
     """Empty replica queue and table; optionally ``rows_at_revision_0`` rows already replicated."""
     exchange, queue = queue_of(replica)
     with ctx.amqp_channel() as channel:
-        declare(channel, exchange, queue)
+        declare(channel, exchange, queue, model)
         channel.queue_purge(queue)
-    db_execute(ctx, replica.db, f"TRUNCATE {TABLE}")
+    db_execute(ctx, replica.db, f"TRUNCATE {model.table}")
     if rows_at_revision_0:
-        db_execute(
-            ctx,
-            replica.db,
-            f"INSERT INTO {TABLE} (id, name, qty, cqrs_revision, cqrs_updated)"
-            " SELECT g, 'gadget ' || g, mod(g, 100), 0, %s FROM generate_series(1, %s) g",
-            [UPDATED[0], rows_at_revision_0],
-        )
-    db_execute(ctx, replica.db, f"VACUUM ANALYZE {TABLE}")
+        insert_rows(ctx, replica.db, model, 0, rows_at_revision_0)
+    db_execute(ctx, replica.db, f"VACUUM ANALYZE {model.table}")
+
+
+def insert_rows(ctx: Context, db: str, model: Model, revision: int, count: int) -> None:
+    """Rows 1..count of ``model`` at ``revision``, as if replicated already."""
+    from psycopg2.extras import execute_values
+
+    conn = ctx.connect(db)
+    try:
+        with conn.cursor() as cur:
+            execute_values(
+                cur,
+                f"INSERT INTO {model.table} ({', '.join(model.columns)}) VALUES %s",
+                [model.values(pk, revision) for pk in range(1, count + 1)],
+                page_size=RAW_BATCH,
+            )
+        conn.commit()
+    finally:
+        conn.close()
 
 
 # -- apply -----------------------------------------------------------------------------------------
 
 
-def apply_once(ctx: Context, replica: Service, kind: str, workers: int, n: int) -> dict[str, Any]:
-    """Pre-publish ``n`` creates or updates, run ``cqrs_consume -w workers`` until the table
-    holds them all; return seconds, seconds to the first applied row, and what was found."""
+def apply_once(
+    ctx: Context,
+    replica: Service,
+    model: Model,
+    kind: str,
+    workers: int,
+    n: int,
+    conn_max_age: str = CONN_PERSISTENT,
+) -> dict[str, Any]:
+    """Pre-publish ``n`` creates or updates of ``model``, run ``cqrs_consume -w workers`` until
+    the table holds them all; return seconds, seconds to the first applied row, and what was found."""
     updates = kind == "updates"
-    reset(ctx, replica, n if updates else 0)
+    table = model.table
+    reset(ctx, replica, model, n if updates else 0)
     exchange, queue = queue_of(replica)
-    publish(ctx, exchange, 1, n, 1 if updates else 0)
+    publish(ctx, model, exchange, 1, n, 1 if updates else 0)
     wait_depth(ctx, [queue], n, 120)
     check = (
-        f"SELECT count(*) FILTER (WHERE cqrs_revision = 1) FROM {TABLE}"
+        f"SELECT count(*) FILTER (WHERE cqrs_revision = 1) FROM {table}"
         if updates
-        else f"SELECT count(*) FROM {TABLE}"
+        else f"SELECT count(*) FROM {table}"
     )
     conn = ctx.connect(replica.db)
     conn.autocommit = True
     done = first = None
     seen = 0
     start = time.perf_counter()
-    consumer = Consumer(ctx, replica, workers, f"{replica.peer.name}_{kind}_w{workers}")
+    label = f"{replica.peer.name}_{model.label}_{kind}_w{workers}_age{conn_max_age}"
+    consumer = Consumer(ctx, replica, workers, label, conn_max_age)
     try:
         with conn.cursor() as cur:
             while time.perf_counter() - start < APPLY_TIMEOUT:
@@ -278,7 +408,7 @@ def apply_once(ctx: Context, replica: Service, kind: str, workers: int, n: int) 
                     break
                 consumer.check_alive()
                 time.sleep(POLL)
-            cur.execute(f"SELECT count(*), min(cqrs_revision), max(cqrs_revision) FROM {TABLE}")
+            cur.execute(f"SELECT count(*), min(cqrs_revision), max(cqrs_revision) FROM {table}")
             rows, low, high = cur.fetchone()
     finally:
         consumer.stop()
@@ -298,6 +428,7 @@ def apply_once(ctx: Context, replica: Service, kind: str, workers: int, n: int) 
         "revisions": (low, high),
         "left": left,
         "seen": seen,
+        "kind": kind,
     }
 
 
@@ -315,43 +446,107 @@ def rate_note(name: str, outcome: dict[str, Any]) -> str:
     return text
 
 
+def check_notes(outcomes: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with the final table of each run (rows, revisions, messages left)."""
+    notes = []
+    for name, outcome in outcomes.items():
+        low, high = outcome["revisions"]
+        expected = (1, 1) if outcome["kind"] == "updates" else (0, 0)
+        if outcome["rows"] != outcome["n"] or (low, high) != expected or outcome["left"]:
+            notes.append(
+                f"{name}: {outcome['rows']} rows, revisions {low}..{high}, {outcome['left']} left in queue"
+            )
+    return notes
+
+
 def per_thousand(outcome: dict[str, Any] | None) -> float | None:
     return 1000 / outcome["rate"] if outcome and outcome["rate"] else None
+
+
+def ratio_note(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> list[str]:
+    if ours and theirs and ours["rate"] and theirs["rate"]:
+        return [f"ours/theirs {ours['rate'] / theirs['rate']:.1f}x"]
+    return []
 
 
 @workload("replica", "apply")
 def apply_backlog(ctx: Context) -> list[Result]:
     results = []
+    main: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for kind in ("creates", "updates"):
         for workers in WORKERS:
             outcomes: dict[str, dict[str, Any]] = {}
             for peer in ctx.peers:
                 _master, replica = services(ctx, peer)
                 n = messages_for(peer)
-                log(f"replica apply: {peer.name}, {n} {kind}, cqrs_consume -w {workers}")
-                outcome = apply_once(ctx, replica, kind, workers, n)
+                log(
+                    f"replica apply: {peer.name}, {n} {kind} of {PRODUCT.cqrs_id}, cqrs_consume -w {workers}"
+                )
+                outcome = apply_once(ctx, replica, PRODUCT, kind, workers, n)
                 outcomes[peer.name] = outcome
                 if outcome["rate"]:
                     _RATES[(ctx.run_id, peer.name, kind, workers)] = outcome["rate"]
                 if outcome["steady"]:
                     _RATES[(ctx.run_id, peer.name, f"{kind} steady", workers)] = outcome["steady"]
-            notes = [rate_note(name, outcome) for name, outcome in outcomes.items()]
-            for name, outcome in outcomes.items():
-                low, high = outcome["revisions"]
-                expected = (1, 1) if kind == "updates" else (0, 0)
-                if outcome["rows"] != outcome["n"] or (low, high) != expected or outcome["left"]:
-                    notes.append(
-                        f"{name}: {outcome['rows']} rows, revisions {low}..{high}, {outcome['left']} left in queue"
-                    )
+            main[(kind, workers)] = outcomes
+            notes = ratio_note(outcomes.get("ours"), outcomes.get("theirs"))
+            if workers > 1 and "ours" in outcomes and "ours" in main.get((kind, 1), {}):
+                one, many = main[(kind, 1)]["ours"]["rate"], outcomes["ours"]["rate"]
+                if one and many:
+                    notes.append(f"ours -w {workers}/-w 1 {many / one:.2f}x")
+            notes += [rate_note(name, outcome) for name, outcome in outcomes.items()]
+            notes += check_notes(outcomes)
             results.append(
                 Result(
                     "replica",
-                    f"apply {kind}, -w {workers}, s per 1000 msgs",
+                    f"apply {kind}, realistic, -w {workers}, s/1000 msgs",
                     per_thousand(outcomes.get("ours")),
                     per_thousand(outcomes.get("theirs")),
                     "; ".join(notes),
                 )
             )
+    theirs = ctx.peer("theirs")
+    if CONN0_ENABLED and theirs is not None:
+        _master, replica = services(ctx, theirs)
+        for kind in ("creates", "updates"):
+            n = messages_for(theirs)
+            log(f"replica apply: theirs, {n} {kind} of {PRODUCT.cqrs_id}, -w 1, CONN_MAX_AGE = 0")
+            outcome = apply_once(ctx, replica, PRODUCT, kind, 1, n, conn_max_age="0")
+            ours = main.get((kind, 1), {}).get("ours")
+            notes = ratio_note(ours, outcome) + [
+                "ours as above (CONN_MAX_AGE = None)",
+                rate_note("theirs with CONN_MAX_AGE = 0", outcome),
+                *check_notes({"theirs": outcome}),
+            ]
+            results.append(
+                Result(
+                    "replica",
+                    f"apply {kind}, realistic, -w 1, theirs CONN_MAX_AGE=0",
+                    per_thousand(ours),
+                    per_thousand(outcome),
+                    "; ".join(notes),
+                )
+            )
+    if SMALL_ENABLED:
+        outcomes = {}
+        for peer in ctx.peers:
+            _master, replica = services(ctx, peer)
+            n = messages_for(peer)
+            log(f"replica apply: {peer.name}, {n} creates of {GADGET.cqrs_id} (small), -w 1")
+            outcomes[peer.name] = apply_once(ctx, replica, GADGET, "creates", 1, n)
+        notes = ratio_note(outcomes.get("ours"), outcomes.get("theirs"))
+        notes += [rate_note(name, outcome) for name, outcome in outcomes.items()] + check_notes(
+            outcomes
+        )
+        results.append(
+            Result(
+                "replica",
+                "apply creates, small (it_gadget), -w 1, s/1000 msgs",
+                per_thousand(outcomes.get("ours")),
+                per_thousand(outcomes.get("theirs")),
+                "; ".join(notes),
+            )
+        )
     return results
 
 
@@ -359,14 +554,15 @@ def apply_backlog(ctx: Context) -> list[Result]:
 
 
 def raw_consume(ctx: Context, exchange: str, queue: str) -> float:
-    """Seconds for a bare pika consumer to take MESSAGES pre-published messages: prefetch 1000,
-    each body JSON-decoded, ``basic_ack(multiple=True)`` every 500 messages and after the last."""
+    """Seconds for a bare pika consumer to take MESSAGES pre-published realistic messages:
+    prefetch 1000, each body JSON-decoded, ``basic_ack(multiple=True)`` every 500 messages and
+    after the last."""
     import pika
 
     with ctx.amqp_channel() as channel:
-        declare(channel, exchange, queue)
+        declare(channel, exchange, queue, PRODUCT)
         channel.queue_purge(queue)
-    publish(ctx, exchange, 1, MESSAGES, 0)
+    publish(ctx, PRODUCT, exchange, 1, MESSAGES, 0)
     wait_depth(ctx, [queue], MESSAGES, 120)
     conn = pika.BlockingConnection(pika.ConnectionParameters(*AMQP))
     try:
@@ -396,19 +592,17 @@ def raw_consume(ctx: Context, exchange: str, queue: str) -> float:
 
 
 def raw_upsert(ctx: Context, db: str, revision: int) -> float:
-    """Seconds for psycopg2 to upsert MESSAGES rows at ``revision`` into the replica table, 500 per
-    ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE revision <``, one commit per batch."""
+    """Seconds for psycopg2 to upsert MESSAGES realistic rows at ``revision`` into the replica
+    table, 500 per ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE revision <``, one commit per
+    batch (the values as text, as they arrive on the wire)."""
     from psycopg2.extras import execute_values
 
-    suffix = "" if revision == 0 else f" v{revision + 1}"
-    rows = [
-        (pk, f"gadget {pk}{suffix}", (pk + revision) % 100, revision, UPDATED[revision])
-        for pk in range(1, MESSAGES + 1)
-    ]
+    rows = [PRODUCT.values(pk, revision) for pk in range(1, MESSAGES + 1)]
+    columns = PRODUCT.columns
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "id")
     sql = (
-        f"INSERT INTO {TABLE} AS t (id, name, qty, cqrs_revision, cqrs_updated) VALUES %s"
-        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, qty = EXCLUDED.qty,"
-        " cqrs_revision = EXCLUDED.cqrs_revision, cqrs_updated = EXCLUDED.cqrs_updated"
+        f"INSERT INTO {PRODUCT.table} AS t ({', '.join(columns)}) VALUES %s"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}"
         " WHERE t.cqrs_revision < EXCLUDED.cqrs_revision"
     )
     conn = ctx.connect(db)
@@ -428,31 +622,37 @@ def raw_limits(ctx: Context) -> list[Result]:
     n = MESSAGES
     _master, replica = services(ctx, ctx.peers[0])
     exchange, queue = ctx.exchange_and_queue("raw")
-    log(f"replica raw limits: pika consume and psycopg2 upsert of {n} messages/rows (best of 2)")
+    table = PRODUCT.table
+    log(
+        f"replica raw limits: pika consume and psycopg2 upsert of {n} realistic messages/rows (best of 2)"
+    )
     consume = min(raw_consume(ctx, exchange, queue) for _ in range(2))
     inserts, updates = [], []
     for _ in range(2):
-        db_execute(ctx, replica.db, f"TRUNCATE {TABLE}")
+        db_execute(ctx, replica.db, f"TRUNCATE {table}")
         inserts.append(raw_upsert(ctx, replica.db, 0))
         updates.append(raw_upsert(ctx, replica.db, 1))
-    db_execute(ctx, replica.db, f"TRUNCATE {TABLE}")
+    db_execute(ctx, replica.db, f"TRUNCATE {table}")
     with ctx.amqp_channel() as channel:
         channel.queue_delete(queue)
     insert, update = min(inserts), min(updates)
+    size = len(PRODUCT.body(n // 2, 0))
     results = [
         Result(
             "replica",
             f"raw pika consume {n} msgs",
             consume,
             None,
-            f"{n / consume:.0f} msg/s: prefetch 1000, json.loads, basic_ack(multiple) every {RAW_BATCH}; best of 2",
+            f"{n / consume:.0f} msg/s: realistic bodies (~{size} bytes), prefetch 1000, json.loads,"
+            f" basic_ack(multiple) every {RAW_BATCH}; best of 2",
         ),
         Result(
             "replica",
             f"raw upsert {n} new rows",
             insert,
             None,
-            f"{n / insert:.0f} rows/s: execute_values INSERT .. ON CONFLICT, {RAW_BATCH}/batch, commit per batch; best of 2",
+            f"{n / insert:.0f} rows/s: realistic rows, execute_values INSERT .. ON CONFLICT, {RAW_BATCH}/batch,"
+            " commit per batch; best of 2",
         ),
         Result(
             "replica",
@@ -540,7 +740,7 @@ def latency_once(ctx: Context, master: Service, replica: Service) -> dict[str, A
     table is delivered when the consumer's transaction commits; received by a LISTEN here)."""
     exchange, queue = queue_of(replica)
     with ctx.amqp_channel() as channel:
-        declare(channel, exchange, queue)
+        declare(channel, exchange, queue, PRODUCT)
         channel.queue_purge(queue)
     db_execute(ctx, master.db, "TRUNCATE catalog_product CASCADE")
     db_execute(ctx, replica.db, "TRUNCATE catalog_productref")
@@ -684,7 +884,7 @@ def consumer_rss(ctx: Context) -> list[Result]:
     # up to RSS_MESSAGES again, which costs far less than publishing a full backlog per peer.
     exchange, queue = ctx.exchange_and_queue("rss")
     with ctx.amqp_channel() as channel:
-        declare(channel, exchange, queue)
+        declare(channel, exchange, queue, GADGET)
         channel.queue_purge(queue)
     next_key = 1
     figures: dict[str, dict[str, float]] = {}
@@ -694,7 +894,7 @@ def consumer_rss(ctx: Context) -> list[Result]:
             next_key, published = fill(ctx, exchange, queue, RSS_MESSAGES, next_key)
             _master, base = services(ctx, peer)
             replica = Service(ctx, peer, "replica", base.db, exchange, queue)
-            db_execute(ctx, replica.db, f"TRUNCATE {TABLE}")
+            db_execute(ctx, replica.db, f"TRUNCATE {GADGET.table}")
             seconds = RSS_SECONDS.get(peer.name, 20.0)
             log(
                 f"replica rss: {peer.name} cqrs_consume -w 1 for {seconds:.0f}s on"
@@ -719,7 +919,7 @@ def consumer_rss(ctx: Context) -> list[Result]:
             conn = ctx.connect(replica.db)
             try:
                 with conn.cursor() as cur:
-                    cur.execute(f"SELECT count(*) FROM {TABLE}")
+                    cur.execute(f"SELECT count(*) FROM {GADGET.table}")
                     applied = cur.fetchone()[0]
             finally:
                 conn.close()
@@ -738,7 +938,7 @@ def consumer_rss(ctx: Context) -> list[Result]:
                     channel.queue_delete(name)
         for peer in ctx.peers:
             with contextlib.suppress(Exception):
-                db_execute(ctx, services(ctx, peer)[1].db, f"TRUNCATE {TABLE}")
+                db_execute(ctx, services(ctx, peer)[1].db, f"TRUNCATE {GADGET.table}")
     notes = [
         f"{name}: peak {f['peak']:.0f} MB over {f['procs']:.0f} processes"
         f" (largest {f['largest']:.0f} MB), {f['applied']:.0f} applied in {f['seconds']:.0f}s"
