@@ -23,6 +23,21 @@ class PublishFailed(TransportError):
     """A message could not be published (or its publish was not confirmed) after all retries."""
 
 
+class BrokerRefused(PublishFailed):
+    """The broker refused the connection's credentials or permissions (authentication or
+    authorisation: wrong user or password, no access to the virtual host, no permission on the
+    exchange). Not transient: it is raised at once, without the publish retries.
+
+    ``url`` is the broker URL without its password; ``reason`` says what was refused and what to
+    fix. A ``PublishFailed``, so code catching that keeps working.
+    """
+
+    def __init__(self, message: str, *, url: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+
 class PayloadError(CqrsError, KeyError, ValueError):
     """A received message is malformed.
 

@@ -102,6 +102,10 @@ class BaseTransport:
     #: wait for the broker. Off unless a transport opts in (its ``produce_many`` must then be
     #: thread-safe); the RabbitMQ and kombu transports do.
     background_publish: ClassVar[bool] = False
+    #: Whether ``produce_many`` accepts ``fail_fast=True``: one attempt, no retry, no sleep, a
+    #: ``PublishFailed`` at the first failure (the RabbitMQ and kombu transports do). Check it
+    #: before passing the keyword: other transports' ``produce_many`` do not take it.
+    supports_fail_fast: ClassVar[bool] = False
     #: ``produce`` and ``produce_many`` as the class defined them (set for every subclass), to tell
     #: a patched method from the transport's own.
     _defined_produce: ClassVar[Callable[..., Any] | None] = None

@@ -37,6 +37,7 @@ from dj_cqrs.transport.kombu_connection import (
     connection_errors,
     cqrs_exchange,
     new_connection,
+    refused,
     replica_queues,
 )
 from dj_cqrs.transport.kombu_consumer import KombuConsumer
@@ -49,6 +50,7 @@ logger = logging.getLogger("django-cqrs.transport.kombu")
 class KombuTransport(BaseTransport):
     supports_dead_letters = True
     background_publish = True
+    supports_fail_fast = True
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -73,10 +75,21 @@ class KombuTransport(BaseTransport):
         through this process's ``KombuTransport``)."""
         self.produce_many([payload])
 
-    def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
+    def produce_many(self, payloads: Iterable[TransportPayload], *, fail_fast: bool = False) -> None:
+        """Publish payloads one by one (kombu has no batch publish).
+
+        ``fail_fast=True``: one connection attempt and one publish attempt, no retry and no sleep;
+        ``PublishFailed`` at the first failure. A refusal of the credentials or permissions raises
+        :class:`~dj_cqrs.exceptions.BrokerRefused` in either mode."""
+        exchange = self.exchange()
         for payload in payloads:
             self.publish_message(
-                self.exchange(), routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True), None, payload
+                exchange,
+                routing_key_for(payload),
+                encoding.dumps_bytes(payload.to_dict(), allow_nan=True),
+                None,
+                payload,
+                fail_fast=fail_fast,
             )
 
     def publish_message(
@@ -88,12 +101,17 @@ class KombuTransport(BaseTransport):
         payload: TransportPayload | None = None,
         declare: list[Any] | None = None,
         expiration: float | None = None,
+        fail_fast: bool = False,
     ) -> None:
         """Publish one message on this thread's connection (kombu retries it
-        ``master.publish_retries`` times); ``PublishFailed`` if it cannot be sent."""
+        ``master.publish_retries`` times; ``fail_fast``: once, the connection tried once);
+        ``PublishFailed`` if it cannot be sent, ``BrokerRefused`` (not retried) if the broker
+        refuses the credentials or permissions."""
         conn = self._connection()
         retries = cqrs_settings.master.publish_retries
         try:
+            if fail_fast and not conn.connected:
+                conn.connect()  # one attempt, where kombu would retry for connect_timeout
             producer = conn.Producer()
             producer.publish(
                 body,
@@ -104,12 +122,16 @@ class KombuTransport(BaseTransport):
                 content_encoding="utf-8",
                 delivery_mode=2,
                 declare=declare or ([exchange] if isinstance(exchange, Exchange) else []),
-                retry=True,
+                retry=not fail_fast,
                 retry_policy={"max_retries": retries, "interval_start": 0.2, "interval_step": 0.5},
                 expiration=expiration,
             )
         except connection_errors(conn) as exc:
             self.clean_connection()
+            refusal = refused(exc, conn)
+            if refusal is not None:
+                logger.error("CQRS publish refused: %s", refusal)
+                raise refusal from exc
             extra = payload_context(payload) if payload is not None else None
             logger.error("CQRS publish failed: %r", exc, extra=extra)
             raise PublishFailed(f"publish with routing key {routing_key!r} failed: {exc!r}") from exc

@@ -20,6 +20,7 @@ from kombu.entity import Exchange, Queue, binding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.messages import InboundMessage
 from dj_cqrs.core.names import binding_keys, dead_letter_binding_key, retry_queue_name
+from dj_cqrs.exceptions import BrokerRefused
 from dj_cqrs.transport.kombu_filesystem import Transport as FilesystemTransport
 
 
@@ -41,6 +42,45 @@ def connection_errors(conn: Connection) -> tuple[type[BaseException], ...]:
         ConnectionError,
         socket.error,
     )
+
+
+#: AMQP reply codes of a refusal (py-amqp ``AccessRefused`` 403, ``NotAllowed`` 530).
+_REFUSAL_CODES = (403, 530)
+#: What Redis answers to a wrong password or user (redis-py raises ``AuthenticationError`` for
+#: some, a plain ``ResponseError`` for others), and to a missing permission (``NOPERM``).
+_REDIS_REFUSALS = ("WRONGPASS", "NOAUTH", "NOPERM", "invalid username-password", "AUTH <password> called without")
+
+
+def _refusal_reason(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "reply_code", None) or getattr(current, "code", None)
+        module = type(current).__module__
+        if module.startswith("amqp") and code in _REFUSAL_CODES:
+            what = "the login or an operation" if code == 403 else "access to the virtual host"
+            return (
+                f"the broker refused {what} ({code}): check the user name, password and vhost of"
+                f" CQRS['url'] and the user's permissions ({getattr(current, 'reply_text', current)})"
+            )
+        if module.startswith("redis") and (
+            type(current).__name__ in ("AuthenticationError", "AuthorizationError")
+            or any(text in str(current) for text in _REDIS_REFUSALS)
+        ):
+            return f"Redis refused the credentials or permissions: check the user and password of CQRS['url'] ({current})"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def refused(exc: BaseException, conn: Connection) -> BrokerRefused | None:
+    """A :class:`~dj_cqrs.exceptions.BrokerRefused` when ``exc`` is an authentication or
+    authorisation refusal (not transient: it is not retried); None otherwise."""
+    reason = _refusal_reason(exc)
+    if reason is None:
+        return None
+    url = conn.as_uri()  # kombu masks the password
+    return BrokerRefused(f"the broker at {url} refused dj_cqrs: {reason}", url=url, reason=reason)
 
 
 def cqrs_exchange() -> Exchange:
@@ -101,5 +141,6 @@ __all__ = [
     "cqrs_exchange",
     "inbound",
     "new_connection",
+    "refused",
     "replica_queues",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pika
@@ -16,7 +17,7 @@ import pika.exceptions
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.names import binding_keys, dead_letter_binding_key
-from dj_cqrs.exceptions import ConfigurationError, ConnectionFailed
+from dj_cqrs.exceptions import BrokerRefused, ConfigurationError, ConnectionFailed
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -63,6 +64,74 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
     return params
 
 
+#: AMQP reply codes of a refusal: 403 ACCESS_REFUSED (login, or no permission on a resource),
+#: 530 NOT_ALLOWED (no access to the virtual host, or it does not exist).
+_REFUSAL_CODES = {403: "ACCESS_REFUSED", 530: "NOT_ALLOWED"}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def refusal_reason(exc: BaseException) -> str | None:
+    """What the broker refused and what to fix, when ``exc`` (or its cause) is an authentication
+    or authorisation refusal; None for anything else (a transient failure)."""
+    for error in _chain(exc):
+        if isinstance(error, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
+            return (
+                "the broker refused the login (authentication): check the user name and password"
+                f" of CQRS['url'] ({error})"
+            )
+        if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+            return (
+                "the broker refused access to the virtual host: check that the vhost of CQRS['url']"
+                f" exists and that the user has permissions on it ({error})"
+            )
+        code = getattr(error, "reply_code", None)
+        if isinstance(error, (pika.exceptions.ConnectionClosedByBroker, pika.exceptions.ChannelClosedByBroker)) and (
+            code in _REFUSAL_CODES
+        ):
+            return (
+                f"the broker refused an operation ({code} {_REFUSAL_CODES[code]}): check the user's"
+                f" permissions (configure/write on the exchange {cqrs_settings.exchange!r}) and its"
+                f" access to the vhost ({error.reply_text})"  # type: ignore[attr-defined]
+            )
+    return None
+
+
+def display_url() -> str:
+    """The broker address for messages: ``CQRS['url']`` without its password (or the legacy
+    ``host``/``port``/``user`` keys)."""
+    url = cqrs_settings.url
+    if url:
+        return redact_password(url)
+    user = f"{cqrs_settings.user}@" if cqrs_settings.user else ""
+    return f"amqp://{user}{cqrs_settings.host or 'localhost'}:{cqrs_settings.port or 5672}/"
+
+
+def redact_password(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+def refused(reason: str, url: str) -> BrokerRefused:
+    """The :class:`~dj_cqrs.exceptions.BrokerRefused` to raise for a refusal."""
+    return BrokerRefused(f"RabbitMQ at {url} refused dj_cqrs: {reason}", url=url, reason=reason)
+
+
 def message_properties(headers: dict[str, Any] | None = None, expiration: str | None = None) -> pika.BasicProperties:
     return pika.BasicProperties(
         content_type="text/plain", delivery_mode=2, headers=headers or None, expiration=expiration
@@ -93,6 +162,10 @@ __all__ = [
     "CONNECTION_ERRORS",
     "connection_parameters",
     "declare_topology",
+    "display_url",
     "message_properties",
     "open_blocking_connection",
+    "redact_password",
+    "refusal_reason",
+    "refused",
 ]

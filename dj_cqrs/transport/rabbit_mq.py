@@ -11,13 +11,17 @@ message waiting for its retry survives a worker crash. The consumer lives in
 :mod:`dj_cqrs.transport.rabbit_connection`.
 
 Publishing uses one connection per thread (re-created after a fork), publisher confirms and
-``mandatory``; a publish that is not confirmed is retried and then raises ``PublishFailed``.
+``mandatory``; a publish that is not confirmed is retried and then raises ``PublishFailed``. A
+batch is written to the socket at once and its confirms are awaited once. A refusal of the
+credentials or permissions raises ``BrokerRefused`` at once (never retried), and
+``produce_many(..., fail_fast=True)`` makes one attempt without sleeping.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -31,13 +35,16 @@ from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.messages import ConsumeHandler
 from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.exceptions import BrokerRefused, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport.base import BaseTransport, every_instance
 from dj_cqrs.transport.rabbit_connection import (
     CONNECTION_ERRORS,
     connection_parameters,
+    display_url,
     message_properties,
+    refusal_reason,
+    refused,
 )
 from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
@@ -54,6 +61,54 @@ logger = logging.getLogger("django-cqrs.transport.rabbitmq")
 _IDLE_CHECK_SECONDS = 1.0
 _PUBLISH_CHUNK = 1000
 _ABORT_TURNS = 10
+#: Bytes of marshalled frames handed to the socket at once while a batch is written.
+_WRITE_CHUNK = 256 * 1024
+
+Message = tuple[str, str, bytes, "dict[str, Any] | None", "str | None"]
+
+_FRAME_END = b"\xce"
+_METHOD_FRAME = struct.Struct(">BHI")
+_PUBLISH_PREFIX = struct.Struct(">HHH").pack(60, 40, 0)  # Basic.Publish, ticket 0
+_HEADER = struct.Struct(">BHIHHQ")  # frame type, channel, size, class 60, weight 0, body size
+_MANDATORY = b"\x01"
+
+
+def _short_string(value: str) -> bytes | None:
+    raw = value.encode("utf-8")
+    return bytes((len(raw),)) + raw if len(raw) <= 255 else None
+
+
+class _Marshaller:
+    """AMQP 0-9-1 frames of ``Basic.Publish`` messages, built without pika's per-frame objects
+    (the same bytes pika's ``basic_publish`` writes: a method frame with ``mandatory``, a content
+    header frame and body frames of at most ``frame_max - 8`` bytes)."""
+
+    def __init__(self, channel_number: int, body_max: int) -> None:
+        self.channel_number = channel_number
+        self.body_max = body_max
+        self._plain_properties = b"".join(message_properties().encode())
+        self._keys: dict[tuple[str, str], bytes] = {}
+
+    def frames(self, exchange: str, routing_key: str, body: bytes, properties: bytes | None) -> bytes | None:
+        """The frames of one message, or None when pika must build them (a name over 255 bytes:
+        pika raises its own error for it)."""
+        method = self._keys.get((exchange, routing_key))
+        if method is None:
+            ex, rk = _short_string(exchange), _short_string(routing_key)
+            if ex is None or rk is None:
+                return None
+            payload = _PUBLISH_PREFIX + ex + rk + _MANDATORY
+            method = _METHOD_FRAME.pack(1, self.channel_number, len(payload)) + payload + _FRAME_END
+            if len(self._keys) < 10000:
+                self._keys[(exchange, routing_key)] = method
+        props = self._plain_properties if properties is None else properties
+        size = len(body)
+        parts = [method, _HEADER.pack(2, self.channel_number, 12 + len(props), 60, 0, size), props, _FRAME_END]
+        channel, limit = self.channel_number, self.body_max
+        for start in range(0, size, limit):
+            chunk = body[start : start + limit]
+            parts += (_METHOD_FRAME.pack(3, channel, len(chunk)), chunk, _FRAME_END)
+        return b"".join(parts)
 
 
 class _ThreadProducer:
@@ -76,6 +131,7 @@ class _ThreadProducer:
         self._returned = 0
         self._select_ok = False
         self._channel_closed: BaseException | None = None
+        self._marshaller: _Marshaller | None = None
 
     def usable(self) -> bool:
         return (
@@ -86,7 +142,7 @@ class _ThreadProducer:
             and self.channel.is_open
         )
 
-    def open(self) -> BlockingChannel:
+    def open(self, fail_fast: bool = False) -> BlockingChannel:
         if self.usable():
             assert self.connection is not None and self.channel is not None
             if time.monotonic() - self.last_used > _IDLE_CHECK_SECONDS:
@@ -99,7 +155,10 @@ class _ThreadProducer:
                 return self.channel
         self.close()
         self.pid = os.getpid()
-        self.connection = pika.BlockingConnection(connection_parameters("producer"))
+        params = connection_parameters("producer")
+        if fail_fast:
+            params.connection_attempts = 1  # the caller wants an answer now, not pika's retries
+        self.connection = pika.BlockingConnection(params)
         channel = self.connection.channel()
         exchange = cqrs_settings.exchange
         channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
@@ -115,12 +174,15 @@ class _ThreadProducer:
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while not self._select_ok:
             if self._channel_closed is not None:
-                raise pika.exceptions.AMQPChannelError(f"channel closed: {self._channel_closed!r}")
+                raise pika.exceptions.AMQPChannelError(
+                    f"channel closed: {self._channel_closed!r}"
+                ) from self._channel_closed
             if time.monotonic() > deadline:
                 raise pika.exceptions.AMQPError("no Confirm.SelectOk from the broker")
             self.connection.process_data_events(time_limit=0.001)
         self.channel = channel
         self.exchange = exchange
+        self._marshaller = _Marshaller(impl.channel_number, impl.connection._body_max_length)
         return channel
 
     def _on_select_ok(self, frame: Any) -> None:
@@ -150,23 +212,48 @@ class _ThreadProducer:
             method.exchange,
         )
 
-    def publish(
-        self, messages: list[tuple[str, str, bytes, dict[str, Any] | None, str | None]]
-    ) -> list[int]:
-        """Publish and wait for the confirms; return the indexes the broker did not confirm."""
-        channel = self.open()
-        assert self.connection is not None
+    def publish(self, messages: list[Message], fail_fast: bool = False) -> list[int]:
+        """Publish and wait for the confirms; return the indexes the broker did not confirm.
+
+        The whole batch is written first (its frames handed to the socket in large chunks), then
+        the confirms are awaited once."""
+        channel = self.open(fail_fast)
+        assert self.connection is not None and self._marshaller is not None
         impl = channel._impl
+        connection_impl = impl.connection
+        marshaller = self._marshaller
         tags: dict[int, int] = {}
+        buffered: list[bytes] = []
+        size = 0
+        if not impl.is_open:
+            raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
         for index, (exchange, rk, body, headers, expiration) in enumerate(messages):
-            impl.basic_publish(exchange, rk, body, message_properties(headers, expiration), mandatory=True)
+            props = None
+            if headers or expiration is not None:
+                props = b"".join(message_properties(headers, expiration).encode())
+            frames = marshaller.frames(exchange, rk, body, props)
+            if frames is None:  # let pika build it (and raise for a name it cannot encode)
+                if buffered:
+                    connection_impl._output_marshaled_frames([b"".join(buffered)])
+                    buffered, size = [], 0
+                impl.basic_publish(exchange, rk, body, message_properties(headers, expiration), mandatory=True)
+            else:
+                buffered.append(frames)
+                size += len(frames)
+                if size >= _WRITE_CHUNK:
+                    connection_impl._output_marshaled_frames([b"".join(buffered)])
+                    buffered, size = [], 0
             self._next_tag += 1
             self._outstanding.add(self._next_tag)
             tags[self._next_tag] = index
+        if buffered:
+            connection_impl._output_marshaled_frames([b"".join(buffered)])
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while self._outstanding & tags.keys():
             if self._channel_closed is not None:
-                raise pika.exceptions.AMQPChannelError(f"channel closed before the confirms: {self._channel_closed!r}")
+                raise pika.exceptions.AMQPChannelError(
+                    f"channel closed before the confirms: {self._channel_closed!r}"
+                ) from self._channel_closed
             if time.monotonic() > deadline:
                 raise pika.exceptions.AMQPError(
                     f"{len(self._outstanding & tags.keys())} publish confirm(s) missing after"
@@ -222,6 +309,7 @@ class RabbitMQTransport(BaseTransport):
 
     connection_errors = CONNECTION_ERRORS
     supports_confirms = True
+    supports_fail_fast = True
     supports_dead_letters = True
     background_publish = True
 
@@ -243,26 +331,39 @@ class RabbitMQTransport(BaseTransport):
         through this process's ``RabbitMQTransport``)."""
         self.produce_many([payload])
 
-    def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
-        items = [
-            (routing_key_for(p), encoding.dumps_bytes(p.to_dict(), allow_nan=True), p) for p in payloads
+    def produce_many(self, payloads: Iterable[TransportPayload], *, fail_fast: bool = False) -> None:
+        """Publish payloads with confirms (a batch is written at once and confirmed at once).
+
+        ``fail_fast=True``: one attempt, no retry and no sleep (a connection is tried once), for
+        a caller that must not wait for the broker (e.g. a request thread whose events the relay
+        publishes later); ``PublishFailed`` at the first failure. A refusal of the credentials or
+        permissions raises :class:`~dj_cqrs.exceptions.BrokerRefused` in either mode."""
+        payloads = payloads if isinstance(payloads, list) else list(payloads)
+        exchange = cqrs_settings.exchange
+        dumps = encoding.dumps_bytes
+        messages: list[Message] = [
+            (exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), None, None) for p in payloads
         ]
-        self.publish_confirmed(
-            [(cqrs_settings.exchange, rk, body, None, None) for rk, body, _ in items], payloads=[p for *_, p in items]
-        )
+        self.publish_confirmed(messages, payloads=payloads, retries=0 if fail_fast else None)
 
     def publish_confirmed(
         self,
-        messages: list[tuple[str, str, bytes, dict[str, Any] | None, str | None]],
+        messages: list[Message],
         payloads: list[TransportPayload] | None = None,
+        *,
+        retries: int | None = None,
     ) -> None:
         """Publish ``(exchange, routing_key, body, headers, expiration)`` tuples with confirms.
 
         What the broker did not confirm (nack, lost connection, confirm timeout) is published
-        again on a fresh connection, ``master.publish_retries`` times; then ``PublishFailed``.
-        A message may therefore arrive twice, which replicas ignore (same revision).
+        again on a fresh connection, ``retries`` times (default ``master.publish_retries``; 0:
+        one attempt, no sleep, a connection tried once); then ``PublishFailed``. A message may
+        therefore arrive twice, which replicas ignore (same revision). An authentication or
+        authorisation refusal raises ``BrokerRefused`` at once.
         """
-        retries = cqrs_settings.master.publish_retries
+        fail_fast = retries == 0
+        if retries is None:
+            retries = cqrs_settings.master.publish_retries
         delay = cqrs_settings.master.publish_retry_delay
         producer = self._producer()
         pending = list(range(len(messages)))
@@ -272,11 +373,12 @@ class RabbitMQTransport(BaseTransport):
             attempt = 0  # every chunk gets all its retries
             while chunk:
                 try:
-                    failed = producer.publish([messages[i] for i in chunk])
-                    failed_positions = set(failed)
-                    confirmed = [i for pos, i in enumerate(chunk) if pos not in failed_positions]
-                    for i in confirmed:
-                        self._log_published(payloads, i, messages[i][1])
+                    failed = producer.publish([messages[i] for i in chunk], fail_fast)
+                    if payloads and logger.isEnabledFor(logging.INFO):
+                        failed_positions = set(failed)
+                        for pos, i in enumerate(chunk):
+                            if pos not in failed_positions:
+                                self._log_published(payloads, i, messages[i][1])
                     chunk = [chunk[pos] for pos in failed]
                     if not chunk:
                         break
@@ -286,11 +388,15 @@ class RabbitMQTransport(BaseTransport):
                         producer.close()  # only the channel failed: the connection closes cleanly
                     else:
                         producer.abort()
+                    reason = refusal_reason(exc)
+                    if reason is not None:
+                        raise self._refused(reason, len(messages) - start, exc) from exc
                     error = exc
                 attempt += 1
                 if attempt > retries:
                     extra = payload_context(payloads[chunk[0]]) if payloads else None
-                    logger.error(
+                    log = logger.warning if fail_fast else logger.error
+                    log(
                         "CQRS publish of %s message(s) failed after %s attempts: %r",
                         len(chunk),
                         attempt,
@@ -303,16 +409,20 @@ class RabbitMQTransport(BaseTransport):
                 logger.warning("CQRS publish attempt %s failed (%r); retrying", attempt, error)
                 time.sleep(delay * attempt)
 
-    def _log_published(self, payloads: list[TransportPayload] | None, index: int, rk: str) -> None:
-        if payloads and logger.isEnabledFor(logging.INFO):
-            payload = payloads[index]
-            logger.info(
-                "CQRS is published: pk = %s (%s), correlation_id = %s.",
-                payload.pk,
-                payload.cqrs_id,
-                payload.correlation_id,
-                extra=payload_context(payload, cqrs_routing_key=rk),
-            )
+    def _refused(self, reason: str, count: int, exc: BaseException) -> BrokerRefused:
+        url = display_url()
+        logger.error("CQRS publish of %s message(s) refused by RabbitMQ at %s: %s", count, url, reason)
+        return refused(reason, url)
+
+    def _log_published(self, payloads: list[TransportPayload], index: int, rk: str) -> None:
+        payload = payloads[index]
+        logger.info(
+            "CQRS is published: pk = %s (%s), correlation_id = %s.",
+            payload.pk,
+            payload.cqrs_id,
+            payload.correlation_id,
+            extra=payload_context(payload, cqrs_routing_key=rk),
+        )
 
     @every_instance
     def clean_connection(self, *args: Any, **kwargs: Any) -> None:
