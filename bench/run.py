@@ -2,7 +2,8 @@
 
 Runs every registered workload with dj_cqrs (ours, this checkout's .venv) and django-cqrs 3.1.0
 (theirs, a cached virtualenv under .cache/) against the local PostgreSQL and RabbitMQ, then prints
-one table: seconds for ours and theirs, and theirs/ours. See bench/README.md.
+one table: seconds for ours and theirs, and theirs/ours (group outbox adds a column for plain
+Django, the same operations without CQRS). See bench/README.md.
 """
 
 from __future__ import annotations
