@@ -113,6 +113,7 @@ MASTER_OPTIONS: dict[str, Option] = {
     "outbox_grace": Option(2, _non_negative_number, "a number >= 0 (seconds)"),
     "outbox_sweep_interval": Option(5, _non_negative_number, "a number >= 0 (seconds)"),
     "outbox_sweep_limit": Option(200, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "prepared_statements": Option(True, _bool, "a bool"),
 }
 
 REPLICA_OPTIONS: dict[str, Option] = {

@@ -105,13 +105,16 @@ class Dispatcher:
 
     # -- work ------------------------------------------------------------------------------------
 
-    def publish(self, using: str, items: list[tuple[int, TransportPayload | None]]) -> bool:
-        """Publish items in batches; False (and the circuit opened) after a failure."""
+    def publish(
+        self, using: str, items: list[tuple[int, TransportPayload | None]], own_connection: bool = False
+    ) -> bool:
+        """Publish items in batches; False (and the circuit opened) after a failure.
+        ``own_connection``: called from the publishing thread, whose connection does nothing else."""
         batch = cqrs_settings.master.outbox_batch_size
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             try:
-                publishing.publish_items(using, chunk)
+                publishing.publish_items(using, chunk, own_connection=own_connection)
             except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
                 logger.error(
                     "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
@@ -249,7 +252,7 @@ class Dispatcher:
                     self.claim(using)
                 for using, batch in items.items():
                     if batch and time.monotonic() >= self._open_until.get(using, 0.0):
-                        self.publish(using, batch)
+                        self.publish(using, batch, own_connection=True)
                     elif batch:
                         with self._lock:
                             self._backlog.add(using)

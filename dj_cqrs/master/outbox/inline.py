@@ -40,6 +40,7 @@ from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import get_correlation_id
 from dj_cqrs.master import hooks, payloads, pending
+from dj_cqrs.master.outbox import prepared
 from dj_cqrs.master.outbox.store import enabled, outbox_model
 
 #: Primary key fields whose PostgreSQL ``::text`` is ``str()`` of the Python value.
@@ -123,8 +124,19 @@ class InlineSave:
         ):
             return execute(sql, params, many, context)
         rewritten, extra = self._statement(conn, sql)
-        result = execute(rewritten, [*(params or ()), *extra], many, context)
+        args = [*(params or ()), *extra]
         raw = context["cursor"].cursor
+        statement = prepared.execute_sql(conn, raw, rewritten) if prepared.usable(conn) else None
+        if statement is None:
+            result = execute(rewritten, args, many, context)
+        else:
+            try:
+                result = execute(statement, args, many, context)
+            except Exception as exc:
+                if not prepared.is_missing_statement(exc):
+                    raise
+                prepared.lost(conn)  # autocommit: the failed EXECUTE changed nothing
+                result = execute(rewritten, args, many, context)
         row = raw.fetchone()
         if row is not None:  # an UPDATE of a row that is not there: Django INSERTs it next
             self.revision = int(row[-2])

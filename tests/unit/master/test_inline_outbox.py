@@ -12,6 +12,7 @@ from django.db.models.signals import pre_save
 from django.test.utils import CaptureQueriesContext
 
 from dj_cqrs.correlation import correlation_scope
+from dj_cqrs.master.outbox import prepared
 from dj_cqrs.models import OutboxEvent
 from tests.apps.master_app.models import MetaModel, SimplestModel, TrackedModel, UUIDPkModel
 from tests.unit.conftest import bodies
@@ -20,6 +21,14 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the inline outbox write is PostgreSQL's"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _unprepared(settings):
+    """The statements themselves (WITH ...); prepared statements have their own tests below."""
+    settings.CQRS = {**settings.CQRS, "master": {**settings.CQRS.get("master", {}), "prepared_statements": False}}
+    yield
+    prepared.reset()
 
 
 def _writes(queries: CaptureQueriesContext) -> list[str]:
@@ -133,3 +142,55 @@ def test_models_with_a_meta_hook_take_the_general_path(transport):
     assert not any(q["sql"].startswith("WITH") for q in queries.captured_queries)
     assert OutboxEvent.objects.count() == 1
     assert len(bodies(transport)) == 1
+
+
+def _prepared_on(settings):
+    settings.CQRS = {**settings.CQRS, "master": {**settings.CQRS.get("master", {}), "prepared_statements": True}}
+
+
+def test_autocommit_saves_run_a_prepared_statement(settings, transport):
+    _prepared_on(settings)
+    first = SimplestModel.objects.create(name="a")
+    with CaptureQueriesContext(connection) as queries:
+        second = SimplestModel.objects.create(name="b")
+        second.name = "c"
+        second.save()
+    executed = [q["sql"] for q in queries.captured_queries if "master_app_simplestmodel" in q["sql"] or q["sql"].startswith("EXECUTE")]
+    assert [s.split("(")[0] for s in executed] == [executed[0].split("(")[0], executed[1].split("(")[0]]
+    assert all(s.startswith("EXECUTE dj_cqrs_") for s in executed)
+    assert executed[0].split("(")[0] != executed[1].split("(")[0]  # one statement per shape
+    assert (second.cqrs_revision, first.cqrs_revision) == (1, 0)
+    rows = list(OutboxEvent.objects.order_by("id").values_list("object_pk", "revision"))
+    assert rows == [(str(first.pk), 0), (str(second.pk), 0), (str(second.pk), 1)]
+    assert [(b["instance_data"]["name"], b["instance_data"]["cqrs_revision"]) for b in bodies(transport)] == [
+        ("a", 0),
+        ("b", 0),
+        ("c", 1),
+    ]
+
+
+def test_saves_in_a_transaction_do_not_use_prepared_statements(settings, transport):
+    _prepared_on(settings)
+    with CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():
+            SimplestModel.objects.create(name="a")
+    assert not any(q["sql"].startswith("EXECUTE") for q in queries.captured_queries)
+    assert OutboxEvent.objects.count() == 1
+
+
+def test_a_lost_prepared_statement_falls_back_and_turns_them_off(settings, transport, caplog):
+    _prepared_on(settings)
+    SimplestModel.objects.create(name="a")  # prepares the INSERT's statement
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a pooler or DISCARD ALL does behind our back
+    with caplog.at_level("WARNING", logger="django-cqrs.outbox"):
+        obj = SimplestModel.objects.create(name="b")
+        again = SimplestModel.objects.create(name="c")
+    assert "prepared outbox statement disappeared" in caplog.text
+    assert caplog.text.count("prepared outbox statement disappeared") == 1
+    assert SimplestModel.objects.count() == 3
+    assert sorted(OutboxEvent.objects.values_list("object_pk", flat=True)) == sorted(
+        str(pk) for pk in SimplestModel.objects.values_list("pk", flat=True)
+    )
+    assert [b["instance_data"]["name"] for b in bodies(transport)] == ["a", "b", "c"]
+    assert obj.pk < again.pk
