@@ -29,7 +29,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from dj_cqrs.core.payload import TransportPayload
 
@@ -160,3 +160,15 @@ class BaseTransport:
 
     def close(self) -> None:
         self.clean_connection()
+
+
+class FailFastProducer(Protocol):
+    """A transport whose ``produce_many`` takes ``fail_fast`` (``supports_fail_fast`` is True)."""
+
+    def produce_many(self, payloads: Iterable[TransportPayload], *, fail_fast: bool = False) -> None: ...
+
+
+def fail_fast_producer(transport: Any) -> FailFastProducer | None:
+    """``transport`` typed as a :class:`FailFastProducer` when it supports ``fail_fast=True``
+    (one attempt, no retry, no sleep, ``PublishFailed`` at the first failure), else None."""
+    return cast(FailFastProducer, transport) if getattr(transport, "supports_fail_fast", False) else None

@@ -79,7 +79,8 @@ class KombuTransport(BaseTransport):
         """Publish payloads one by one (kombu has no batch publish).
 
         ``fail_fast=True``: one connection attempt and one publish attempt, no retry and no sleep;
-        ``PublishFailed`` at the first failure. A refusal of the credentials or permissions raises
+        ``PublishFailed`` at the first failure, logged at DEBUG only (the caller reports the
+        outage). A refusal of the credentials or permissions raises
         :class:`~dj_cqrs.exceptions.BrokerRefused` in either mode."""
         exchange = self.exchange()
         for payload in payloads:
@@ -111,7 +112,7 @@ class KombuTransport(BaseTransport):
         retries = cqrs_settings.master.publish_retries
         try:
             if fail_fast and not conn.connected:
-                conn.connect()  # one attempt, where kombu would retry for connect_timeout
+                conn.ensure_connection(max_retries=0)  # one attempt (kombu retries for connect_timeout)
             producer = conn.Producer()
             producer.publish(
                 body,
@@ -130,10 +131,11 @@ class KombuTransport(BaseTransport):
             self.clean_connection()
             refusal = refused(exc, conn)
             if refusal is not None:
-                logger.error("CQRS publish refused: %s", refusal)
+                (logger.debug if fail_fast else logger.error)("CQRS publish refused: %s", refusal)
                 raise refusal from exc
             extra = payload_context(payload) if payload is not None else None
-            logger.error("CQRS publish failed: %r", exc, extra=extra)
+            # fail_fast: the caller reports the outage (once), not one line per publish
+            (logger.debug if fail_fast else logger.error)("CQRS publish failed: %r", exc, extra=extra)
             raise PublishFailed(f"publish with routing key {routing_key!r} failed: {exc!r}") from exc
         if payload is not None:
             logger.info(

@@ -336,7 +336,8 @@ class RabbitMQTransport(BaseTransport):
 
         ``fail_fast=True``: one attempt, no retry and no sleep (a connection is tried once), for
         a caller that must not wait for the broker (e.g. a request thread whose events the relay
-        publishes later); ``PublishFailed`` at the first failure. A refusal of the credentials or
+        publishes later); ``PublishFailed`` at the first failure, logged at DEBUG only (the caller
+        reports the outage). A refusal of the credentials or
         permissions raises :class:`~dj_cqrs.exceptions.BrokerRefused` in either mode."""
         payloads = payloads if isinstance(payloads, list) else list(payloads)
         exchange = cqrs_settings.exchange
@@ -390,12 +391,13 @@ class RabbitMQTransport(BaseTransport):
                         producer.abort()
                     reason = refusal_reason(exc)
                     if reason is not None:
-                        raise self._refused(reason, len(messages) - start, exc) from exc
+                        raise self._refused(reason, len(messages) - start, quiet=fail_fast) from exc
                     error = exc
                 attempt += 1
                 if attempt > retries:
                     extra = payload_context(payloads[chunk[0]]) if payloads else None
-                    log = logger.warning if fail_fast else logger.error
+                    # fail_fast: the caller reports the outage (once), not one line per publish
+                    log = logger.debug if fail_fast else logger.error
                     log(
                         "CQRS publish of %s message(s) failed after %s attempts: %r",
                         len(chunk),
@@ -409,9 +411,9 @@ class RabbitMQTransport(BaseTransport):
                 logger.warning("CQRS publish attempt %s failed (%r); retrying", attempt, error)
                 time.sleep(delay * attempt)
 
-    def _refused(self, reason: str, count: int, exc: BaseException) -> BrokerRefused:
+    def _refused(self, reason: str, count: int, quiet: bool) -> BrokerRefused:
         url = display_url()
-        logger.error("CQRS publish of %s message(s) refused by RabbitMQ at %s: %s", count, url, reason)
+        (logger.debug if quiet else logger.error)("CQRS publish of %s message(s) refused by RabbitMQ at %s: %s", count, url, reason)
         return refused(reason, url)
 
     def _log_published(self, payloads: list[TransportPayload], index: int, rk: str) -> None:
