@@ -18,6 +18,7 @@ from dj_cqrs.core.reasons import Reason
 from dj_cqrs.exceptions import PayloadError
 
 _SIGNALS = {s.value: s for s in SignalType}
+_REQUIRED_KEYS = frozenset(REQUIRED_BODY_KEYS)
 
 
 def format_expires(value: datetime.datetime | None) -> str | None:
@@ -97,7 +98,8 @@ class TransportPayload:
         retries: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        self._signal_type = SignalType(signal_type)
+        # a member as is (calling the enum costs more than the rest of the constructor)
+        self._signal_type = signal_type if type(signal_type) is SignalType else SignalType(signal_type)
         self._cqrs_id = cqrs_id
         self._instance_data = instance_data
         self._instance_pk = instance_pk
@@ -115,11 +117,12 @@ class TransportPayload:
             raise PayloadError(
                 f"body must be a JSON object, got {type(dct).__name__}", reason=Reason.NOT_AN_OBJECT
             )
-        missing = [k for k in REQUIRED_BODY_KEYS if k not in dct]
-        if missing:
+        if not _REQUIRED_KEYS <= dct.keys():
+            missing = [k for k in REQUIRED_BODY_KEYS if k not in dct]
             raise PayloadError(f"missing required keys: {', '.join(missing)}", reason=Reason.MISSING_KEYS)
         signal = dct["signal_type"]
-        if not isinstance(signal, str) or signal not in _SIGNALS:
+        member = _SIGNALS.get(signal) if isinstance(signal, str) else None
+        if member is None:
             raise PayloadError(f"unknown signal_type {signal!r}", reason=Reason.BAD_SIGNAL_TYPE)
         cqrs_id = dct["cqrs_id"]
         if not isinstance(cqrs_id, str) or not cqrs_id:
@@ -148,7 +151,7 @@ class TransportPayload:
             # Legacy masters (django-cqrs < 2.0) send no expiry: use this service's TTL.
             expires = message_expiration()
         return cls(
-            signal_type=signal,
+            signal_type=member,
             cqrs_id=cqrs_id,
             instance_data=instance_data,
             instance_pk=pk,

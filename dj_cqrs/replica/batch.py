@@ -65,6 +65,7 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
     reasons: dict[Any, str | None] = {}
     barriers: dict[Any, Any] = {}  # model -> the pending models it must not overtake
     set_based = cqrs_settings.replica.CQRS_BATCH_APPLY
+    max_bytes = cqrs_settings.replica.max_message_bytes  # read once per batch, not per message
 
     def apply_pending(models: Any) -> None:
         for model in [m for m in pending if m in models]:
@@ -75,7 +76,7 @@ def handle_batch(messages: Sequence[InboundMessage], tick: Callable[[], None] | 
 
     for index, message in enumerate(messages):
         try:
-            checked = validate(message)
+            checked = validate(message, max_bytes)
         except Exception as exc:  # noqa: BLE001 - a message never kills the worker
             checked = internal_error(exc)
         if isinstance(checked, Outcome):

@@ -31,11 +31,22 @@ from dj_cqrs.core.reasons import Reason, Status
 from dj_cqrs.database import is_outage
 from dj_cqrs.replica import context
 from dj_cqrs.replica.eligibility import is_db_model, per_row_reason
+from dj_cqrs.replica.managers import ReplicaManager
 from dj_cqrs.replica.upsert import UPSERT_VENDORS, BulkResult, RowFailure, upsert
-from dj_cqrs.replica.values import assignable, field_names
+from dj_cqrs.replica.values import assignable, convert_values, field_names, required_fields
 
 _CQRS_KEYS = ("cqrs_revision", "cqrs_updated")
 _STATUS_SKIPPED = frozenset({Status.IGNORED_STALE, Status.IGNORED_DUPLICATE, Status.IGNORED_BROADCAST_SYNC})
+#: The manager methods behind ``_map_save_data``: a manager overriding none of them maps as
+#: :func:`_map_plain` does.
+_MAPPING_METHODS = (
+    "_map_save_data",
+    "_make_initial_mapping",
+    "_remove_excessive_data",
+    "_all_required_fields_are_filled",
+    "_cqrs_fields_are_filled",
+)
+_DEFAULT_MAPPING = {name: ReplicaManager.__dict__[name] for name in _MAPPING_METHODS}
 
 
 class MappingError(ValueError):
@@ -54,11 +65,43 @@ def map_row(model: Any, master_data: dict[str, Any]) -> dict[str, Any]:
     would (foreign keys under their attname); raise :class:`MappingError`."""
     report = context.current()
     report.reason = None
-    mapped = model.cqrs._map_save_data(master_data)
+    manager = model.cqrs
+    if _is_plain(model, manager):
+        fast = _map_plain(model, master_data)
+        if fast is not None:
+            return fast
+        # something is missing: the full path below decides, logs and records the reason
+    mapped = manager._map_save_data(master_data)
     if mapped is None:
         reason, report.reason = report.reason or Reason.INVALID, None
         raise MappingError(_explain(model, master_data, reason), reason)
     return assignable(model, mapped)
+
+
+def _is_plain(model: Any, manager: Any) -> bool:
+    """No ``CQRS_MAPPING``, no ``CQRS_CUSTOM_SERIALIZATION`` and the default mapping methods."""
+    if getattr(model, "CQRS_MAPPING", None) is not None or getattr(model, "CQRS_CUSTOM_SERIALIZATION", False):
+        return False
+    kind = type(manager)
+    return all(getattr(kind, name, None) is default for name, default in _DEFAULT_MAPPING.items())
+
+
+def _map_plain(model: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``_map_save_data`` then :func:`assignable` give a plain model (see :func:`_is_plain`)
+    for a complete row, with one dict built instead of three; None when the row lacks the cqrs
+    fields, the key or a required field (the full path then decides)."""
+    revision = data.get("cqrs_revision")
+    if "cqrs_updated" not in data or not isinstance(revision, int) or isinstance(revision, bool):
+        return None
+    names = field_names(model)
+    mapped = {k: v for k, v in data.items() if k in names}
+    pk_field = model._meta.pk
+    if pk_field.name not in mapped and pk_field.attname not in mapped:
+        return None
+    for name, attname in required_fields(model):
+        if name not in mapped and attname not in mapped:
+            return None
+    return convert_values(model, mapped, copy=False)
 
 
 def _explain(model: Any, data: dict[str, Any], reason: Reason) -> str:

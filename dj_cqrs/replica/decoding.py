@@ -19,9 +19,12 @@ from dj_cqrs.exceptions import DecodeError, PayloadError
 from dj_cqrs.registry import replica_registry
 
 
-def parse_body(message: InboundMessage) -> Any:
-    """The decoded JSON body; raise :class:`DecodeError` (with a reason) when it is not JSON."""
-    limit = cqrs_settings.replica.max_message_bytes
+def parse_body(message: InboundMessage, max_bytes: int | None = None) -> Any:
+    """The decoded JSON body; raise :class:`DecodeError` (with a reason) when it is not JSON.
+
+    ``max_bytes``: ``replica.max_message_bytes`` when the caller read it already (once per batch);
+    None reads the setting."""
+    limit = cqrs_settings.replica.max_message_bytes if max_bytes is None else max_bytes
     body = message.body
     if not isinstance(body, (bytes, bytearray, memoryview, str)):
         raise DecodeError(f"body of type {type(body).__name__} is not bytes", reason=Reason.INVALID_BODY)
@@ -61,15 +64,16 @@ def payload_from(message: InboundMessage, data: Any) -> TransportPayload:
         raise PayloadError(f"invalid body: {type(exc).__name__}: {exc}", reason=Reason.INVALID_BODY) from exc
 
 
-def validate(message: InboundMessage) -> TransportPayload | Outcome:
+def validate(message: InboundMessage, max_bytes: int | None = None) -> TransportPayload | Outcome:
     """Decode and validate without touching the database.
 
     Returns the payload to apply, or a DEAD_LETTER outcome for a message that must not be
-    applied: malformed, too large, for an unknown ``cqrs_id``, or expired.
+    applied: malformed, too large, for an unknown ``cqrs_id``, or expired. ``max_bytes``: see
+    :func:`parse_body`.
     """
     data: Any = None
     try:
-        data = parse_body(message)
+        data = parse_body(message, max_bytes)
         payload = payload_from(message, data)
     except PayloadError as exc:
         return Outcome(Action.DEAD_LETTER, reason=exc.reason, detail=str(exc), exception=exc, raw_cqrs_id=peek_cqrs_id(data))

@@ -30,6 +30,7 @@ from django.db import connections, router
 from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.replica.pg_arrays import text_array
 from dj_cqrs.replica.rules import parse_updated
 
 logger = logging.getLogger("django-cqrs.replica")
@@ -76,8 +77,8 @@ def find(model: Any, pks: list[Any]) -> dict[str, Any]:
     if connections[using].vendor == "postgresql":  # one array parameter: much cheaper than IN (...)
         rows = manager.raw(
             "SELECT id, cqrs_id, object_pk, revision, deleted_at, recorded_at FROM dj_cqrs_tombstone"
-            " WHERE cqrs_id = %s AND object_pk = ANY(%s)",
-            [model.CQRS_ID, keys],
+            " WHERE cqrs_id = %s AND object_pk = ANY(%s::varchar[])",
+            [model.CQRS_ID, text_array(keys)],
         )
     else:
         rows = manager.filter(cqrs_id=model.CQRS_ID, object_pk__in=keys)

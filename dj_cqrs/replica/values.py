@@ -53,10 +53,11 @@ def _special_fields(model: type[models.Model]) -> dict[str, tuple[int, Any]]:
     return cached  # type: ignore[no-any-return]
 
 
-def convert_values(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
-    """Make master values assignable: FK ids under ``attname``, exact decimals, parsed binaries."""
+def convert_values(model: type[models.Model], data: dict[str, Any], copy: bool = True) -> dict[str, Any]:
+    """Make master values assignable: FK ids under ``attname``, exact decimals, parsed binaries.
+    ``copy=False`` converts ``data`` itself (a dict the caller just built) and returns it."""
     special = _special_fields(model)
-    result = dict(data)
+    result = dict(data) if copy else data
     for key, (kind, field) in special.items():
         if key not in result:
             continue
