@@ -14,6 +14,7 @@ def transport() -> MemoryTransport:
 
 @pytest.fixture(autouse=True)
 def _reset_replica_state():
+    from dj_cqrs.master.dispatcher import dispatcher
     from tests.apps.master_app import hooks
     from tests.apps.replica_app.models import (
         AlwaysFailing,
@@ -30,4 +31,5 @@ def _reset_replica_state():
     AlwaysFailing.attempts.clear()
     RecordingQuerySet.calls.clear()
     hooks.calls.clear()
+    dispatcher.reset_circuit()
     yield

@@ -28,6 +28,7 @@ from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.exceptions import BrokerRefused
 from dj_cqrs.master.outbox import maintenance, publishing
 from dj_cqrs.master.publisher import publishes_in_batches
 from dj_cqrs.transport import get_transport
@@ -47,6 +48,12 @@ def _background_allowed() -> bool:
     return getattr(transport, "background_publish", False) is True and publishes_in_batches(transport)
 
 
+def _reaches_a_broker() -> bool:
+    """Whether publishing goes over the network (the RabbitMQ and kombu transports): only then
+    does a failure make committing threads pause; in-process transports are tried every time."""
+    return bool(getattr(get_transport(), "supports_fail_fast", False))
+
+
 class Dispatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -59,6 +66,10 @@ class Dispatcher:
         #: Work items queued for the thread (bounded: beyond MAX_QUEUED, or while the circuit is
         #: open after a failure, commits only flag a backlog, drained from the outbox itself).
         self._queued = 0
+        #: Each work item gets the next ticket. A claim drains everything committed before it
+        #: started, so the items of earlier tickets are not published again after it.
+        self._tickets = 0
+        self._claimed_before: dict[str, int] = {}
         self._backlog: set[str] = set()
         self._open_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -83,72 +94,110 @@ class Dispatcher:
         if mode == "relay" or not (items or claim):
             return
         if mode == "sync":
+            if self.circuit_open(using) and _reaches_a_broker():
+                # The broker failed a moment ago: the committing thread does not try again yet
+                # (the events are safe in the outbox; the sweep or the relay publishes them).
+                return
             if claim:
                 self.claim(using)
-            if items:
-                self.publish(using, items)
+            if items and not self.publish(using, items, fail_fast=True):
+                return
             self.maybe_sweep(using)
             return
         work = self._ensure_thread()
         with self._lock:
-            if self._queued >= MAX_QUEUED or time.monotonic() < self._open_until.get(using, 0.0):
+            if self._queued >= MAX_QUEUED or self.circuit_open(using):
                 # The publisher is behind (or the broker failed a moment ago): the events are
                 # safe in the outbox; hold no snapshot of them, drain the outbox later instead.
                 self._backlog.add(using)
                 if self._queued:
                     return
-                item: Any = (using, None)  # wake the thread up: it drains the backlog
+                item: Any = (using, None, self._tickets)  # wake the thread up: it drains the backlog
             else:
-                item = (using, None if claim else list(items))
+                item = (using, None if claim else list(items), self._tickets)
+            self._tickets += 1
             self._queued += 1
         work.put(item)
 
     # -- work ------------------------------------------------------------------------------------
 
     def publish(
-        self, using: str, items: list[tuple[int, TransportPayload | None]], own_connection: bool = False
+        self,
+        using: str,
+        items: list[tuple[int, TransportPayload | None]],
+        own_connection: bool = False,
+        fail_fast: bool = False,
     ) -> bool:
         """Publish items in batches; False (and the circuit opened) after a failure.
-        ``own_connection``: called from the publishing thread, whose connection does nothing else."""
+        ``own_connection``: called from the publishing thread, whose connection does nothing else;
+        ``fail_fast``: one attempt without retries or sleeps (the committing thread)."""
         batch = cqrs_settings.master.outbox_batch_size
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             try:
-                publishing.publish_items(using, chunk, own_connection=own_connection)
+                publishing.publish_items(using, chunk, own_connection=own_connection, fail_fast=fail_fast)
             except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
-                logger.error(
-                    "CQRS outbox publish of %s event(s) failed; they stay in the outbox: %r",
-                    len(chunk),
-                    exc,
-                    exc_info=True,
-                )
                 maintenance.note_failure(using, [outbox_id for outbox_id, _ in chunk], exc)
                 self._reset_connection(using)
-                self._trip(using)
+                self._failed(using, exc, len(chunk))
                 return False
-        self._failures.pop(using, None)
+        self._recovered(using)
         return True
 
-    def _trip(self, using: str) -> None:
-        """Open the circuit: for a growing pause, commits leave their events to the outbox."""
+    def circuit_open(self, using: str) -> bool:
+        """Whether publishing for ``using`` pauses after a failure (committing threads skip it)."""
+        return time.monotonic() < self._open_until.get(using, 0.0)
+
+    def _failed(self, using: str, exc: BaseException, count: int) -> None:
+        """Open the circuit: for a growing pause (up to a minute) commits leave their events to
+        the outbox. One log line per outage, not one per commit."""
         failures = self._failures.get(using, 0) + 1
         self._failures[using] = failures
-        self._open_until[using] = time.monotonic() + min(60.0, 2.0 ** min(failures, 6))
+        pause = 60.0 if isinstance(exc, BrokerRefused) else min(60.0, 2.0 ** min(failures, 6))
+        self._open_until[using] = time.monotonic() + pause
         with self._lock:
             self._backlog.add(using)
+        if failures > 1:
+            logger.debug("CQRS outbox publish failed again (%s in a row): %r", failures, exc)
+        elif isinstance(exc, BrokerRefused):
+            logger.error(
+                "CQRS: the broker refused the publisher (%s); %s event(s) stay in the outbox and are"
+                " published once the credentials or permissions are fixed",
+                exc,
+                count,
+            )
+        else:
+            logger.warning(
+                "CQRS: publishing failed (%s); %s event(s) stay in the outbox and are published when"
+                " the broker is back (cqrs_relay, or the sweep of later commits); commits stop trying"
+                " for a while",
+                exc,
+                count,
+            )
+
+    def reset_circuit(self) -> None:
+        """Forget past failures (tests)."""
+        self._failures.clear()
+        self._open_until.clear()
+
+    def _recovered(self, using: str) -> None:
+        failures = self._failures.pop(using, None)
+        if failures:
+            logger.info("CQRS: publishing works again after %s failed attempt(s)", failures)
 
     def claim(self, using: str) -> None:
         """Publish what is pending in the outbox, oldest first, until it is empty."""
+        with self._lock:
+            self._claimed_before[using] = self._tickets
         batch = cqrs_settings.master.outbox_batch_size
         try:
             while publishing.claim_and_publish(using, batch, min_age=0) >= batch:
                 pass
         except Exception as exc:  # the events are safe in the outbox; the relay or sweep retries
-            logger.error("CQRS outbox publish failed; events stay in the outbox: %r", exc, exc_info=True)
             self._reset_connection(using)
-            self._trip(using)
+            self._failed(using, exc, 0)
         else:
-            self._failures.pop(using, None)
+            self._recovered(using)
 
     def maybe_sweep(self, using: str) -> None:
         limit = cqrs_settings.master.outbox_sweep_limit
@@ -156,8 +205,10 @@ class Dispatcher:
         if not limit:
             return
         now = time.monotonic()
-        if now - self._last_sweep.get(using, 0.0) < interval:
+        if now - self._last_sweep.get(using, 0.0) < interval or (self.circuit_open(using) and _reaches_a_broker()):
             return
+        if self._queued and threading.current_thread() is self._thread:
+            return  # the thread is behind: what the sweep would take is still queued for it
         self._last_sweep[using] = now
         try:
             sent = publishing.claim_and_publish(using, limit, min_age=cqrs_settings.master.outbox_grace)
@@ -222,17 +273,17 @@ class Dispatcher:
                     break
                 with self._lock:
                     self._queued -= 1
-                items: dict[str, list[tuple[int, TransportPayload | None]]] = {}
+                items: dict[str, list[tuple[int, list[tuple[int, TransportPayload | None]]]]] = {}
                 claims: set[str] = set()
                 count = 0
                 stop = False
                 while item is not None:
-                    using, batch = item
+                    using, batch, ticket = item
                     items.setdefault(using, [])
                     if batch is None:
                         claims.add(using)
                     else:
-                        items[using].extend(batch)
+                        items[using].append((ticket, batch))
                         count += len(batch)
                     if count >= batch_size:
                         break
@@ -250,8 +301,10 @@ class Dispatcher:
                 # batch. The connection is closed when a batch fails on it (see _reset_connection).
                 for using in claims:
                     self.claim(using)
-                for using, batch in items.items():
-                    if batch and time.monotonic() >= self._open_until.get(using, 0.0):
+                for using, tickets in items.items():
+                    claimed = self._claimed_before.get(using, -1)
+                    batch = [entry for ticket, part in tickets if ticket >= claimed for entry in part]
+                    if batch and not self.circuit_open(using):
                         self.publish(using, batch, own_connection=True)
                     elif batch:
                         with self._lock:

@@ -63,17 +63,22 @@ def send(payload: TransportPayload) -> None:
     _guarded(lambda: transport.produce(payload), [payload])
 
 
-def publish(payloads: Iterable[TransportPayload]) -> None:
+def publish(payloads: Iterable[TransportPayload], fail_fast: bool = False) -> None:
     """Publish payloads in order; raise ``PublishFailed`` on failure.
 
     Batched through ``produce_many`` where the transport batches (RabbitMQ, kombu), else one by
-    one through ``dj_cqrs.controller.producer.produce`` (see :func:`publishes_in_batches`)."""
+    one through ``dj_cqrs.controller.producer.produce`` (see :func:`publishes_in_batches`).
+    ``fail_fast``: one attempt, no retries or sleeps, where the transport supports it."""
     payloads = list(payloads)
     if not payloads:
         return
     transport = get_transport()
     if publishes_in_batches(transport):
-        _guarded(lambda: transport.produce_many(payloads), payloads)
+        if fail_fast and getattr(transport, "supports_fail_fast", False):
+            batching: Any = transport
+            _guarded(lambda: batching.produce_many(payloads, fail_fast=True), payloads)
+        else:
+            _guarded(lambda: transport.produce_many(payloads), payloads)
         return
     produce = _controller_produce() or send
     for payload in payloads:

@@ -19,62 +19,90 @@ from dj_cqrs.registry import master_registry
 
 
 def publish_items(
-    using: str, items: list[tuple[int, TransportPayload | None]], *, own_connection: bool = False
+    using: str,
+    items: list[tuple[int, TransportPayload | None]],
+    *,
+    own_connection: bool = False,
+    fail_fast: bool = False,
 ) -> int:
     """Publish committed events in commit order and mark their rows published; return how many
     rows were handled.
 
     Each item is ``(outbox_id, payload)``: a payload built at commit is sent as is; a ``None`` one
-    is built from its outbox row and the committed object (one query per model for all of them;
-    rows someone else published meanwhile are skipped). No rows are locked: the relay and the
-    sweep only take rows older than ``outbox_grace``, and should both publish an event, replicas
-    ignore the second copy (same revision). Rows are marked published after the broker confirmed
-    them, in one UPDATE whose commit does not wait for the WAL flush (a lost mark only means the
-    event is published again). ``own_connection``: the caller's connection does nothing else (the
-    dispatcher's thread), so the relaxed commit is set once for its session.
+    is built from its outbox row and the committed object (one query per model for all of them).
+    One transaction: the rows are marked published first (``UPDATE ... RETURNING``, skipping rows
+    another publisher holds, on PostgreSQL), which also locks them, so a relay or a sweep working
+    at the same time skips them; then they are published; a failed publish rolls the marks back.
+    Rows someone else published meanwhile are not sent again. The commit does not wait for the WAL
+    flush on PostgreSQL (if it is lost, the events are published again; replicas ignore the second
+    copy). ``own_connection``: the caller's connection does nothing else (the dispatcher's
+    thread), so the relaxed commit is set once for its session. ``fail_fast``: one publish
+    attempt, no retries or sleeps, where the transport offers it (the committing thread).
     """
     if not items:
         return 0
-    model = outbox_model()
-    missing = [outbox_id for outbox_id, payload in items if payload is None]
-    built: dict[int, TransportPayload | None] = {}
-    if missing:
-        rows = read_rows(model.objects.using(using).filter(id__in=missing, published_at__isnull=True))
-        built = {row.pk: payload for row, payload in payloads.payloads_for_rows(rows, using)}
-    to_send: list[TransportPayload] = []
-    handled: list[int] = []
-    for outbox_id, payload in items:
-        if payload is None:
-            if outbox_id not in built:
+    with transaction.atomic(using=using):
+        _relax(using, own_connection)
+        claimed = _mark_pending(using, [outbox_id for outbox_id, _ in items])
+        if not claimed:
+            return 0
+        missing = [outbox_id for outbox_id, payload in items if payload is None and outbox_id in claimed]
+        built: dict[int, TransportPayload | None] = {}
+        if missing:
+            rows = read_rows(outbox_model().objects.using(using).filter(id__in=missing))
+            built = {row.pk: payload for row, payload in payloads.payloads_for_rows(rows, using)}
+        to_send: list[TransportPayload] = []
+        for outbox_id, payload in items:
+            if outbox_id not in claimed:
                 continue  # published by someone else meanwhile
-            payload = built[outbox_id]
-        handled.append(outbox_id)
-        if payload is not None:  # None: a SAVE whose object is gone (its DELETE follows)
-            to_send.append(payload)
-    publisher.publish(to_send)
-    mark_published(using, handled, own_connection=own_connection)
-    return len(handled)
+            if payload is None:
+                payload = built.get(outbox_id)  # None: a SAVE whose object is gone (its DELETE follows)
+            if payload is not None:
+                to_send.append(payload)
+        publisher.publish(to_send, fail_fast=fail_fast)
+    return len(claimed)
 
 
-def mark_published(using: str, ids: list[int], *, own_connection: bool = False) -> None:
-    """Mark outbox rows published, with a relaxed commit on PostgreSQL."""
-    if not ids:
-        return
+def _relax(using: str, own_connection: bool) -> None:
+    """Let the marking commit return before the WAL flush (PostgreSQL)."""
     conn = connections[using]
-    update = outbox_model().objects.using(using).filter(id__in=ids, published_at__isnull=True)
     if conn.vendor != "postgresql":
-        update.update(published_at=timezone.now())
-    elif own_connection and not conn.in_atomic_block:
-        conn.ensure_connection()
-        if getattr(conn, _RELAXED_ATTR, None) is not conn.connection:
-            with conn.cursor() as cursor:
-                cursor.execute("SET synchronous_commit TO OFF")
-            setattr(conn, _RELAXED_ATTR, conn.connection)
-        update.update(published_at=timezone.now())
-    else:
-        with transaction.atomic(using=using):
-            _relaxed_commit(using)
-            update.update(published_at=timezone.now())
+        return
+    if not own_connection:
+        _relaxed_commit(using)
+        return
+    if getattr(conn, _RELAXED_ATTR, None) is not conn.connection:
+        with conn.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO OFF")
+        setattr(conn, _RELAXED_ATTR, conn.connection)
+
+
+def _mark_pending(using: str, ids: list[int]) -> set[int]:
+    """Mark the still unpublished rows among ``ids`` published (inside the caller's transaction);
+    return their ids."""
+    conn = connections[using]
+    model = outbox_model()
+    now = timezone.now()
+    if conn.vendor == "postgresql":
+        opts = model._meta
+        qn = conn.ops.quote_name
+        table, pk = qn(opts.db_table), qn(opts.pk.column)
+        published = qn(opts.get_field("published_at").column)  # type: ignore[union-attr]
+        marks = ", ".join(["%s"] * len(ids))
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {published} = %s WHERE {pk} IN (SELECT {pk} FROM {table} WHERE {pk} IN ({marks})"
+                f" AND {published} IS NULL FOR UPDATE SKIP LOCKED) RETURNING {pk}",
+                [now, *ids],
+            )
+            return {int(row[0]) for row in cursor.fetchall()}
+    qs = model.objects.using(using).filter(id__in=ids, published_at__isnull=True)
+    if supports_skip_locked(using):
+        qs = qs.select_for_update(skip_locked=True)
+    pending = set(qs.values_list("id", flat=True))
+    if pending:
+        model.objects.using(using).filter(id__in=pending).update(published_at=now)
+    return pending
 
 
 #: Set on a connection whose session commits relaxed (the raw connection it was set on).
