@@ -22,6 +22,7 @@ go through the per-row ``cqrs_save`` path instead (see :func:`per_row_reason`).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,8 @@ _MAPPING_METHODS = (
     "_all_required_fields_are_filled",
     "_cqrs_fields_are_filled",
 )
-_DEFAULT_MAPPING = {name: ReplicaManager.__dict__[name] for name in _MAPPING_METHODS}
+_mapping_methods = operator.attrgetter(*_MAPPING_METHODS)
+_DEFAULT_MAPPING = tuple(ReplicaManager.__dict__[name] for name in _MAPPING_METHODS)
 
 
 class MappingError(ValueError):
@@ -82,8 +84,10 @@ def _is_plain(model: Any, manager: Any) -> bool:
     """No ``CQRS_MAPPING``, no ``CQRS_CUSTOM_SERIALIZATION`` and the default mapping methods."""
     if getattr(model, "CQRS_MAPPING", None) is not None or getattr(model, "CQRS_CUSTOM_SERIALIZATION", False):
         return False
-    kind = type(manager)
-    return all(getattr(kind, name, None) is default for name, default in _DEFAULT_MAPPING.items())
+    try:
+        return _mapping_methods(type(manager)) == _DEFAULT_MAPPING  # functions compare by identity
+    except AttributeError:  # not a ReplicaManager at all
+        return False
 
 
 def _map_plain(model: Any, data: dict[str, Any]) -> dict[str, Any] | None:
