@@ -1,5 +1,6 @@
 """Refusals by the real RabbitMQ (guest with a wrong password, a virtual host that does not exist),
-and fail-fast publishing with the broker port closed.
+fail-fast publishing with the broker port closed, and batches sent now and confirmed later (the
+relay's pipeline), also when the connection is lost before the confirms.
 
 A refusal raises ``BrokerRefused`` (a ``PublishFailed``) at once, naming the URL without its
 password, with no retry and no sleep, in the RabbitMQ and the kombu transports. No user is created:
@@ -8,6 +9,7 @@ guest with a wrong password is enough. Skipped without a broker, failing under C
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from typing import Any
@@ -89,3 +91,53 @@ def test_fail_fast_with_the_broker_port_closed(rabbitmq, path, transport_cls):
     transport.clean_connection()
     assert fast < 0.5
     assert slow > 1.0
+
+
+# -- batches sent now and confirmed later (the relay's pipeline) -----------------------------------
+
+
+def _bound_queue(exchange: str, queue: str) -> Any:
+    from integration_tests.failure_helpers import Rabbit
+
+    client = Rabbit()
+    client.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+    client.channel.queue_declare(queue, durable=False, auto_delete=False)
+    client.channel.queue_bind(queue, exchange, routing_key="simplest")
+    return client
+
+
+def _payloads(start: int, count: int) -> list[TransportPayload]:
+    return [
+        TransportPayload("SAVE", "simplest", {"id": pk, "name": "n", "cqrs_revision": 0}, pk)
+        for pk in range(start, start + count)
+    ]
+
+
+@pytest.mark.parametrize("drop_connection", [False, True])
+def test_batches_sent_then_confirmed_all_arrive(rabbitmq, drop_connection):
+    from integration_tests.harness import rabbit_cleanup
+
+    url = f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/%2F"
+    settings = settings_for(RABBIT, url)
+    exchange, queue = settings["exchange"], settings["queue"]
+    client = _bound_queue(exchange, queue)
+    transport = RabbitMQTransport()
+    try:
+        with override_settings(CQRS=settings):
+            first = transport.send_batch(_payloads(1, 700))
+            second = transport.send_batch(_payloads(701, 700))
+            if drop_connection:  # the broker's confirms of both batches are lost with it
+                transport._producer().abort()
+            transport.confirm_batch(first)
+            transport.confirm_batch(second)
+        deadline = time.monotonic() + 10
+        while client.count(queue) < 1400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pks = [json.loads(body)["instance_pk"] for _m, _p, body in client.drain(queue)]
+        assert set(pks) == set(range(1, 1401))  # none lost (a re-published one may come twice)
+        if not drop_connection:
+            assert len(pks) == 1400
+    finally:
+        transport.clean_connection()
+        client.close()
+        rabbit_cleanup(exchange, [queue])

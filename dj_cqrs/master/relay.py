@@ -9,18 +9,23 @@ older than ``master.outbox_alert_age`` is logged at ERROR.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import connections, transaction
+from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.database import Outage, close_broken, is_outage
+from dj_cqrs.master import payloads, publisher
 from dj_cqrs.master.outbox import maintenance, publishing
-from dj_cqrs.master.outbox.store import outbox_model
+from dj_cqrs.master.outbox.store import outbox_model, read_rows
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
+from dj_cqrs.registry import master_registry
+from dj_cqrs.transport import get_transport
 
 logger = logging.getLogger("django-cqrs.relay")
 
@@ -29,6 +34,9 @@ T = TypeVar("T")
 PRUNE_EVERY = 60.0
 RESOLVE_EVERY = 30.0
 ALERT_EVERY = 60.0
+#: Batches published in one transaction when the transport confirms them asynchronously: while
+#: the broker confirms one batch, the next is claimed, built and sent. Marks commit per window.
+WINDOW = 10
 
 
 def outbox_databases(aliases: Iterable[str] | None = None, unreachable: dict[str, BaseException] | None = None) -> list[str]:
@@ -154,6 +162,9 @@ class Relay:
         return total
 
     def _publish_all(self, alias: str) -> int:
+        transport = get_transport()
+        if _pipelines(transport):
+            return self._publish_pipelined(alias, transport)
         total = 0
         while not self.stop.is_set():
             sent = publishing.claim_and_publish(alias, self.batch_size, min_age=self.min_age)
@@ -161,6 +172,67 @@ class Relay:
             if sent < self.batch_size:
                 break
         return total
+
+    def _publish_pipelined(self, alias: str, transport: Any) -> int:
+        total = 0
+        while not self.stop.is_set():
+            sent, more = self._window(alias, transport)
+            total += sent
+            if not more:
+                break
+        return total
+
+    def _window(self, alias: str, transport: Any) -> tuple[int, bool]:
+        """Up to :data:`WINDOW` batches in one transaction, each sent before the previous one's
+        confirms are awaited; a batch's rows are marked published once the broker confirmed it.
+        Return the rows handled and whether more may be pending.
+
+        If anything fails, the transaction rolls back: marks included, so every row of the window
+        stays pending and is published again later (replicas ignore a second copy)."""
+        model = outbox_model()
+        handled, more = 0, True
+        with transaction.atomic(using=alias):
+            publishing._claim_settings(alias)
+            after: int | None = None
+            inflight: tuple[list[int], Any] | None = None
+            for _ in range(WINDOW):
+                if self.stop.is_set():
+                    more = False
+                    break
+                rows = read_rows(self._claim(alias, after)[: self.batch_size])
+                if not rows:
+                    more = False
+                    break
+                after = rows[-1].pk
+                built = payloads.payloads_for_rows(rows, alias)
+                to_send = [payload for _, payload in built if payload is not None]
+                sent = transport.send_batch(to_send) if to_send else None
+                if inflight is not None:
+                    _confirmed(alias, model, transport, *inflight)
+                inflight = ([row.pk for row, _ in built], sent)
+                handled += len(built)
+                if len(rows) < self.batch_size:
+                    more = False
+                    break
+            if inflight is not None:
+                _confirmed(alias, model, transport, *inflight)
+        return handled, more
+
+    def _claim(self, alias: str, after: int | None) -> Any:
+        """The pending rows (oldest first, locked, skipping rows another publisher holds) after
+        ``after``: rows of this window are still pending inside its transaction."""
+        qs = outbox_model().objects.using(alias).filter(
+            published_at__isnull=True, cqrs_id__in=list(master_registry.models)
+        )
+        if self.min_age > 0:
+            qs = qs.filter(created_at__lte=timezone.now() - datetime.timedelta(seconds=self.min_age))
+        if after is not None:
+            qs = qs.filter(id__gt=after)
+        qs = qs.order_by("id")
+        if publishing.supports_skip_locked(alias):
+            qs = qs.select_for_update(skip_locked=True)
+        return qs
+
 
     def run_until_done(self) -> int:
         """``cqrs_relay --once``: publish what is pending now, waiting through database outages
@@ -235,3 +307,20 @@ class Relay:
         logger.info("CQRS relay stopped after publishing %s event(s)", self.published)
         return self.published
 
+
+def _pipelines(transport: Any) -> bool:
+    """Whether the relay may keep one batch in flight while it prepares the next: the transport
+    sends and confirms batches separately (RabbitMQ) and publishes in batches, unpatched."""
+    return (
+        callable(getattr(transport, "send_batch", None))
+        and callable(getattr(transport, "confirm_batch", None))
+        and publisher.publishes_in_batches(transport)
+    )
+
+
+def _confirmed(alias: str, model: Any, transport: Any, ids: list[int], sent: Any) -> None:
+    """Wait for the confirms of a sent batch (re-published with retries where they failed), then
+    mark its rows published."""
+    if sent is not None:
+        transport.confirm_batch(sent)
+    model.objects.using(alias).filter(id__in=ids).update(published_at=timezone.now())

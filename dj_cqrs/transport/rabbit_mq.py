@@ -19,6 +19,7 @@ credentials or permissions raises ``BrokerRefused`` at once (never retried), and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
@@ -111,6 +112,18 @@ class _Marshaller:
         return b"".join(parts)
 
 
+@dataclasses.dataclass
+class SentBatch:
+    """A batch :meth:`RabbitMQTransport.send_batch` wrote, awaiting its confirms."""
+
+    messages: list[Message]
+    payloads: list[TransportPayload]
+    #: The producer connection's generation the batch was written on (-1: writing failed).
+    generation: int
+    #: ``{delivery tag: index}`` (empty: writing failed, the whole batch is published again).
+    tags: dict[int, int]
+
+
 class _ThreadProducer:
     """A connection and a confirm-mode channel owned by one thread of one process.
 
@@ -132,6 +145,8 @@ class _ThreadProducer:
         self._select_ok = False
         self._channel_closed: BaseException | None = None
         self._marshaller: _Marshaller | None = None
+        #: Incremented for every new connection: confirms awaited for an older one never come.
+        self.generation = 0
 
     def usable(self) -> bool:
         return (
@@ -159,6 +174,7 @@ class _ThreadProducer:
         if fail_fast:
             params.connection_attempts = 1  # the caller wants an answer now, not pika's retries
         self.connection = pika.BlockingConnection(params)
+        self.generation += 1
         channel = self.connection.channel()
         exchange = cqrs_settings.exchange
         channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
@@ -213,10 +229,13 @@ class _ThreadProducer:
         )
 
     def publish(self, messages: list[Message], fail_fast: bool = False) -> list[int]:
-        """Publish and wait for the confirms; return the indexes the broker did not confirm.
+        """Publish and wait for the confirms; return the indexes the broker did not confirm."""
+        generation, tags = self.write(messages, fail_fast)
+        return self.wait(generation, tags)
 
-        The whole batch is written first (its frames handed to the socket in large chunks), then
-        the confirms are awaited once."""
+    def write(self, messages: list[Message], fail_fast: bool = False) -> tuple[int, dict[int, int]]:
+        """Write a batch (its frames handed to the socket in large chunks) without waiting for
+        the confirms; return the connection's generation and ``{delivery tag: index}``."""
         channel = self.open(fail_fast)
         assert self.connection is not None and self._marshaller is not None
         impl = channel._impl
@@ -248,6 +267,15 @@ class _ThreadProducer:
             tags[self._next_tag] = index
         if buffered:
             connection_impl._output_marshaled_frames([b"".join(buffered)])
+        self.connection.process_data_events(0)  # onto the socket now, not at the next wait
+        return self.generation, tags
+
+    def wait(self, generation: int, tags: dict[int, int]) -> list[int]:
+        """Wait for the confirms of a batch :meth:`write` returned ``tags`` for; return the
+        indexes the broker did not confirm (nacked)."""
+        if generation != self.generation or not self.usable():
+            raise pika.exceptions.AMQPConnectionError("the connection was replaced before the confirms came")
+        assert self.connection is not None
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while self._outstanding & tags.keys():
             if self._channel_closed is not None:
@@ -340,12 +368,57 @@ class RabbitMQTransport(BaseTransport):
         reports the outage). A refusal of the credentials or
         permissions raises :class:`~dj_cqrs.exceptions.BrokerRefused` in either mode."""
         payloads = payloads if isinstance(payloads, list) else list(payloads)
+        messages = self._messages(payloads)
+        self.publish_confirmed(messages, payloads=payloads, retries=0 if fail_fast else None)
+
+    def _messages(self, payloads: list[TransportPayload]) -> list[Message]:
         exchange = cqrs_settings.exchange
         dumps = encoding.dumps_bytes
-        messages: list[Message] = [
-            (exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), None, None) for p in payloads
-        ]
-        self.publish_confirmed(messages, payloads=payloads, retries=0 if fail_fast else None)
+        return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), None, None) for p in payloads]
+
+    def send_batch(self, payloads: list[TransportPayload]) -> SentBatch:
+        """Write ``payloads`` to the broker without waiting for the confirms (the relay prepares
+        its next batch meanwhile); :meth:`confirm_batch` waits for them. Batches are confirmed
+        in the order they were sent. A refusal raises ``BrokerRefused``; any other failure is
+        kept for :meth:`confirm_batch`, which publishes the batch again with retries."""
+        messages = self._messages(payloads)
+        producer = self._producer()
+        try:
+            generation, tags = producer.write(messages)
+        except CONNECTION_ERRORS as exc:
+            self._drop(producer, exc)
+            return SentBatch(messages, payloads, -1, {})
+        return SentBatch(messages, payloads, generation, tags)
+
+    def confirm_batch(self, batch: SentBatch) -> None:
+        """Wait for the confirms of a :meth:`send_batch`; what the broker did not confirm (nack,
+        lost connection, timeout) is published again as :meth:`publish_confirmed` does (with its
+        retries), then ``PublishFailed``."""
+        producer = self._producer()
+        failed = list(range(len(batch.messages)))
+        if batch.tags and batch.generation == producer.generation and producer.usable():
+            try:
+                failed = producer.wait(batch.generation, batch.tags)
+            except CONNECTION_ERRORS as exc:
+                self._drop(producer, exc)
+                logger.warning("CQRS publish of %s message(s) not confirmed (%r); retrying", len(failed), exc)
+        if logger.isEnabledFor(logging.INFO):
+            unconfirmed = set(failed)
+            for i in range(len(batch.messages)):
+                if i not in unconfirmed:
+                    self._log_published(batch.payloads, i, batch.messages[i][1])
+        if failed:
+            self.publish_confirmed([batch.messages[i] for i in failed], payloads=[batch.payloads[i] for i in failed])
+
+    def _drop(self, producer: _ThreadProducer, exc: BaseException) -> None:
+        """Discard the producer's connection after ``exc``; raise ``BrokerRefused`` for a refusal."""
+        if isinstance(exc, pika.exceptions.AMQPChannelError):
+            producer.close()
+        else:
+            producer.abort()
+        reason = refusal_reason(exc)
+        if reason is not None:
+            raise self._refused(reason, 0, quiet=False) from exc
 
     def publish_confirmed(
         self,
@@ -452,4 +525,4 @@ class RabbitMQTransport(BaseTransport):
         RabbitMQConsumer(cqrs_ids=cqrs_ids, handler=handler, **kwargs).run()
 
 
-__all__ = ["RabbitMQTransport"]
+__all__ = ["RabbitMQTransport", "SentBatch"]
