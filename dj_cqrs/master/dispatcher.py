@@ -39,6 +39,11 @@ _STOP = object()
 PRUNE_EVERY = 600.0
 #: Work items the publishing thread may have waiting; beyond, commits flag a backlog instead.
 MAX_QUEUED = 20
+#: While commits keep coming (the last batch began less than BUSY seconds ago), the thread waits
+#: up to LINGER seconds for more events before publishing a batch: fewer statements and confirms
+#: per event under load, no added latency for a lone commit.
+LINGER = 0.005
+BUSY = 0.05
 
 
 def _background_allowed() -> bool:
@@ -262,6 +267,7 @@ class Dispatcher:
 
     def _run(self, work: queue.SimpleQueue[Any]) -> None:
         batch_size = cqrs_settings.master.outbox_batch_size
+        last_batch = 0.0
         try:
             while True:
                 try:
@@ -273,6 +279,9 @@ class Dispatcher:
                     break
                 with self._lock:
                     self._queued -= 1
+                now = time.monotonic()
+                linger_until = now + LINGER if now - last_batch < BUSY else now
+                last_batch = now
                 items: dict[str, list[tuple[int, list[tuple[int, TransportPayload | None]]]]] = {}
                 claims: set[str] = set()
                 count = 0
@@ -288,7 +297,10 @@ class Dispatcher:
                     if count >= batch_size:
                         break
                     try:
-                        item = work.get_nowait()
+                        # Busy (commits keep coming): wait a moment for more, so that one
+                        # round of statements and confirms serves several commits.
+                        wait = linger_until - time.monotonic()
+                        item = work.get(timeout=wait) if wait > 0 else work.get_nowait()
                     except queue.Empty:
                         item = None
                     if item is _STOP:

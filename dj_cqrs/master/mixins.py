@@ -321,6 +321,7 @@ class MasterMeta(ModelBase):
         """Register a master model (use it directly with ``RawMasterMixin``)."""
         hooks.forget_cached(model_cls)
         serializers.forget_cached(model_cls)
+        inline.forget_cached(model_cls)
         master_registry.register_model(model_cls)
         tracking.install(model_cls)
         signals.connect(model_cls)

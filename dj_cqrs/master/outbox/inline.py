@@ -29,6 +29,7 @@ saves merge into the event already recorded). Everything else takes the general 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,18 +60,14 @@ _CHANGED, _EVENT = '"dj_cqrs_changed"', '"dj_cqrs_event"'
 
 
 def _model_eligible(model: Any) -> bool:
-    """Checked once per model class."""
+    """Whether saves of ``model`` may take this path (the static part checked once per class)."""
     found = model.__dict__.get(_ELIGIBLE_ATTR)
     if found is None:
         opts = model._meta
-        found = (
-            not opts.parents
-            and isinstance(opts.pk, _TEXT_SAFE_PKS)
-            and not hooks.overridden(model, "get_cqrs_meta")
-            and not hooks.overridden(model, "is_sync_instance")
-        )
+        found = not opts.parents and isinstance(opts.pk, _TEXT_SAFE_PKS)
         setattr(model, _ELIGIBLE_ATTR, found)
-    return bool(found)
+    # Looked up every time: a test may patch these hooks on the class.
+    return bool(found) and not hooks.overridden(model, "get_cqrs_meta") and not hooks.overridden(model, "is_sync_instance")
 
 
 def forget_cached(model: Any) -> None:
@@ -78,10 +75,60 @@ def forget_cached(model: Any) -> None:
         delattr(model, _ELIGIBLE_ATTR)
 
 
+class _Shape:
+    """The parts of the statement that depend only on the model (built once per model)."""
+
+    __slots__ = ("prefixes", "returning", "tail", "statements")
+
+    def __init__(self, model: Any, conn: Any) -> None:
+        opts = model._meta
+        qn = conn.ops.quote_name
+        table = qn(opts.db_table)
+        self.prefixes = (f"INSERT INTO {table} ", f"UPDATE {table} SET ")
+        pk_col = f"{table}.{qn(opts.pk.column)}"
+        rev_col = f"{table}.{qn(opts.get_field('cqrs_revision').column)}"
+        self.returning = f'{pk_col} AS "dj_cqrs_pk", {rev_col} AS "dj_cqrs_revision"'
+        outbox = outbox_model()._meta
+        columns = ", ".join(
+            qn(outbox.get_field(name).column)  # type: ignore[union-attr]
+            for name in ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
+        )
+        outbox_id = qn(outbox.pk.column)
+        self.tail = (
+            f"{_EVENT} AS (INSERT INTO {qn(outbox.db_table)} ({columns}) "
+            f'SELECT %s, %s, %s, {_CHANGED}."dj_cqrs_pk"::text, {_CHANGED}."dj_cqrs_revision", %s, 0, \'\' '
+            f"FROM {_CHANGED} RETURNING {outbox_id}) "
+            f"SELECT {_CHANGED}.*, {_EVENT}.{outbox_id} FROM {_CHANGED}, {_EVENT}"
+        )
+        #: ``{Django's statement: ours}`` (shapes: the sets of fields saved).
+        self.statements: dict[str, str] = {}
+
+    def statement(self, sql: str) -> str:
+        found = self.statements.get(sql)
+        if found is None:
+            body = f"{sql}, {self.returning}" if " RETURNING " in sql else f"{sql} RETURNING {self.returning}"
+            found = f"WITH {_CHANGED} AS ({body}), {self.tail}"
+            if len(self.statements) < _MAX_SHAPES:
+                self.statements[sql] = found
+        return found
+
+
+_MAX_SHAPES = 256
+_shapes: dict[tuple[Any, str], _Shape] = {}
+
+
+def _shape(model: Any, conn: Any) -> _Shape:
+    key = (model, conn.alias)
+    shape = _shapes.get(key)
+    if shape is None:
+        shape = _shapes[key] = _Shape(model, conn)
+    return shape
+
+
 class InlineSave:
     """One save whose statement also writes its outbox row (see the module docstring)."""
 
-    __slots__ = ("instance", "using", "correlation_id", "data", "outbox_id", "revision", "_prefix")
+    __slots__ = ("instance", "using", "correlation_id", "data", "outbox_id", "revision", "_shape", "_cqrs_id")
 
     def __init__(self, instance: models.Model, using: str, correlation_id: str | None) -> None:
         self.instance = instance
@@ -91,14 +138,19 @@ class InlineSave:
         #: Filled once the statement ran: the outbox row's id and the object's new revision.
         self.outbox_id: int | None = None
         self.revision: int | None = None
-        qt = connections[using].ops.quote_name(instance._meta.db_table)
-        self._prefix = (f"INSERT INTO {qt} ", f"UPDATE {qt} SET ")
+        model: Any = type(instance)
+        self._cqrs_id = str(model.CQRS_ID)
+        self._shape = _shape(model, connections[using])
 
     def prepare(self, previous_data: dict[str, Any] | None) -> None:
         """The event's captured data (as the outbox stores it for a SAVE)."""
-        self.data = encoding.dumps(
-            {"correlation_id": self.correlation_id, "meta": {}, "previous_data": previous_data}, allow_nan=True
-        )
+        if previous_data is None:  # the common case, without the encoder's machinery
+            correlation = "null" if self.correlation_id is None else json.dumps(self.correlation_id, ensure_ascii=False)
+            self.data = f'{{"correlation_id":{correlation},"meta":{{}},"previous_data":null}}'
+        else:
+            self.data = encoding.dumps(
+                {"correlation_id": self.correlation_id, "meta": {}, "previous_data": previous_data}, allow_nan=True
+            )
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -119,12 +171,12 @@ class InlineSave:
             self.outbox_id is not None
             or many
             or not isinstance(sql, str)
-            or not sql.startswith(self._prefix)
+            or not sql.startswith(self._shape.prefixes)
             or getattr(conn, _ACTIVE_ATTR, None) is not self
         ):
             return execute(sql, params, many, context)
-        rewritten, extra = self._statement(conn, sql)
-        args = [*(params or ()), *extra]
+        rewritten = self._shape.statement(sql)
+        args = [*(params or ()), timezone.now(), self._cqrs_id, _SAVE, self.data]
         raw = context["cursor"].cursor
         statement = prepared.execute_sql(conn, raw, rewritten) if prepared.usable(conn) else None
         if statement is None:
@@ -145,29 +197,13 @@ class InlineSave:
             raw.scroll(0, mode="absolute")
         return result
 
-    def _statement(self, conn: Any, sql: str) -> tuple[str, list[Any]]:
-        model: Any = type(self.instance)
-        opts = model._meta
-        qn = conn.ops.quote_name
-        table = qn(opts.db_table)
-        pk_col = f"{table}.{qn(opts.pk.column)}"
-        rev_col = f"{table}.{qn(opts.get_field('cqrs_revision').column)}"
-        ours = f'{pk_col} AS "dj_cqrs_pk", {rev_col} AS "dj_cqrs_revision"'
-        body = f"{sql}, {ours}" if " RETURNING " in sql else f"{sql} RETURNING {ours}"
-        outbox = outbox_model()._meta
-        columns = ", ".join(
-            qn(outbox.get_field(name).column)  # type: ignore[union-attr]
-            for name in ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
-        )
-        statement = (
-            f"WITH {_CHANGED} AS ({body}), "
-            f"{_EVENT} AS (INSERT INTO {qn(outbox.db_table)} ({columns}) "
-            f'SELECT %s, %s, %s, {_CHANGED}."dj_cqrs_pk"::text, {_CHANGED}."dj_cqrs_revision", %s, 0, \'\' '
-            f"FROM {_CHANGED} RETURNING {qn(outbox.pk.column)}) "
-            f"SELECT {_CHANGED}.*, {_EVENT}.{qn(outbox.pk.column)} FROM {_CHANGED}, {_EVENT}"
-        )
-        created_at = outbox.get_field("created_at").get_db_prep_value(timezone.now(), conn)  # type: ignore[union-attr]
-        return statement, [created_at, model.CQRS_ID, SignalType.SAVE.value, self.data]
+
+_SAVE = SignalType.SAVE.value
+
+
+def forget_shapes() -> None:
+    """Drop the cached statements (tests that change a model's table)."""
+    _shapes.clear()
 
 
 def plan(instance: Any, using: str) -> InlineSave | None:
