@@ -38,6 +38,11 @@ def add_recorded(event: PendingEvent) -> PendingEvent:
     return pending.add(event, publish_committed)
 
 
+def add_many_recorded(events: list[PendingEvent]) -> None:
+    """Record events of one bulk operation (one database) whose outbox rows its statements wrote."""
+    pending.add_many(events, publish_committed)
+
+
 def add_many(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database)."""
     if not events:

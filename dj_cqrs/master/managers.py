@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.encoding import to_json_value
-from dj_cqrs.master import dispatch, hooks, pending, tracking
-from dj_cqrs.master.outbox import recording, store
-from dj_cqrs.master.signals import dispatch_uid, post_update
+from dj_cqrs.master import dispatch, hooks, pending, tracking, triggers
+from dj_cqrs.correlation import current_correlation_id
+from dj_cqrs.master.outbox import inline, recording, store
+from dj_cqrs.master.signals import INLINE_MARK_ATTR, dispatch_uid, post_update
 
 
 class MasterManager(models.Manager):  # type: ignore[type-arg]
@@ -33,8 +34,19 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
             obj.__dict__["_cqrs_bulk_previous"] = tracking.changes(obj, created=True)
             if must_read:
                 obj.__dict__["_cqrs_must_read"] = True
+        data = None if must_read else _constant_inline_data(self.model, self.db)
         with transaction.atomic(using=self.db, savepoint=False):
-            created = super().get_queryset().bulk_create(objs, **kwargs)
+            if data is None:
+                created = super().get_queryset().bulk_create(objs, **kwargs)
+            else:
+                # The INSERTs write the outbox rows too (one statement per batch).
+                with inline.InlineRows(self.model, self.db, data).installed() as rows:
+                    created = super().get_queryset().bulk_create(objs, **kwargs)
+                marks = {pk: (revision, outbox_id) for pk, revision, outbox_id in rows.written}
+                for obj in created:
+                    mark = marks.get(obj.pk)
+                    if mark is not None:
+                        obj.__dict__[INLINE_MARK_ATTR] = mark
             self.model.call_post_bulk_create(created, using=self.db)  # type: ignore[attr-defined]
         return created
 
@@ -46,6 +58,14 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
         """
         model = self.model
         using = queryset.db
+        data = _constant_inline_data(model, using)
+        if (
+            data is not None
+            and not queryset.query.is_sliced
+            and not queryset.query.distinct
+            and not _has_other_receivers(post_update, model)
+        ):
+            return _update_inline(model, queryset, using, data, kwargs)
         base = model._base_manager.using(using)
         with transaction.atomic(using=using, savepoint=False):
             pks = list(queryset.values_list("pk", flat=True))
@@ -76,6 +96,36 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
                 instances, using=using, previous_data=previous if fields else None, cqrs_recorded=recorded
             )
         return count
+
+
+def _constant_inline_data(model: Any, using: str) -> str | None:
+    """The captured data of every event of a bulk write of ``model`` when the statements can
+    write the outbox rows themselves (:class:`dj_cqrs.master.outbox.inline.InlineRows`), else None."""
+    if not inline.rows_eligible(model, using) or tracking.tracked_fields(model) or triggers.active(model, using):
+        return None
+    return recording.constant_data(model)
+
+
+def _update_inline(model: Any, queryset: models.QuerySet[Any], using: str, data: str, values: dict[str, Any]) -> int:
+    """``bulk_update`` in one statement: the UPDATE of the rows also writes their outbox rows."""
+    with inline.InlineRows(model, using, data).installed() as rows:
+        count = queryset.update(cqrs_revision=F("cqrs_revision") + 1, cqrs_updated=timezone.now(), **values)
+    correlation = current_correlation_id()
+    events = [
+        pending.PendingEvent(
+            signal=SignalType.SAVE,
+            model=model,
+            pk=pk,
+            using=using,
+            revision=revision,
+            outbox_id=outbox_id,
+            correlation_id=correlation,
+            meta={},
+        )
+        for pk, revision, outbox_id in rows.written
+    ]
+    pending.add_many(events, dispatch.publish_committed)
+    return int(count)
 
 
 def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:

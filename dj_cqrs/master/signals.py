@@ -16,6 +16,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import Signal
 
 from dj_cqrs.constants import SignalType
+from dj_cqrs.correlation import current_correlation_id
 from dj_cqrs.master import dispatch, payloads, pending, tracking
 from dj_cqrs.master.outbox.inline import InlineSave
 from dj_cqrs.master.serializers import is_expression, refresh_saved_expressions
@@ -27,6 +28,9 @@ post_update = Signal()
 
 #: Attribute set on an instance by ``MasterMixin.save`` for the duration of the save.
 SAVE_CONTEXT_ATTR = "_cqrs_save_context"
+#: ``(revision, outbox_id)`` set by ``Model.cqrs.bulk_create`` on an object whose INSERT wrote its
+#: outbox row, until its event is recorded.
+INLINE_MARK_ATTR = "_cqrs_inline_outbox_row"
 
 
 def _produces(instance: Any) -> bool:
@@ -130,13 +134,22 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
 
 def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | None, previous: dict[Any, Any]) -> None:
     by_db: dict[str, list[pending.PendingEvent]] = {}
+    correlation = current_correlation_id()
     for instance in instances:
         db = using or router.db_for_write(sender, instance=instance)
         event = save_event(instance, db, tracking.remember(instance, previous.get(id(instance))))
         event.must_read = bool(instance.__dict__.pop("_cqrs_must_read", False))
+        mark = instance.__dict__.pop(INLINE_MARK_ATTR, None)
+        if mark is not None:  # the INSERT wrote its outbox row (Model.cqrs.bulk_create)
+            event.revision, event.outbox_id = mark
+            event.correlation_id, event.meta = correlation, {}
         by_db.setdefault(db, []).append(event)
     for events in by_db.values():
-        dispatch.add_many(events)
+        recorded = [event for event in events if event.outbox_id is not None]
+        if recorded:
+            dispatch.add_many_recorded(recorded)
+        if len(recorded) < len(events):
+            dispatch.add_many([event for event in events if event.outbox_id is None])
 
 
 def on_post_bulk_create(sender: type[models.Model], instances: list[Any], using: str | None = None, **kwargs: Any) -> None:

@@ -201,9 +201,101 @@ class InlineSave:
 _SAVE = SignalType.SAVE.value
 
 
+class _RowsShape:
+    """:class:`_Shape` for statements that write many rows (bulk create and update): the outbox
+    rows are matched to the written rows by key, in the order they were written."""
+
+    __slots__ = ("prefixes", "returning", "tail", "statements")
+
+    def __init__(self, model: Any, conn: Any) -> None:
+        single = _shape(model, conn)
+        self.prefixes, self.returning = single.prefixes, single.returning
+        qn = conn.ops.quote_name
+        outbox = outbox_model()._meta
+        outbox_id, object_pk = qn(outbox.pk.column), qn(outbox.get_field("object_pk").column)  # type: ignore[union-attr]
+        head = single.tail.split(f" RETURNING {outbox_id}) ")[0]
+        self.tail = (
+            f"{head} RETURNING {outbox_id}, {object_pk}) "
+            f'SELECT {_CHANGED}.*, {_EVENT}.{outbox_id} FROM {_CHANGED} JOIN {_EVENT} ON {_EVENT}.{object_pk} = {_CHANGED}."dj_cqrs_pk"::text '
+            f"ORDER BY {_EVENT}.{outbox_id}"
+        )
+        self.statements: dict[str, str] = {}
+
+    def statement(self, sql: str) -> str:
+        found = self.statements.get(sql)
+        if found is None:
+            body = f"{sql}, {self.returning}" if " RETURNING " in sql else f"{sql} RETURNING {self.returning}"
+            found = f"WITH {_CHANGED} AS ({body}), {self.tail}"
+            if len(self.statements) < _MAX_SHAPES:
+                self.statements[sql] = found
+        return found
+
+
+_rows_shapes: dict[tuple[Any, str], _RowsShape] = {}
+
+
+class InlineRows:
+    """Every INSERT or UPDATE of ``model``'s table while installed also writes one outbox SAVE
+    row per row it writes, with the same captured ``data`` (bulk create and bulk update, when what
+    is captured does not depend on the row). :attr:`written` collects ``(pk, revision,
+    outbox_id)`` in the order the rows were written."""
+
+    def __init__(self, model: Any, using: str, data: str) -> None:
+        conn = connections[using]
+        key = (model, conn.alias)
+        shape = _rows_shapes.get(key)
+        if shape is None:
+            shape = _rows_shapes[key] = _RowsShape(model, conn)
+        self._shape = shape
+        self._using = using
+        self._cqrs_id = str(model.CQRS_ID)
+        self._data = data
+        self.written: list[tuple[Any, int, int]] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[InlineRows]:
+        conn = connections[self._using]
+        outer = getattr(conn, _ACTIVE_ATTR, None)
+        setattr(conn, _ACTIVE_ATTR, self)
+        try:
+            with conn.execute_wrapper(self):
+                yield self
+        finally:
+            setattr(conn, _ACTIVE_ATTR, outer)
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if (
+            many
+            or not isinstance(sql, str)
+            or not sql.startswith(self._shape.prefixes)
+            or getattr(context["connection"], _ACTIVE_ATTR, None) is not self
+        ):
+            return execute(sql, params, many, context)
+        args = [*(params or ()), timezone.now(), self._cqrs_id, _SAVE, self._data]
+        result = execute(self._shape.statement(sql), args, many, context)
+        raw = context["cursor"].cursor
+        rows = raw.fetchall()
+        if rows:
+            self.written.extend((row[-3], int(row[-2]), int(row[-1])) for row in rows)
+            raw.scroll(0, mode="absolute")
+        return result
+
+
+def rows_eligible(model: Any, using: str) -> bool:
+    """Whether bulk writes of ``model`` on ``using`` can write their outbox rows this way."""
+    return (
+        connections[using].vendor == "postgresql"
+        and enabled()
+        and bool(model.CQRS_PRODUCE)
+        and _model_eligible(model)
+        and cqrs_settings.master.meta_function is None
+    )
+
+
 def forget_shapes() -> None:
     """Drop the cached statements (tests that change a model's table)."""
     _shapes.clear()
+    _rows_shapes.clear()
 
 
 def plan(instance: Any, using: str) -> InlineSave | None:

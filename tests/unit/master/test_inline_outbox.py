@@ -194,3 +194,33 @@ def test_a_lost_prepared_statement_falls_back_and_turns_them_off(settings, trans
     )
     assert [b["instance_data"]["name"] for b in bodies(transport)] == ["a", "b", "c"]
     assert obj.pk < again.pk
+
+
+def test_bulk_create_writes_the_outbox_rows_in_its_inserts(transport):
+    with CaptureQueriesContext(connection) as queries:
+        created = SimplestModel.cqrs.bulk_create([SimplestModel(name=f"b{i}") for i in range(5)], batch_size=2)
+    statements = [q["sql"] for q in queries.captured_queries]
+    inserts = [s for s in statements if "master_app_simplestmodel" in s]
+    assert len(inserts) == 3 and all(s.startswith('WITH "dj_cqrs_changed" AS (INSERT INTO') for s in inserts)
+    assert not any(s.startswith('INSERT INTO "dj_cqrs_outbox"') for s in statements)
+    rows = list(OutboxEvent.objects.order_by("id").values_list("object_pk", "revision"))
+    assert rows == [(str(obj.pk), 0) for obj in created]
+    assert [(b["instance_pk"], b["instance_data"]["name"]) for b in bodies(transport)] == [
+        (obj.pk, obj.name) for obj in created
+    ]
+
+
+def test_bulk_update_is_one_statement_with_its_outbox_rows(transport):
+    objs = SimplestModel.cqrs.bulk_create([SimplestModel(name=f"u{i}") for i in range(4)])
+    with CaptureQueriesContext(connection) as queries:
+        count = SimplestModel.cqrs.bulk_update(SimplestModel.objects.filter(name__in=["u1", "u2"]), name="changed")
+    assert count == 2
+    writes = [q["sql"] for q in queries.captured_queries if "master_app_simplestmodel" in q["sql"] and not q["sql"].startswith("SELECT")]
+    assert len(writes) == 1 and writes[0].startswith('WITH "dj_cqrs_changed" AS (UPDATE "master_app_simplestmodel"')
+    changed = {objs[1].pk, objs[2].pk}
+    assert set(SimplestModel.objects.filter(cqrs_revision=1).values_list("pk", flat=True)) == changed
+    later = bodies(transport)[4:]
+    assert sorted((b["instance_pk"], b["instance_data"]["name"], b["instance_data"]["cqrs_revision"]) for b in later) == sorted(
+        (pk, "changed", 1) for pk in changed
+    )
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 0
