@@ -3,7 +3,8 @@
 Several relays may run at once on PostgreSQL: each claims rows with ``SELECT ... FOR UPDATE SKIP
 LOCKED``, so no event is published by two relays and none waits for another. Rows are published in
 id order (the order of their transactions), in batches, with publisher confirms, and marked
-published; published rows older than ``master.outbox_retention`` are pruned. An unpublished event
+published; with RabbitMQ the next batch is claimed and sent while the broker confirms the previous
+one (see :meth:`Relay._window`). Published rows older than ``master.outbox_retention`` are pruned. An unpublished event
 older than ``master.outbox_alert_age`` is logged at ERROR.
 """
 
@@ -37,6 +38,9 @@ ALERT_EVERY = 60.0
 #: Batches published in one transaction when the transport confirms them asynchronously: while
 #: the broker confirms one batch, the next is claimed, built and sent. Marks commit per window.
 WINDOW = 10
+#: The window where rows cannot be locked one by one (SQLite: the first mark takes the database's
+#: write lock until the commit, so saves would wait for the whole window).
+SMALL_WINDOW = 2
 
 
 def outbox_databases(aliases: Iterable[str] | None = None, unreachable: dict[str, BaseException] | None = None) -> list[str]:
@@ -183,9 +187,10 @@ class Relay:
         return total
 
     def _window(self, alias: str, transport: Any) -> tuple[int, bool]:
-        """Up to :data:`WINDOW` batches in one transaction, each sent before the previous one's
-        confirms are awaited; a batch's rows are marked published once the broker confirmed it.
-        Return the rows handled and whether more may be pending.
+        """Up to :data:`WINDOW` (:data:`SMALL_WINDOW` without row locks) batches in one
+        transaction, each sent before the previous one's confirms are awaited; a batch's rows are
+        marked published once the broker confirmed it. Return the rows handled and whether more
+        may be pending.
 
         If anything fails, the transaction rolls back: marks included, so every row of the window
         stays pending and is published again later (replicas ignore a second copy)."""
@@ -195,7 +200,7 @@ class Relay:
             publishing._claim_settings(alias)
             after: int | None = None
             inflight: tuple[list[int], Any] | None = None
-            for _ in range(WINDOW):
+            for _ in range(WINDOW if publishing.supports_skip_locked(alias) else SMALL_WINDOW):
                 if self.stop.is_set():
                     more = False
                     break

@@ -71,6 +71,7 @@ def make_rows(count: int) -> list[int]:
 
 def test_batches_overlap_and_every_row_is_published_once(transport, monkeypatch):
     monkeypatch.setattr(relay_module, "WINDOW", 3)
+    monkeypatch.setattr(relay_module, "SMALL_WINDOW", 3)
     pks = make_rows(25)
     assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 25
     assert Relay(["default"], min_age=0, batch_size=10).run_once() == 25
