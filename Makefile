@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py requirements/base.txt requirements/deps.txt re
 install: $(STAMP) ## Create .venv with the package and test tools
 
 # Unit tests that also run on PostgreSQL (set-based statements differ per database).
-PG_UNIT_TESTS ?= tests/unit/sync tests/unit/test_outbox.py tests/unit/master/test_inline_outbox.py tests/unit/test_tombstones.py tests/unit/regressions tests/unit/replica
+PG_UNIT_TESTS ?= tests/unit/sync tests/unit/test_outbox.py tests/unit/master/test_inline_outbox.py tests/unit/master/test_inline_delete.py tests/unit/test_tombstones.py tests/unit/regressions tests/unit/replica
 PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR))
 
 test: install ## Run every test: unit (SQLite, then the set-based ones on PostgreSQL) + integration and compat, then the unit tests on Django 6.1

@@ -7,12 +7,13 @@ from typing import Any, ClassVar
 from django.db import connections, models, router, transaction
 from django.db.models import F
 from django.db.models.base import ModelBase
+from django.db.models.deletion import Collector
 
 from dj_cqrs.conf import cqrs_settings, resolve_callable
 from dj_cqrs.constants import ALL_BASIC_FIELDS, SignalType
 from dj_cqrs.master import dispatch, hooks, pending, serializers, signals, tracking, triggers
 from dj_cqrs.master.managers import MasterManager
-from dj_cqrs.master.outbox import inline, recording, store
+from dj_cqrs.master.outbox import inline, inline_delete, recording, store
 from dj_cqrs.master.signals import SAVE_CONTEXT_ATTR
 from dj_cqrs.registry import master_registry
 
@@ -205,6 +206,16 @@ class RawMasterMixin(models.Model):
 
     def delete(self, using: str | None = None, keep_parents: bool = False) -> Any:
         using = using or router.db_for_write(type(self), instance=self)
+        collector = None
+        plan = inline_delete.plan(self, using, signals.on_post_delete)
+        if plan is not None:
+            # Autocommit on PostgreSQL: when the collector finds nothing but this object, one
+            # statement deletes it and writes its outbox row (no transaction needed).
+            collector = Collector(using=using, origin=self)
+            collector.collect([self], keep_parents=keep_parents)
+            done = plan.run(collector)
+            if done is not None:
+                return done
         with transaction.atomic(using=using, savepoint=False):
             if self.pk is not None:
                 # The DELETE carries the stored revision + 1, not a stale in-memory one.
@@ -213,6 +224,8 @@ class RawMasterMixin(models.Model):
                 )
                 if stored is not None:
                     self.__dict__["cqrs_revision"] = stored
+            if collector is not None:  # already collected (as Django does, outside the transaction)
+                return collector.delete()
             return super().delete(using=using, keep_parents=keep_parents)
 
     # -- serialization ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import current_correlation_id
 from dj_cqrs.master import dispatch, payloads, pending, tracking
 from dj_cqrs.master.outbox.inline import InlineSave
+from dj_cqrs.master.outbox.inline_delete import ACTIVE_ATTR as INLINE_DELETE_ATTR
 from dj_cqrs.master.serializers import is_expression, refresh_saved_expressions
 
 logger = logging.getLogger("django-cqrs.master")
@@ -111,6 +112,11 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
     if not _produces(instance):
         return
     using = kwargs.get("using") or router.db_for_write(sender, instance=instance)
+    inline_delete = instance.__dict__.get(INLINE_DELETE_ATTR)
+    if inline_delete is not None and inline_delete.outbox_id is not None:
+        # The statement that deleted the row wrote its outbox row too.
+        dispatch.add_recorded(inline_delete.event())
+        return
     revision = instance.__dict__.get("cqrs_revision")
     known = pending.find(using, sender.CQRS_ID, instance.pk)  # type: ignore[attr-defined]
     if known is not None and known.revision is not None:
