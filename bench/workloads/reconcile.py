@@ -279,7 +279,7 @@ def diff_pipeline(ctx: Context) -> list[Result]:
         detect = f"{master.command('cqrs_diff_master', '--cqrs-id', CQRS_ID)} | {replica.command('cqrs_diff_replica')}"
         detect_times[peer.name] = best_of(
             DIFF_RUNS,
-            lambda detect=detect, master=master, peer=peer: run_checked(
+            lambda detect=detect, env=env, peer=peer: run_checked(
                 timed_shell(f"{detect} > /dev/null", env), f"{peer.name} cqrs_diff_master | cqrs_diff_replica"
             ),
         )
