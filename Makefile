@@ -21,6 +21,9 @@ install: $(STAMP) ## Create .venv with the package and test tools
 
 # Unit tests that also run on PostgreSQL (set-based statements differ per database).
 PG_UNIT_TESTS ?= tests/unit/sync tests/unit/test_outbox.py tests/unit/master/test_inline_outbox.py tests/unit/master/test_inline_delete.py tests/unit/test_tombstones.py tests/unit/regressions tests/unit/replica
+# The statements dj_cqrs wraps around Django's own differ per Django version: these run on
+# PostgreSQL with Django 6.1 too.
+PG_DJ61_TESTS ?= tests/unit/master tests/unit/test_outbox.py tests/unit/regressions/test_master_fidelity.py
 PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR))
 
 test: install ## Run every test: unit (SQLite, then the set-based ones on PostgreSQL) + integration and compat, then the unit tests on Django 6.1
@@ -48,8 +51,11 @@ $(DJ61_STAMP): pyproject.toml setup.py requirements/deps.txt requirements/test-t
 	touch $(DJ61_STAMP)
 
 ifneq ($(strip $(PY312)),)
-test-django61: $(DJ61_STAMP) ## Unit tests (SQLite) on Django 6.1 in .venv-dj61 (Python 3.12+; without it: skipped, failing under CI=true)
+test-django61: $(DJ61_STAMP) ## Unit tests (SQLite) on Django 6.1 in .venv-dj61 (Python 3.12+; without it: skipped, failing under CI=true), then the PostgreSQL-only save-path tests
 	$(DJ61_BIN)/python -m pytest tests -q
+	@if [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+	  DATABASE_URL=$(PG_UNIT_URL)_dj61 $(DJ61_BIN)/python -m pytest --create-db -q $(PG_DJ61_TESTS); \
+	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the Django 6.1 PostgreSQL tests"; fi
 else
 test-django61:
 	@if [ -n "$$CI" ]; then echo "Python 3.12 not found (pyenv or PATH): cannot run the Django 6.1 unit pass" >&2; exit 1; fi
