@@ -94,9 +94,15 @@ def dumps(obj: Any, allow_nan: bool = False) -> str:
     ``allow_nan`` writes NaN and the infinities as ``NaN``/``Infinity``/``-Infinity`` (what
     django-cqrs writes); otherwise they raise ``ValueError``.
     """
-    return simplejson.dumps(  # type: ignore[no-any-return]
-        obj, use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan
-    )
+    encoder = _ENCODERS.get(allow_nan)
+    if encoder is None:  # built once (simplejson.dumps with options builds one per call)
+        encoder = _ENCODERS[allow_nan] = simplejson.JSONEncoder(
+            use_decimal=True, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan
+        )
+    return encoder.encode(obj)  # type: ignore[no-any-return]
+
+
+_ENCODERS: dict[bool, simplejson.JSONEncoder] = {}
 
 
 def dumps_bytes(obj: Any, allow_nan: bool = False) -> bytes:

@@ -69,8 +69,8 @@ def test_an_unreachable_broker_is_tried_once_and_logged_once(bound, caplog):
         # At most one connection attempt for all of them (the first save's publish on the dead
         # connection fails; it does not reconnect and retry), none by the saves after it.
         assert proxy.refused <= 1
-        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("django-cqrs")]
-        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]  # pika's own lines included
         assert "stay in the outbox" in warnings[0].getMessage()
         assert OutboxEvent.objects.filter(published_at__isnull=True).count() == SAVES
         assert list(OutboxEvent.objects.filter(attempts__gt=0).values_list("attempts", flat=True)) == [1]

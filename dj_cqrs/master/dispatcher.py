@@ -39,11 +39,11 @@ _STOP = object()
 PRUNE_EVERY = 600.0
 #: Work items the publishing thread may have waiting; beyond, commits flag a backlog instead.
 MAX_QUEUED = 20
-#: While commits keep coming (the last batch began less than BUSY seconds ago), the thread waits
-#: up to LINGER seconds for more events before publishing a batch: fewer statements and confirms
-#: per event under load, no added latency for a lone commit.
+#: While commits keep coming (the last batch began less than BUSY seconds ago: more than 50
+#: commits a second), the thread waits up to LINGER seconds for more events before publishing a
+#: batch: fewer statements and confirms per event under load, no added latency otherwise.
 LINGER = 0.005
-BUSY = 0.05
+BUSY = 0.02
 
 
 def _background_allowed() -> bool:

@@ -38,6 +38,7 @@ from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import BrokerRefused, PublishFailed
 from dj_cqrs.log import payload_context
+from dj_cqrs.transport import pika_logging
 from dj_cqrs.transport.base import BaseTransport, every_instance
 from dj_cqrs.transport.rabbit_connection import (
     CONNECTION_ERRORS,
@@ -447,7 +448,9 @@ class RabbitMQTransport(BaseTransport):
             attempt = 0  # every chunk gets all its retries
             while chunk:
                 try:
-                    failed = producer.publish([messages[i] for i in chunk], fail_fast)
+                    # pika logs a failed or lost connection at length; PublishFailed reports it.
+                    with pika_logging.reported_by_us():
+                        failed = producer.publish([messages[i] for i in chunk], fail_fast)
                     if payloads and logger.isEnabledFor(logging.INFO):
                         failed_positions = set(failed)
                         for pos, i in enumerate(chunk):
