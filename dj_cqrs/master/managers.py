@@ -11,9 +11,9 @@ from django.dispatch import dispatcher
 from django.utils import timezone
 
 from dj_cqrs.constants import SignalType
+from dj_cqrs.correlation import current_correlation_id
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.master import dispatch, hooks, pending, tracking, triggers
-from dj_cqrs.correlation import current_correlation_id
 from dj_cqrs.master.outbox import inline, recording, store
 from dj_cqrs.master.signals import INLINE_MARK_ATTR, dispatch_uid, post_update
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.db import connections, models, router, transaction
-from django.db.models import F
 from django.db.models.base import ModelBase
 from django.db.models.deletion import Collector
 
@@ -14,6 +13,7 @@ from dj_cqrs.constants import ALL_BASIC_FIELDS, SignalType
 from dj_cqrs.master import dispatch, hooks, pending, serializers, signals, tracking, triggers
 from dj_cqrs.master.managers import MasterManager
 from dj_cqrs.master.outbox import inline, inline_delete, recording, store
+from dj_cqrs.master.revision_bump import RevisionBump
 from dj_cqrs.master.signals import SAVE_CONTEXT_ATTR
 from dj_cqrs.registry import master_registry
 
@@ -141,7 +141,7 @@ class RawMasterMixin(models.Model):
         if publish and not adding and self.pk is not None:
             known = pending.find(using, type(self).CQRS_ID, self.pk)  # type: ignore[arg-type]
             if known is None or known.revision is None:
-                self.cqrs_revision = F("cqrs_revision") + 1  # type: ignore[assignment]
+                self.cqrs_revision = RevisionBump(type(self))  # type: ignore[assignment]
                 bumped = True
             else:
                 self.cqrs_revision = known.revision
