@@ -19,6 +19,11 @@ prints one JSON object (the last line of stdout); progress goes to stderr.
   ``outbox_publish = 'relay'``, so nothing publishes them meanwhile) drained by one
   ``Relay(min_age=0).run_once()`` with publisher confirms.
 
+``BENCH_MODE=relay`` (dj_cqrs only): plain and ``CqrsItem`` saves only, with
+``outbox_publish = 'relay'`` (nothing publishes in the saving process) while a second process runs
+the relay loop of ``cqrs_relay`` (``BENCH_MODE=relayloop``: ``Relay(interval=0.01)`` until its stop
+file appears), so that the publishing cost is still paid on the same machine, in another process.
+
 ``BENCH_MODE=request``: plain and ``CqrsItem`` saves only, each operation wrapped in Django's
 ``request_started`` / ``request_finished`` signals as a web request would be (Django closes the
 connection at both ends when it is older than ``CONN_MAX_AGE``: with 0, each operation opens a new
@@ -79,6 +84,7 @@ settings.configure(
             "BENCH_AMQP_URL", f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/%2F"
         ),
         "exchange": EXCHANGE,
+        **({"master": {"outbox_publish": "relay"}} if MODE in ("relay", "relayloop") else {}),
     },
     LOGGING_CONFIG=None,
 )
@@ -483,7 +489,36 @@ def relay_backlog(count: int, category: Category, expected: int) -> tuple[dict[s
     }, expected
 
 
+def relay_loop() -> None:
+    """``BENCH_MODE=relayloop``: what ``manage.py cqrs_relay --interval 0.01`` does, until the
+    file named by BENCH_RELAY_STOP exists."""
+    from dj_cqrs.master.relay import Relay
+
+    stop_file = os.environ["BENCH_RELAY_STOP"]
+    relay = Relay(interval=0.01)
+    published = 0
+    while not os.path.exists(stop_file):
+        done = relay.run_once()
+        published += done
+        if not done:
+            time.sleep(0.01)
+    published += relay.run_once()
+    log(f"relay process published {published} events")
+
+
+def start_relay_process() -> tuple[object, str]:
+    import subprocess
+    import tempfile
+
+    stop_file = os.path.join(tempfile.mkdtemp(prefix="bench_relay_"), "stop")
+    env = {**os.environ, "BENCH_MODE": "relayloop", "BENCH_RELAY_STOP": stop_file}
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=env), stop_file
+
+
 def main() -> None:
+    if MODE == "relayloop":
+        relay_loop()
+        return
     n = int(os.environ.get("BENCH_N", "1000"))
     bulk_rows = int(os.environ.get("BENCH_BULK", "5000"))
     batch = int(os.environ.get("BENCH_BULK_BATCH", "500"))
@@ -499,7 +534,14 @@ def main() -> None:
             kinds.append(("tracked", TrackedItem))
             if OURS:
                 kinds.append(("trigger", TriggerItem))
-        figures, expected = single_rows(kinds, n, category, wrap=MODE == "request")
+        relay_process = start_relay_process() if MODE == "relay" else None
+        try:
+            figures, expected = single_rows(kinds, n, category, wrap=MODE == "request")
+        finally:
+            if relay_process is not None:
+                process, stop_file = relay_process
+                open(stop_file, "w").close()
+                process.wait(timeout=SINK_TIMEOUT)  # type: ignore[attr-defined]
         result.update(figures)
         drain_dispatcher()
         result["saves_drain_s"] = wait_for_sink(expected, "single-row saves")

@@ -46,6 +46,8 @@ REQUEST_AGES = [
 BULK = int(os.environ.get("BENCH_BULK", "5000"))
 BULK_ROUNDS = int(os.environ.get("BENCH_BULK_ROUNDS", "3"))
 RELAY_EVENTS = int(os.environ.get("BENCH_RELAY_EVENTS", "50000"))
+#: Operations per kind of the variant with outbox_publish = "relay" and a relay process (0: skip).
+RELAY_MODE_SAVES = int(os.environ.get("BENCH_RELAY_MODE_SAVES", "1000"))
 
 SAVE_GOAL = 1.25  # the goals
 BULK_CREATE_GOAL = 2.0
@@ -233,6 +235,23 @@ def save_overhead(ctx: Context) -> list[Result]:
                 f"ours only: {per_s:,.0f} events/s with publisher confirms (goal >= {RELAY_GOAL:,.0f}/s: {met})",
             )
         )
+    if RELAY_MODE_SAVES and any(peer.name == "ours" for peer in ctx.peers):
+        ours_peer = next(peer for peer in ctx.peers if peer.name == "ours")
+        log(f"outbox: {RELAY_MODE_SAVES} operations per kind, outbox_publish='relay' + a relay process (ours)")
+        relayed = runs["ours outbox_publish=relay"] = run_peer(
+            ctx, ours_peer, "relaymode", {"BENCH_MODE": "relay", "BENCH_N": str(RELAY_MODE_SAVES)}
+        )
+        rtable = Row(relayed, {})
+        for op in ("create", "update", "delete"):
+            result = rtable.single(
+                f"{OPS[op]}, outbox_publish='relay' + cqrs_relay process, per 1000",
+                "cqrs",
+                op,
+                SAVE_GOAL,
+                peers_kind=False,
+            )
+            result.note = "ours only, publishing in a second process on the same machine; " + result.note
+            rows.append(result)
     for age in REQUEST_AGES if REQUEST_SAVES else []:
         request = {
             "BENCH_MODE": "request",

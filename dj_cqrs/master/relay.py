@@ -92,7 +92,10 @@ class Relay:
         self._resolved_at = time.monotonic()
         self.batch_size = batch_size or cqrs_settings.master.outbox_batch_size
         self.interval = interval
-        self.min_age = cqrs_settings.master.outbox_grace if min_age is None else min_age
+        if min_age is None:
+            # With outbox_publish = "relay" no process publishes at commit: nothing to wait for.
+            min_age = 0.0 if cqrs_settings.master.outbox_publish == "relay" else cqrs_settings.master.outbox_grace
+        self.min_age = min_age
         self.stop = stop or StopFlag()
         self.published = 0
         self._last_prune = 0.0
