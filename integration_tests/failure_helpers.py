@@ -411,7 +411,8 @@ def fault_service(run: str | None = None, **env: str) -> Iterator[FaultService]:
 
 
 def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` that are multiprocessing workers (not the resource tracker)."""
+    """Direct children of ``pid`` that are its workers: spawned (``multiprocessing`` in their
+    command line) or forked (the parent's command line), not multiprocessing's resource tracker."""
     import os
 
     result = []
@@ -426,6 +427,6 @@ def child_pids(pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+        if ppid == pid and b"resource_tracker" not in cmdline and b"forkserver" not in cmdline:
             result.append(int(entry))
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from dj_cqrs.process.supervisor import Supervisor
 from dj_cqrs.registry import replica_registry
@@ -55,4 +56,6 @@ class Command(BaseCommand):
             ignore_paths=ignore,
             sigint_timeout=options["sigint_timeout"],
             sigkill_timeout=options["sigkill_timeout"],
+            fork=True,
+            before_fork=connections.close_all,
         ).run()

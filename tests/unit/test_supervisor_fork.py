@@ -1,0 +1,52 @@
+"""``Supervisor(fork=True)`` forks workers while that is safe, and spawns them otherwise."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from dj_cqrs.process.supervisor import Supervisor
+
+#: Set in this (the supervisor's) process only: a forked worker sees it, a spawned one does not.
+PARENT_STATE: dict[str, str] = {}
+
+
+def record(path: str) -> None:
+    Path(path).write_text(PARENT_STATE.get("marker", "fresh interpreter"))
+
+
+def _start_one(tmp_path: Path, **kwargs) -> str:
+    out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+    supervisor = Supervisor(record, args=(str(out),), **kwargs)
+    supervisor._spawn(supervisor.slots[0])
+    supervisor.slots[0].process.join(30)
+    assert supervisor.slots[0].process.exitcode == 0
+    return out.read_text()
+
+
+def test_forked_worker_shares_the_supervisors_state_and_runs_before_fork(tmp_path):
+    PARENT_STATE["marker"] = f"forked from {os.getpid()}"
+    calls: list[str] = []
+    try:
+        assert _start_one(tmp_path, fork=True, before_fork=lambda: calls.append("closed")) == f"forked from {os.getpid()}"
+        assert calls == ["closed"]
+    finally:
+        PARENT_STATE.clear()
+
+
+def test_workers_are_spawned_with_reload_or_another_thread(tmp_path):
+    PARENT_STATE["marker"] = "inherited"
+    try:
+        assert _start_one(tmp_path, fork=True, reload=True) == "fresh interpreter"
+        release = threading.Event()
+        other = threading.Thread(target=release.wait, daemon=True)
+        other.start()
+        try:
+            assert _start_one(tmp_path, fork=True) == "fresh interpreter"
+        finally:
+            release.set()
+            other.join()
+        assert _start_one(tmp_path) == "fresh interpreter"  # fork is opt-in
+    finally:
+        PARENT_STATE.clear()
