@@ -8,7 +8,8 @@ worker), ``max_messages`` were settled or nothing arrived for ``idle_timeout`` s
   back-off (0.5 s doubling to 30 s) and connect again; the broker redelivers what was not
   acknowledged;
 * fill a batch: wait for a first delivery (:meth:`~ConsumeLoop.poll`), then for more, up to
-  ``replica.CQRS_BATCH_SIZE`` messages or ``replica.CQRS_BATCH_MAX_WAIT`` seconds;
+  ``replica.CQRS_BATCH_SIZE`` messages or ``replica.CQRS_BATCH_MAX_WAIT`` seconds (not when
+  messages come one at a time: a lone message after a lone message is applied at once);
 * hand the batch to the handler the caller passed in (the replica decides: apply, retry with a
   delay, dead-letter, or wait for its database, see :class:`~dj_cqrs.core.messages.ConsumeHandler`),
   keeping the broker connection alive meanwhile (:meth:`~ConsumeLoop.wait`,
@@ -80,6 +81,9 @@ class ConsumeLoop(abc.ABC):
         #: Errors after which the connection is re-opened (a broker may set them per connection).
         self.recoverable: tuple[type[BaseException], ...] = ()
         self._last_activity = time.monotonic()
+        #: Messages in the last batch taken: a trickle (one message at a time) is applied at
+        #: once instead of waiting for a batch that does not come.
+        self._last_taken = 0
 
     # -- the broker's primitives -----------------------------------------------------------------
 
@@ -169,6 +173,7 @@ class ConsumeLoop(abc.ABC):
             ready = self.take()
             if ready:
                 self.mark_active()
+                self._last_taken = len(ready)
             for start in range(0, len(ready), self.batch_size):
                 if start and self.stop.is_set():
                     # A batch already received is applied (as before the loop was shared); the
@@ -177,9 +182,13 @@ class ConsumeLoop(abc.ABC):
                 self.process(ready[start : start + self.batch_size])
 
     def fill_batch(self) -> None:
-        """Wait for a delivery, then for more: up to a batch, ``CQRS_BATCH_MAX_WAIT`` at most."""
+        """Wait for a delivery, then for more: up to a batch, ``CQRS_BATCH_MAX_WAIT`` at most.
+        A lone message after a lone message (a trickle) does not wait: waiting would only add
+        its latency; as soon as messages come faster than they are applied they arrive together
+        and batches form again."""
         self.poll(self.poll_timeout())
-        if not self.buffered() or self.buffered() >= self.batch_size:
+        buffered = self.buffered()
+        if not buffered or buffered >= self.batch_size or (buffered == 1 and self._last_taken == 1):
             return
         deadline = time.monotonic() + self.batch_max_wait
         while self.buffered() < self.batch_size and (left := deadline - time.monotonic()) > 0:
