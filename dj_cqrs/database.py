@@ -36,12 +36,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from django.db import DatabaseError, connections
 
-from dj_cqrs.exceptions import DatabaseUnavailable
+from dj_cqrs.exceptions import DatabaseUnavailable, exception_chain
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.database")
@@ -84,7 +84,7 @@ _Verdict = bool | None
 
 def is_outage(exc: BaseException) -> bool:
     """True when ``exc`` means the database cannot be used right now (see the module docstring)."""
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
     for error in chain:
         verdict = _decisive(error)
         if verdict is not None:
@@ -130,14 +130,6 @@ def _decisive(error: BaseException) -> _Verdict:
             return number in MYSQL_OUTAGE_ERRNOS
     return None
 
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def _driver(exc: BaseException) -> str:

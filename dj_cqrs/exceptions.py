@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class CqrsError(Exception):
     """Root of every exception raised by dj_cqrs."""
@@ -68,3 +70,13 @@ class ReplicaApplyError(CqrsError):
 
 class DatabaseUnavailable(CqrsError):
     """A database connection could not be opened (see :mod:`dj_cqrs.database`): an outage, not bad data."""
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), and so on, once each."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pika
@@ -17,7 +16,7 @@ import pika.exceptions
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.names import binding_keys, dead_letter_binding_key
-from dj_cqrs.exceptions import BrokerRefused, ConfigurationError, ConnectionFailed
+from dj_cqrs.exceptions import BrokerRefused, ConfigurationError, ConnectionFailed, exception_chain
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -69,19 +68,11 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
 _REFUSAL_CODES = {403: "ACCESS_REFUSED", 530: "NOT_ALLOWED"}
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
 
 def refusal_reason(exc: BaseException) -> str | None:
     """What the broker refused and what to fix, when ``exc`` (or its cause) is an authentication
     or authorisation refusal; None for anything else (a transient failure)."""
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if isinstance(error, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
             return (
                 "the broker refused the login (authentication): check the user name and password"

@@ -76,11 +76,13 @@ def forget_cached(model: Any) -> None:
 
 
 class _Shape:
-    """The parts of the statement that depend only on the model (built once per model)."""
+    """The parts of the statement that depend only on the model (built once per model): for one
+    row (``many=False``: the two rows are joined as they come), or for many (bulk writes: the
+    outbox rows are matched to the written rows by key, in the order they were written)."""
 
     __slots__ = ("prefixes", "returning", "tail", "statements")
 
-    def __init__(self, model: Any, conn: Any) -> None:
+    def __init__(self, model: Any, conn: Any, many: bool = False) -> None:
         opts = model._meta
         qn = conn.ops.quote_name
         table = qn(opts.db_table)
@@ -94,12 +96,19 @@ class _Shape:
             for name in ("created_at", "cqrs_id", "signal_type", "object_pk", "revision", "data", "attempts", "last_error")
         )
         outbox_id = qn(outbox.pk.column)
-        self.tail = (
+        object_pk = qn(outbox.get_field("object_pk").column)  # type: ignore[union-attr]
+        insert = (
             f"{_EVENT} AS (INSERT INTO {qn(outbox.db_table)} ({columns}) "
             f'SELECT %s, %s, %s, {_CHANGED}."dj_cqrs_pk"::text, {_CHANGED}."dj_cqrs_revision", %s, 0, \'\' '
-            f"FROM {_CHANGED} RETURNING {outbox_id}) "
-            f"SELECT {_CHANGED}.*, {_EVENT}.{outbox_id} FROM {_CHANGED}, {_EVENT}"
+            f"FROM {_CHANGED} RETURNING {outbox_id}"
         )
+        if many:
+            self.tail = (
+                f"{insert}, {object_pk}) SELECT {_CHANGED}.*, {_EVENT}.{outbox_id} FROM {_CHANGED} "
+                f'JOIN {_EVENT} ON {_EVENT}.{object_pk} = {_CHANGED}."dj_cqrs_pk"::text ORDER BY {_EVENT}.{outbox_id}'
+            )
+        else:
+            self.tail = f"{insert}) SELECT {_CHANGED}.*, {_EVENT}.{outbox_id} FROM {_CHANGED}, {_EVENT}"
         #: ``{Django's statement: ours}`` (shapes: the sets of fields saved).
         self.statements: dict[str, str] = {}
 
@@ -114,15 +123,29 @@ class _Shape:
 
 
 _MAX_SHAPES = 256
-_shapes: dict[tuple[Any, str], _Shape] = {}
+_shapes: dict[tuple[Any, str, bool], _Shape] = {}
 
 
-def _shape(model: Any, conn: Any) -> _Shape:
-    key = (model, conn.alias)
+def _shape(model: Any, conn: Any, many: bool = False) -> _Shape:
+    key = (model, conn.alias, many)
     shape = _shapes.get(key)
     if shape is None:
-        shape = _shapes[key] = _Shape(model, conn)
+        shape = _shapes[key] = _Shape(model, conn, many)
     return shape
+
+
+@contextlib.contextmanager
+def _installed(wrapper: Any, using: str) -> Iterator[None]:
+    """Install ``wrapper`` as the active one on the connection of ``using`` while the block runs
+    (a save nested in a signal receiver is the active one until it returns)."""
+    conn = connections[using]
+    outer = getattr(conn, _ACTIVE_ATTR, None)
+    setattr(conn, _ACTIVE_ATTR, wrapper)
+    try:
+        with conn.execute_wrapper(wrapper):
+            yield
+    finally:
+        setattr(conn, _ACTIVE_ATTR, outer)
 
 
 class InlineSave:
@@ -152,18 +175,9 @@ class InlineSave:
                 {"correlation_id": self.correlation_id, "meta": {}, "previous_data": previous_data}, allow_nan=True
             )
 
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Rewrite the save's statement while the block runs (a save nested in a signal receiver
-        is the active one until it returns)."""
-        conn = connections[self.using]
-        outer = getattr(conn, _ACTIVE_ATTR, None)
-        setattr(conn, _ACTIVE_ATTR, self)
-        try:
-            with conn.execute_wrapper(self):
-                yield
-        finally:
-            setattr(conn, _ACTIVE_ATTR, outer)
+    def installed(self) -> contextlib.AbstractContextManager[None]:
+        """Rewrite the save's statement while the block runs."""
+        return _installed(self, self.using)
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
         conn = context["connection"]
@@ -201,39 +215,6 @@ class InlineSave:
 _SAVE = SignalType.SAVE.value
 
 
-class _RowsShape:
-    """:class:`_Shape` for statements that write many rows (bulk create and update): the outbox
-    rows are matched to the written rows by key, in the order they were written."""
-
-    __slots__ = ("prefixes", "returning", "tail", "statements")
-
-    def __init__(self, model: Any, conn: Any) -> None:
-        single = _shape(model, conn)
-        self.prefixes, self.returning = single.prefixes, single.returning
-        qn = conn.ops.quote_name
-        outbox = outbox_model()._meta
-        outbox_id, object_pk = qn(outbox.pk.column), qn(outbox.get_field("object_pk").column)  # type: ignore[union-attr]
-        head = single.tail.split(f" RETURNING {outbox_id}) ")[0]
-        self.tail = (
-            f"{head} RETURNING {outbox_id}, {object_pk}) "
-            f'SELECT {_CHANGED}.*, {_EVENT}.{outbox_id} FROM {_CHANGED} JOIN {_EVENT} ON {_EVENT}.{object_pk} = {_CHANGED}."dj_cqrs_pk"::text '
-            f"ORDER BY {_EVENT}.{outbox_id}"
-        )
-        self.statements: dict[str, str] = {}
-
-    def statement(self, sql: str) -> str:
-        found = self.statements.get(sql)
-        if found is None:
-            body = f"{sql}, {self.returning}" if " RETURNING " in sql else f"{sql} RETURNING {self.returning}"
-            found = f"WITH {_CHANGED} AS ({body}), {self.tail}"
-            if len(self.statements) < _MAX_SHAPES:
-                self.statements[sql] = found
-        return found
-
-
-_rows_shapes: dict[tuple[Any, str], _RowsShape] = {}
-
-
 class InlineRows:
     """Every INSERT or UPDATE of ``model``'s table while installed also writes one outbox SAVE
     row per row it writes, with the same captured ``data`` (bulk create and bulk update, when what
@@ -241,12 +222,7 @@ class InlineRows:
     outbox_id)`` in the order the rows were written."""
 
     def __init__(self, model: Any, using: str, data: str) -> None:
-        conn = connections[using]
-        key = (model, conn.alias)
-        shape = _rows_shapes.get(key)
-        if shape is None:
-            shape = _rows_shapes[key] = _RowsShape(model, conn)
-        self._shape = shape
+        self._shape = _shape(model, connections[using], many=True)
         self._using = using
         self._cqrs_id = str(model.CQRS_ID)
         self._data = data
@@ -254,14 +230,8 @@ class InlineRows:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[InlineRows]:
-        conn = connections[self._using]
-        outer = getattr(conn, _ACTIVE_ATTR, None)
-        setattr(conn, _ACTIVE_ATTR, self)
-        try:
-            with conn.execute_wrapper(self):
-                yield self
-        finally:
-            setattr(conn, _ACTIVE_ATTR, outer)
+        with _installed(self, self._using):
+            yield self
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
         if (
@@ -295,7 +265,6 @@ def rows_eligible(model: Any, using: str) -> bool:
 def forget_shapes() -> None:
     """Drop the cached statements (tests that change a model's table)."""
     _shapes.clear()
-    _rows_shapes.clear()
 
 
 def plan(instance: Any, using: str) -> InlineSave | None:
