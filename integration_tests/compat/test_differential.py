@@ -2,7 +2,8 @@
 
 Each ``check_*`` function in ``differential/scenarios/`` runs once in the peer virtualenv and once
 with this checkout (both on SQLite, one process per package for all scenarios), and the two
-normalised outcomes must be equal. A scenario decorated ``@documented("...")`` differs on purpose:
+normalised outcomes must be equal; then the same on PostgreSQL (where dj_cqrs writes a save's,
+a delete's and a bulk write's outbox rows in the statement of the change). A scenario decorated ``@documented("...")`` differs on purpose:
 its text must stand on a line of ``docs/upgrading.md``, and its outcomes must really differ (a
 documented difference that disappeared is reported, so the docs do not keep a stale line).
 """
@@ -13,13 +14,14 @@ import ast
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from integration_tests.compat.peer import REPO_ROOT
-from integration_tests.harness import OUR_PYTHON
+from integration_tests.harness import OUR_PYTHON, PG_HOST, PG_PORT, pg_database, require, unique
 
 HERE = Path(__file__).parent / "differential"
 UPGRADING = REPO_ROOT / "docs" / "upgrading.md"
@@ -45,8 +47,10 @@ def _scenarios() -> dict[str, str | None]:
 SCENARIOS = _scenarios()
 
 
-def _run(python: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}
+def _run(python: str, db_url: str = "") -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "DIFF_DB_URL")}
+    if db_url:
+        env["DIFF_DB_URL"] = db_url
     result = subprocess.run(
         [python, "-I", str(HERE / "run.py")],
         cwd=HERE,
@@ -60,14 +64,25 @@ def _run(python: str) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def outcomes(compat_python: str) -> dict[str, dict[str, Any]]:
-    theirs = _run(compat_python)
-    ours = _run(OUR_PYTHON)
+def _outcomes(compat_python: str, db_url: str = "") -> dict[str, dict[str, Any]]:
+    theirs = _run(compat_python, db_url)
+    ours = _run(OUR_PYTHON, db_url)
     peer_venv = Path(compat_python).parent.parent.resolve()
     assert peer_venv in Path(theirs["dj_cqrs_file"]).resolve().parents, theirs["dj_cqrs_file"]
     assert Path(ours["dj_cqrs_file"]).resolve() == (REPO_ROOT / "dj_cqrs" / "__init__.py").resolve()
     return {"theirs": theirs["results"], "ours": ours["results"]}
+
+
+@pytest.fixture(scope="module")
+def outcomes(compat_python: str) -> dict[str, dict[str, Any]]:
+    return _outcomes(compat_python)
+
+
+@pytest.fixture(scope="module")
+def pg_outcomes(compat_python: str) -> Iterator[dict[str, dict[str, Any]]]:
+    require(PG_HOST, PG_PORT, "PostgreSQL")
+    with pg_database(unique("diff")) as name:
+        yield _outcomes(compat_python, f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}")
 
 
 def _shown(result: dict[str, Any]) -> str:
@@ -76,6 +91,15 @@ def _shown(result: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_same_behaviour_as_django_cqrs(name: str, outcomes: dict[str, dict[str, Any]]) -> None:
+    _compare(name, outcomes)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_same_behaviour_as_django_cqrs_on_postgresql(name: str, pg_outcomes: dict[str, dict[str, Any]]) -> None:
+    _compare(name, pg_outcomes)
+
+
+def _compare(name: str, outcomes: dict[str, dict[str, Any]]) -> None:
     theirs, ours = outcomes["theirs"][name], outcomes["ours"][name]
     documented = SCENARIOS[name]
     if documented is None:
@@ -89,5 +113,6 @@ def test_same_behaviour_as_django_cqrs(name: str, outcomes: dict[str, dict[str, 
         assert ours != theirs, f"{name} is marked as a documented difference, but both packages behave the same"
 
 
-def test_every_scenario_ran(outcomes: dict[str, dict[str, Any]]) -> None:
+def test_every_scenario_ran(outcomes: dict[str, dict[str, Any]], pg_outcomes: dict[str, dict[str, Any]]) -> None:
     assert set(outcomes["theirs"]) == set(SCENARIOS) == set(outcomes["ours"])
+    assert set(pg_outcomes["theirs"]) == set(SCENARIOS) == set(pg_outcomes["ours"])
