@@ -152,6 +152,12 @@ REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_RETRY_MAX_DELAY": Option(3600, _non_negative_number, "a number >= 0 (seconds)"),
 }
 
+EVENTS_OPTIONS: dict[str, Option] = {
+    # How long a handled event is remembered in the inbox (dj_cqrs_inbox) against a redelivery or
+    # a second publication; None keeps every row. Pruned by the consumers at most once an hour.
+    "inbox_retention": Option(7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"),
+}
+
 ROOT_OPTIONS: dict[str, Option] = {
     "transport": Option(None),
     "url": Option(None, lambda v: v is None or isinstance(v, str), "a URL string"),
@@ -177,7 +183,9 @@ MISNAMED_KEYS: dict[str, str] = {
 
 #: System-check ids of invalid values; a run-time ``ConfigurationError`` carries the same id.
 ROOT_CHECK_ID = "dj_cqrs.E005"
-SECTION_CHECK_IDS: dict[str, str] = {"master": "dj_cqrs.E007", "replica": "dj_cqrs.E008"}
+SECTION_CHECK_IDS: dict[str, str] = {"master": "dj_cqrs.E007", "replica": "dj_cqrs.E008", "events": "dj_cqrs.E012"}
+#: The sections of ``settings.CQRS`` (dicts of options).
+SECTIONS = ("master", "replica", "events")
 
 
 class _Source:
@@ -293,6 +301,7 @@ def _prefetch_count(section: Any) -> int:
 
 
 _MasterSection = _section_class("master", MASTER_OPTIONS)
+_EventsSection = _section_class("events", EVENTS_OPTIONS)
 _ReplicaSection = _section_class(
     "replica",
     REPLICA_OPTIONS,
@@ -318,6 +327,7 @@ class CqrsSettings:
     def __init__(self) -> None:
         self.master = _MasterSection("master", MASTER_OPTIONS)
         self.replica = _ReplicaSection("replica", REPLICA_OPTIONS)
+        self.events = _EventsSection("events", EVENTS_OPTIONS)
         self._values: dict[str, tuple[Any, Any]] = {}
 
     @property
@@ -358,6 +368,7 @@ class CqrsSettings:
         self._values.clear()
         self.master._values.clear()
         self.replica._values.clear()
+        self.events._values.clear()
 
 
 for _key, _option in ROOT_OPTIONS.items():
@@ -401,12 +412,12 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
             )
         )
     for key in raw:
-        if key not in ROOT_OPTIONS and key not in ("master", "replica"):
+        if key not in ROOT_OPTIONS and key not in SECTIONS:
             problems.append(
                 Problem(
                     "dj_cqrs.W002",
                     f"Unknown setting CQRS[{key!r}] is ignored.",
-                    f"Known keys: {', '.join(sorted([*ROOT_OPTIONS, 'master', 'replica']))}.",
+                    f"Known keys: {', '.join(sorted([*ROOT_OPTIONS, *SECTIONS]))}.",
                     warning=True,
                 )
             )
@@ -432,6 +443,7 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
     for section, options, check_id in (
         ("master", MASTER_OPTIONS, SECTION_CHECK_IDS["master"]),
         ("replica", REPLICA_OPTIONS, SECTION_CHECK_IDS["replica"]),
+        ("events", EVENTS_OPTIONS, SECTION_CHECK_IDS["events"]),
     ):
         value = raw.get(section)
         if value is None:

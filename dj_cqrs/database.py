@@ -36,11 +36,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from django.db import DatabaseError, connections
 
+from dj_cqrs.core.messages import Action, InboundMessage, Outcome
 from dj_cqrs.exceptions import DatabaseUnavailable, exception_chain
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
 
@@ -294,3 +295,35 @@ __all__ = [
     "is_outage",
     "sqlstate",
 ]
+
+
+def hold_through_outages(
+    handle: Callable[[Sequence[InboundMessage]], list[Outcome]],
+    messages: Sequence[InboundMessage],
+    wait: Callable[[float], bool] | None,
+    what: str,
+    log: logging.Logger,
+) -> list[Outcome]:
+    """``handle(messages)``, then again (with back-off) for the messages that met a database
+    outage (``REQUEUE``) until the database is back, however long that takes.
+
+    ``wait(seconds)`` sleeps while the transport keeps its broker connection alive and returns True
+    when the worker is asked to stop: the messages still waiting then keep their ``REQUEUE``
+    outcome (the transport leaves them unacknowledged). One WARNING when the outage starts, one INFO
+    when it ends. ``wait=None`` (the in-memory transport) returns the ``REQUEUE`` outcomes at once.
+    """
+    outcomes = handle(messages)
+    waiting = [i for i, outcome in enumerate(outcomes) if outcome.action is Action.REQUEUE]
+    if not waiting or wait is None:
+        return outcomes
+    outage = Outage(what, log=log)
+    while waiting:
+        first = outcomes[waiting[0]]
+        delay = outage.failed(first.exception or first.detail, holding=f"{len(waiting)} message(s) held unacknowledged")
+        if wait(delay):
+            return outcomes
+        for index, outcome in zip(waiting, handle([messages[i] for i in waiting]), strict=True):
+            outcomes[index] = outcome
+        waiting = [i for i in waiting if outcomes[i].action is Action.REQUEUE]
+    outage.recovered()
+    return outcomes

@@ -68,6 +68,11 @@ class ReplicaApplyError(CqrsError):
     """Applying an event to a replica failed (the handler raised or returned a falsy value)."""
 
 
+class Permanent(CqrsError):
+    """Raised by a domain event handler (``dj_cqrs.events.Permanent``): the event can never be
+    handled; it is dead-lettered at once (reason ``permanent``) instead of being retried."""
+
+
 class DatabaseUnavailable(CqrsError):
     """A database connection could not be opened (see :mod:`dj_cqrs.database`): an outage, not bad data."""
 

@@ -1,4 +1,5 @@
-"""Tables of the ``dj_cqrs`` app: the master's transactional outbox and the replica's tombstones."""
+"""Tables of the ``dj_cqrs`` app: the master's transactional outbox, the replica's tombstones, and the
+domain events' key sequences, inbox, handler positions and source emissions."""
 
 from __future__ import annotations
 
@@ -64,3 +65,85 @@ class Tombstone(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cqrs_id} {self.object_pk} deleted at rev {self.revision}"
+
+
+class EventSequence(models.Model):
+    """The last sequence number of a domain event key (``dj_cqrs.events.emit``). Incremented in
+    the emitting transaction: its row lock orders the emitters of one key by commit."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    seq = models.BigIntegerField()
+
+    class Meta:
+        db_table = "dj_cqrs_event_sequence"
+        verbose_name = "CQRS event key sequence"
+
+    def __str__(self) -> str:
+        return f"{self.key} seq={self.seq}"
+
+
+class InboxEntry(models.Model):
+    """A domain event a handler has handled: written in the handler's transaction, so an event is
+    handled once per handler however often it is delivered. Pruned after
+    ``CQRS['events']['inbox_retention']``."""
+
+    id = models.BigAutoField(primary_key=True)
+    handler = models.CharField(max_length=255)
+    event_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    seq = models.BigIntegerField(null=True)
+    #: What became of it: ``handled``, or ``ignored_stale`` (an ``ordered`` handler skipped it).
+    status = models.CharField(max_length=32, default="handled")
+    handled_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "dj_cqrs_inbox"
+        verbose_name = "CQRS inbox entry"
+        verbose_name_plural = "CQRS inbox"
+        constraints = [
+            models.UniqueConstraint(fields=["handler", "event_id"], name="dj_cqrs_inbox_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} {self.name} {self.event_id}"
+
+
+class HandlerPosition(models.Model):
+    """The newest sequence number an ``ordered=True`` handler has handled for a key."""
+
+    id = models.BigAutoField(primary_key=True)
+    handler = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    seq = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "dj_cqrs_handler_position"
+        verbose_name = "CQRS handler position"
+        constraints = [
+            models.UniqueConstraint(fields=["handler", "key"], name="dj_cqrs_handler_position_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} {self.key} seq={self.seq}"
+
+
+class SourceEmission(models.Model):
+    """A domain event a model event source emitted: each ``(name, key)`` is emitted once."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    event_id = models.CharField(max_length=64)
+    emitted_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "dj_cqrs_event_source"
+        verbose_name = "CQRS event source emission"
+        constraints = [
+            models.UniqueConstraint(fields=["name", "key"], name="dj_cqrs_event_source_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.key}"

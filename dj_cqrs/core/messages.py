@@ -13,6 +13,7 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from dj_cqrs.core.event import EventPayload
 from dj_cqrs.core.payload import TransportPayload
 
 #: No retry waits longer than this, whatever a model hook answers (RabbitMQ TTLs are 32-bit ms).
@@ -47,7 +48,8 @@ class Outcome:
     detail: str = ""
     #: Seconds before the retry (RETRY only).
     delay: float = 0.0
-    payload: TransportPayload | None = None
+    #: The decoded message: a model event, or a domain event (:mod:`dj_cqrs.core.event`).
+    payload: TransportPayload | EventPayload | None = None
     exception: BaseException | None = None
     #: A :class:`~dj_cqrs.core.reasons.Status` (``applied``, ``ignored_stale`` ...) for the log
     #: line and metrics (ACK only).

@@ -132,6 +132,37 @@ def delay_of_queue(queue: str, name: str) -> int | None:
     return None
 
 
+#: Routing keys of domain events: ``dj_cqrs.event.<name>`` (a django-cqrs replica binds only its
+#: ``CQRS_ID`` s and ``cqrs.<queue>.<CQRS_ID>``, so it never receives them).
+EVENT_ROUTING_PREFIX = "dj_cqrs.event."
+
+
+def event_routing_key(name: str) -> str:
+    """The routing key of a domain event named ``name`` (``order.paid``)."""
+    return EVENT_ROUTING_PREFIX + name
+
+
+def event_binding_key(pattern: str) -> str:
+    """What a queue is bound with for a handler pattern (AMQP topic syntax over event names)."""
+    return EVENT_ROUTING_PREFIX + pattern
+
+
+def event_direct_binding_key(queue: str) -> str:
+    """Binds ``queue`` to the domain events addressed to it alone (a replayed dead letter)."""
+    return direct_routing_key(queue, EVENT_ROUTING_PREFIX + "#")
+
+
+def event_name_of(routing_key: str) -> str | None:
+    """The event name a (broadcast or direct) routing key carries; None for a model event."""
+    if routing_key.startswith(EVENT_ROUTING_PREFIX):
+        return routing_key[len(EVENT_ROUTING_PREFIX) :]
+    if routing_key.startswith(_DIRECT_PREFIX):
+        index = routing_key.find("." + EVENT_ROUTING_PREFIX, len(_DIRECT_PREFIX))
+        if index >= 0:
+            return routing_key[index + 1 + len(EVENT_ROUTING_PREFIX) :]
+    return None
+
+
 def retry_queue_name(queue: str) -> str:
     """kombu: ``<queue>.retry``, where retries wait for their ``x-cqrs-not-before`` time."""
     return f"{queue}.retry"
@@ -139,6 +170,7 @@ def retry_queue_name(queue: str) -> str:
 
 __all__ = [
     "DEAD_UNTIL_HEADER",
+    "EVENT_ROUTING_PREFIX",
     "DELAY_HEADER",
     "DROPPED_HEADERS_HEADER",
     "ERROR_HEADER",
@@ -162,6 +194,10 @@ __all__ = [
     "delay_queue_name",
     "direct_queue",
     "direct_routing_key",
+    "event_binding_key",
+    "event_direct_binding_key",
+    "event_name_of",
+    "event_routing_key",
     "original_routing_key",
     "retry_queue_name",
     "routing_key_for",

@@ -29,6 +29,8 @@ class Reason(str, enum.Enum):
     BAD_RETRIES = "bad_retries"
     BAD_CORRELATION_ID = "bad_correlation_id"
     BAD_EXPIRES = "bad_expires"
+    #: A domain event body (``"dj_cqrs_event"``) with a missing or invalid field.
+    BAD_EVENT = "bad_event"
     #: A payload error without a more precise reason (also a dead letter that cannot be read).
     MALFORMED = "malformed"
     # A payload this replica does not apply (dead-lettered at once).
@@ -45,6 +47,8 @@ class Reason(str, enum.Enum):
     # The handler failed: retried while the model's hooks say so.
     EXCEPTION = "exception"
     HANDLER_RETURNED_FALSY = "handler_returned_falsy"
+    #: An event handler raised ``dj_cqrs.events.Permanent``: dead-lettered without retries.
+    PERMANENT = "permanent"
     # Final or transient outcomes.
     MAX_RETRIES = "max_retries"
     DATABASE_UNAVAILABLE = "database_unavailable"
@@ -65,6 +69,8 @@ class Status(str, enum.Enum):
     IGNORED_BROADCAST_SYNC = "ignored_broadcast_sync"
     IGNORED_DELETED = "ignored_deleted"
     IGNORED_STALE_DELETE = "ignored_stale_delete"
+    #: A domain event no handler of this service matches (a binding left by a removed handler).
+    NO_HANDLER = "no_handler"
 
     __hash__ = str.__hash__
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.event import EventPayload
 from dj_cqrs.core.messages import Action, InboundMessage, Outcome
 from dj_cqrs.core.names import (
     BROKER_DEATH_HEADER,
@@ -90,7 +91,7 @@ def header_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def retry_body(payload: TransportPayload) -> bytes:
+def retry_body(payload: TransportPayload | EventPayload) -> bytes:
     """The body of the next attempt: the same event with ``retries + 1`` (exact decimals kept).
 
     django-cqrs consumers sharing the queue read ``retries`` from the body, so the body is encoded

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
-from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.master import payloads, pending, publisher, triggers
 from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox import recording, store
@@ -60,7 +60,7 @@ def add_many(events: list[PendingEvent]) -> None:
 def publish_committed(events: list[PendingEvent]) -> None:
     """Commit hook: publish the events of a committed transaction."""
     direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
-    ordered: dict[str, list[tuple[int, TransportPayload | None]]] = defaultdict(list)
+    ordered: dict[str, list[tuple[int, AnyPayload | None]]] = defaultdict(list)
     claims: set[str] = set()
     relay_only = {u for u in {e.using for e in events if e.outbox_id is not None} if dispatcher.mode(u) == "relay"}
     for event in events:

@@ -27,7 +27,7 @@ from typing import Any
 from django.db import connections
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.exceptions import BrokerRefused
 from dj_cqrs.master.outbox import maintenance, publishing
 from dj_cqrs.master.publisher import publishes_in_batches
@@ -91,7 +91,7 @@ class Dispatcher:
             return "sync"
         return str(mode)
 
-    def submit(self, using: str, items: list[tuple[int, TransportPayload | None]], claim: bool = False) -> None:
+    def submit(self, using: str, items: list[tuple[int, AnyPayload | None]], claim: bool = False) -> None:
         """Publish committed outbox rows, in commit order: ``(outbox_id, payload)`` items, the
         payload built at commit or ``None`` (read from the database); with ``claim``, whatever is
         pending (rows written by triggers)."""
@@ -129,7 +129,7 @@ class Dispatcher:
     def publish(
         self,
         using: str,
-        items: list[tuple[int, TransportPayload | None]],
+        items: list[tuple[int, AnyPayload | None]],
         own_connection: bool = False,
         fail_fast: bool = False,
     ) -> bool:
@@ -282,7 +282,7 @@ class Dispatcher:
                 now = time.monotonic()
                 linger_until = now + LINGER if now - last_batch < BUSY else now
                 last_batch = now
-                items: dict[str, list[tuple[int, list[tuple[int, TransportPayload | None]]]]] = {}
+                items: dict[str, list[tuple[int, list[tuple[int, AnyPayload | None]]]]] = {}
                 claims: set[str] = set()
                 count = 0
                 stop = False

@@ -28,7 +28,8 @@ from django.utils import timezone
 
 from dj_cqrs import encoding
 from dj_cqrs.constants import SignalType
-from dj_cqrs.core.payload import TransportPayload, message_expiration
+from dj_cqrs.core.event import OUTBOX_SIGNAL, AnyPayload, EventPayload
+from dj_cqrs.core.payload import TransportPayload, aware_datetime, message_expiration
 from dj_cqrs.correlation import get_correlation_id
 from dj_cqrs.encoding import to_json_value
 from dj_cqrs.master import hooks, serializers
@@ -245,7 +246,7 @@ def _row_data(text: str) -> Any:
     return _ROW_DECODER.decode(text)
 
 
-def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[OutboxRow, TransportPayload | None]]:
+def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[OutboxRow, AnyPayload | None]]:
     """Payloads for outbox rows, in row order; ``None`` where there is nothing to send (the object
     of a SAVE no longer exists: its DELETE follows). Rows of a SAVE are read in one query per model."""
     rows = list(rows)
@@ -256,6 +257,9 @@ def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[Outbo
     delete = SignalType.DELETE.value
     for row in rows:
         cqrs_id = row.cqrs_id
+        if row.signal_type == OUTBOX_SIGNAL:
+            keys.append(None)
+            continue
         if cqrs_id not in models_by_id:
             models_by_id[cqrs_id] = master_registry.get_model_by_cqrs_id(cqrs_id)
         model = models_by_id[cqrs_id]
@@ -268,8 +272,11 @@ def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[Outbo
         cqrs_id: fetch_serialized(models_by_id[cqrs_id], using, list(pks)) for cqrs_id, pks in wanted.items()
     }
     signals = {signal.value: signal for signal in SignalType}
-    result: list[tuple[OutboxRow, TransportPayload | None]] = []
+    result: list[tuple[OutboxRow, AnyPayload | None]] = []
     for row, key in zip(rows, keys, strict=True):
+        if row.signal_type == OUTBOX_SIGNAL:
+            result.append((row, event_payload(row, expires)))
+            continue
         if models_by_id[row.cqrs_id] is None:
             outbox_logger.error("Outbox row %s has unknown CQRS_ID %r; it stays unpublished", row.pk, row.cqrs_id)
             continue
@@ -307,6 +314,23 @@ def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[Outbo
         )
         result.append((row, payload))
     return result
+
+
+def event_payload(row: OutboxRow, expires: datetime.datetime | None) -> EventPayload:
+    """The domain event of an outbox row written by ``dj_cqrs.events.emit``."""
+    data = _row_data(row.data)
+    return EventPayload(
+        id=data["id"],
+        name=row.cqrs_id,
+        key=row.object_pk,
+        seq=int(row.revision or 0),
+        version=data["version"],
+        data=data["data"],
+        meta=data.get("meta"),
+        occurred_at=aware_datetime(data["occurred_at"]) or row.created_at,
+        correlation_id=data.get("correlation_id"),
+        expires=expires,
+    )
 
 
 def snapshot_payload(event: PendingEvent) -> TransportPayload | None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport import get_transport
@@ -46,7 +46,7 @@ def publishes_in_batches(transport: Any) -> bool:
     return bool(check is not None and check()) and not produce_is_patched()
 
 
-def _guarded(send: Any, payloads: list[TransportPayload]) -> None:
+def _guarded(send: Any, payloads: list[AnyPayload]) -> None:
     try:
         send()
     except PublishFailed:
@@ -57,13 +57,13 @@ def _guarded(send: Any, payloads: list[TransportPayload]) -> None:
         raise PublishFailed(f"publishing {len(payloads)} CQRS message(s) failed: {exc}") from exc
 
 
-def send(payload: TransportPayload) -> None:
+def send(payload: AnyPayload) -> None:
     """Hand one payload to the configured transport; raise ``PublishFailed`` on failure."""
     transport = get_transport()
     _guarded(lambda: transport.produce(payload), [payload])
 
 
-def publish(payloads: Iterable[TransportPayload], fail_fast: bool = False) -> None:
+def publish(payloads: Iterable[AnyPayload], fail_fast: bool = False) -> None:
     """Publish payloads in order; raise ``PublishFailed`` on failure.
 
     Batched through ``produce_many`` where the transport batches (RabbitMQ, kombu), else one by

@@ -22,10 +22,9 @@ from django.utils import timezone
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.database import Outage, close_broken, is_outage
 from dj_cqrs.master import payloads, publisher
-from dj_cqrs.master.outbox import maintenance, publishing
+from dj_cqrs.master.outbox import event_order, maintenance, publishing
 from dj_cqrs.master.outbox.store import outbox_model, read_rows
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
-from dj_cqrs.registry import master_registry
 from dj_cqrs.transport import get_transport
 
 logger = logging.getLogger("django-cqrs.relay")
@@ -202,6 +201,7 @@ class Relay:
         with transaction.atomic(using=alias):
             publishing._claim_settings(alias)
             after: int | None = None
+            window_ids: set[int] = set()
             inflight: tuple[list[int], Any] | None = None
             for _ in range(WINDOW if publishing.supports_skip_locked(alias) else SMALL_WINDOW):
                 if self.stop.is_set():
@@ -212,6 +212,10 @@ class Relay:
                     more = False
                     break
                 after = rows[-1].pk
+                window_ids.update(row.pk for row in rows)
+                held = event_order.held_back(alias, rows, window_ids)
+                if held:  # an older event of the key is still pending: the next pass sends both
+                    rows = [row for row in rows if row.pk not in held]
                 built = payloads.payloads_for_rows(rows, alias)
                 to_send = [payload for _, payload in built if payload is not None]
                 sent = transport.send_batch(to_send) if to_send else None
@@ -229,9 +233,7 @@ class Relay:
     def _claim(self, alias: str, after: int | None) -> Any:
         """The pending rows (oldest first, locked, skipping rows another publisher holds) after
         ``after``: rows of this window are still pending inside its transaction."""
-        qs = outbox_model().objects.using(alias).filter(
-            published_at__isnull=True, cqrs_id__in=list(master_registry.models)
-        )
+        qs = outbox_model().objects.using(alias).filter(publishing.publishable())
         if self.min_age > 0:
             qs = qs.filter(created_at__lte=timezone.now() - datetime.timedelta(seconds=self.min_age))
         if after is not None:

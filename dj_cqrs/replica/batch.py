@@ -38,8 +38,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.messages import Action, InboundMessage, Outcome
-from dj_cqrs.database import Outage
+from dj_cqrs.core.messages import InboundMessage, Outcome
+from dj_cqrs.database import hold_through_outages
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.consumer import apply
 from dj_cqrs.replica.decoding import validate
@@ -118,21 +118,7 @@ def handle_batch_through_outages(
     dead-lettered for an outage. One WARNING when it starts, one INFO when the database is back.
     ``wait=None`` (the in-memory transport) returns the ``REQUEUE`` outcomes at once.
     """
-    outcomes = handle_batch(messages, tick)
-    waiting = [i for i, outcome in enumerate(outcomes) if outcome.action is Action.REQUEUE]
-    if not waiting or wait is None:
-        return outcomes
-    outage = Outage("Replica database", log=logger)
-    while waiting:
-        first = outcomes[waiting[0]]
-        delay = outage.failed(first.exception or first.detail, holding=f"{len(waiting)} message(s) held unacknowledged")
-        if wait(delay):
-            return outcomes
-        for index, outcome in zip(waiting, handle_batch([messages[i] for i in waiting], tick), strict=True):
-            outcomes[index] = outcome
-        waiting = [i for i in waiting if outcomes[i].action is Action.REQUEUE]
-    outage.recovered()
-    return outcomes
+    return hold_through_outages(lambda batch: handle_batch(batch, tick), messages, wait, "Replica database", logger)
 
 
 __all__ = ["apply_group", "batch_reason", "handle_batch", "handle_batch_through_outages"]

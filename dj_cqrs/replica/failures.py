@@ -14,6 +14,7 @@ import logging
 
 from django.db import close_old_connections, connections
 
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.core.messages import Action, Outcome
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.reasons import Reason
@@ -99,7 +100,7 @@ def classify_failure(payload: TransportPayload, exc: BaseException | None, reaso
     )
 
 
-def database_unavailable(payload: TransportPayload, exc: BaseException) -> Outcome:
+def database_unavailable(payload: AnyPayload, exc: BaseException) -> Outcome:
     """Keep the message (unacknowledged) until the database is back; drop broken connections."""
     _drop_connections()
     return Outcome(

@@ -20,6 +20,7 @@ STATUS_TEXT: dict[str, str] = {
     Status.IGNORED_BROADCAST_SYNC: "ignored (broadcast sync, CQRS_ONLY_DIRECT_SYNCS)",
     Status.IGNORED_DELETED: "ignored (the object was deleted later: tombstone)",
     Status.IGNORED_STALE_DELETE: "ignored (delete older than the stored object)",
+    Status.NO_HANDLER: "ignored (no event handler of this service matches)",
 }
 
 #: The level of the line of each action.

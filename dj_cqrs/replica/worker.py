@@ -1,8 +1,9 @@
 """A ``cqrs_consume`` worker process: what the supervisor (:mod:`dj_cqrs.process.supervisor`)
 spawns.
 
-A worker runs ``django.setup()`` and the transport's consume loop, with the replica's batch
-handler (:func:`dj_cqrs.replica.batch.handle_batch_through_outages`), until SIGTERM/SIGINT or until
+A worker runs ``django.setup()`` and the transport's consume loop, with the default handler the
+``dj_cqrs`` app installed (the replica's batch handler,
+:func:`dj_cqrs.replica.batch.handle_batch_through_outages`, and the domain events route), until SIGTERM/SIGINT or until
 its supervisor is gone. Asked to stop, it finishes the messages it is applying and acknowledges
 them; the ones it had not started stay unacknowledged and are redelivered by the broker.
 """
@@ -17,8 +18,8 @@ from typing import Any
 
 import django
 
+from dj_cqrs.core.handlers import default_handler
 from dj_cqrs.process.lifecycle import process_stop, stop_when_orphaned
-from dj_cqrs.replica.batch import handle_batch_through_outages
 from dj_cqrs.transport import get_transport
 from dj_cqrs.transport.base import BaseTransport
 
@@ -38,7 +39,7 @@ def worker_main(cqrs_ids: list[str] | None) -> None:
     logger.info("CQRS worker %s started", os.getpid())
     transport = get_transport()
     if takes_handler(transport):
-        transport.consume(cqrs_ids=cqrs_ids or None, handler=handle_batch_through_outages)
+        transport.consume(cqrs_ids=cqrs_ids or None, handler=default_handler())
     else:  # a django-cqrs custom transport: ``consume(cqrs_ids=None)``, it applies messages itself
         transport.consume(cqrs_ids=cqrs_ids or None)
     logger.info("CQRS worker %s stopped", os.getpid())

@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
-from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.event import AnyPayload
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -125,11 +125,11 @@ class BaseTransport:
         cls._defined_produce = cls.produce
         cls._defined_produce_many = cls.produce_many
 
-    def produce(self, payload: TransportPayload) -> Any:
+    def produce(self, payload: AnyPayload) -> Any:
         """Publish one payload; raise :class:`~dj_cqrs.exceptions.PublishFailed` on failure."""
         raise NotImplementedError(f"{type(self).__qualname__} cannot publish: it implements no produce()")
 
-    def produce_many(self, payloads: Iterable[TransportPayload]) -> None:
+    def produce_many(self, payloads: Iterable[AnyPayload]) -> None:
         """Publish several payloads; the default publishes them one by one."""
         for payload in payloads:
             self.produce(payload)
@@ -165,7 +165,7 @@ class BaseTransport:
 class FailFastProducer(Protocol):
     """A transport whose ``produce_many`` takes ``fail_fast`` (``supports_fail_fast`` is True)."""
 
-    def produce_many(self, payloads: Iterable[TransportPayload], *, fail_fast: bool = False) -> None: ...
+    def produce_many(self, payloads: Iterable[AnyPayload], *, fail_fast: bool = False) -> None: ...
 
 
 def fail_fast_producer(transport: Any) -> FailFastProducer | None:

@@ -34,7 +34,7 @@ import time
 from typing import ClassVar
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.handlers import default_handler
+from dj_cqrs.core.handlers import binding_keys, default_handler
 from dj_cqrs.core.messages import Action, ConsumeHandler, InboundMessage, Outcome
 from dj_cqrs.core.settlement import settle_failed
 from dj_cqrs.process.lifecycle import Backoff, StopFlag, process_stop
@@ -65,12 +65,16 @@ class ConsumeLoop(abc.ABC):
         idle_timeout: float | None = None,
         handler: ConsumeHandler | None = None,
     ) -> None:
-        self.handler = handler if handler is not None else default_handler()
+        routed = default_handler()
+        self.handler = handler if handler is not None else routed
         self.cqrs_ids = list(cqrs_ids) if cqrs_ids else sorted(replica_registry.models)
         self.stop = stop or process_stop
         self.max_messages = max_messages
         self.idle_timeout = idle_timeout
         self.queue: str = cqrs_settings.queue
+        #: Routing keys bound for the routes of the default handler (domain event patterns), when
+        #: this loop runs it.
+        self.route_binding_keys: list[str] = binding_keys(self.queue) if self.handler is routed else []
         self.dead_letter_queue: str = cqrs_settings.dead_letter_queue
         self.batch_size: int = cqrs_settings.replica.CQRS_BATCH_SIZE
         self.batch_max_wait: float = cqrs_settings.replica.CQRS_BATCH_MAX_WAIT

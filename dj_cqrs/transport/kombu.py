@@ -27,9 +27,9 @@ from kombu.entity import Exchange, Queue
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.core.messages import ConsumeHandler
 from dj_cqrs.core.names import routing_key_for
-from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport.base import BaseTransport, every_instance
@@ -70,12 +70,12 @@ class KombuTransport(BaseTransport):
         return cqrs_exchange()
 
     @through_instance
-    def produce(self, payload: TransportPayload) -> None:
+    def produce(self, payload: AnyPayload) -> None:
         """Publish one payload (also callable on the class, as in django-cqrs: it then publishes
         through this process's ``KombuTransport``)."""
         self.produce_many([payload])
 
-    def produce_many(self, payloads: Iterable[TransportPayload], *, fail_fast: bool = False) -> None:
+    def produce_many(self, payloads: Iterable[AnyPayload], *, fail_fast: bool = False) -> None:
         """Publish payloads one by one (kombu has no batch publish).
 
         ``fail_fast=True``: one connection attempt and one publish attempt, no retry and no sleep;
@@ -99,7 +99,7 @@ class KombuTransport(BaseTransport):
         routing_key: str,
         body: bytes,
         headers: dict[str, Any] | None,
-        payload: TransportPayload | None = None,
+        payload: AnyPayload | None = None,
         declare: list[Any] | None = None,
         expiration: float | None = None,
         fail_fast: bool = False,
@@ -166,9 +166,9 @@ class KombuTransport(BaseTransport):
 
     # -- consuming -------------------------------------------------------------------------------
 
-    def queues(self, cqrs_ids: list[str]) -> tuple[Queue, Queue, Queue]:
+    def queues(self, cqrs_ids: list[str], extra_keys: list[str] | None = None) -> tuple[Queue, Queue, Queue]:
         """The replica queue, its retry queue and its dead-letter queue."""
-        return replica_queues(cqrs_ids)
+        return replica_queues(cqrs_ids, extra_keys)
 
     def dead_letter_store(self) -> KombuDeadLetterStore:
         return KombuDeadLetterStore(self)

@@ -88,14 +88,16 @@ def cqrs_exchange() -> Exchange:
     return Exchange(cqrs_settings.exchange, type="topic", durable=True)
 
 
-def replica_queues(cqrs_ids: list[str]) -> tuple[Queue, Queue, Queue]:
-    """The replica queue, its retry queue and its dead-letter queue, bound for ``cqrs_ids``."""
+def replica_queues(cqrs_ids: list[str], extra_keys: list[str] | None = None) -> tuple[Queue, Queue, Queue]:
+    """The replica queue, its retry queue and its dead-letter queue, bound for ``cqrs_ids`` (and
+    the replica queue for ``extra_keys``: domain event patterns)."""
     exchange = cqrs_exchange()
     queue_name = cqrs_settings.queue
     dlq_name = cqrs_settings.dead_letter_queue
     bindings = [
         binding(exchange, routing_key=key) for cqrs_id in cqrs_ids for key in binding_keys(queue_name, cqrs_id)
     ]
+    bindings += [binding(exchange, routing_key=key) for key in extra_keys or ()]
     queue = Queue(queue_name, exchange=exchange, bindings=bindings, durable=True)
     retry = Queue(retry_queue_name(queue_name), routing_key=retry_queue_name(queue_name), durable=True)
     dlq_bindings = [

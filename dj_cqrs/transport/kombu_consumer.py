@@ -98,7 +98,7 @@ class KombuConsumer(ConsumeLoop):
         conn = self.connection = new_connection()
         self.recoverable = connection_errors(conn) + (PublishFailed,)
         conn.ensure_connection(max_retries=1)
-        queue, retry_queue, dlq = replica_queues(self.cqrs_ids)
+        queue, retry_queue, dlq = replica_queues(self.cqrs_ids, self.route_binding_keys)
         main_channel = conn.channel()
         retry_channel = conn.channel()
         queue(main_channel).declare()

@@ -19,6 +19,7 @@ from typing import Any
 
 from dj_cqrs import encoding
 from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
+from dj_cqrs.core.event import BODY_PREFIX, AnyPayload, EventPayload
 from dj_cqrs.core.handlers import default_handler
 from dj_cqrs.core.messages import Action, ConsumeHandler, InboundMessage, Outcome
 from dj_cqrs.core.names import (
@@ -53,6 +54,11 @@ class StoredMessage:
         queue = direct_queue(routing_key, cqrs_id) if isinstance(cqrs_id, str) else None
         return TransportPayload.from_message(data, queue=queue)
 
+    @property
+    def is_event(self) -> bool:
+        """Whether the message is a domain event (``dj_cqrs.events.emit``)."""
+        return bytes(self.body).startswith(BODY_PREFIX)
+
 
 class DeadLetterError(AssertionError):
     """Raised by ``join(fail_fast=True)`` when a message was dead-lettered."""
@@ -74,7 +80,7 @@ class MemoryTransport(BaseTransport):
         #: Set to an exception instance to make ``produce`` fail (tests of failure paths).
         self.fail_with: BaseException | None = None
 
-    def produce(self, payload: TransportPayload) -> None:
+    def produce(self, payload: AnyPayload) -> None:
         if self.fail_with is not None:
             raise PublishFailed(str(self.fail_with)) from self.fail_with
         message = StoredMessage(routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True))
@@ -145,8 +151,13 @@ class MemoryTransport(BaseTransport):
 
     @property
     def payloads(self) -> list[TransportPayload]:
-        """Every published payload, decoded from its body."""
-        return [m.payload for m in self.published]
+        """Every published model event, decoded from its body."""
+        return [m.payload for m in self.published if not m.is_event]
+
+    @property
+    def events(self) -> list[EventPayload]:
+        """Every published domain event, decoded from its body."""
+        return [EventPayload.from_message(m.data) for m in self.published if m.is_event]
 
 
 class _MemorySession(DeadLetterSession):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.transport.base import BaseTransport
 
 
@@ -18,7 +18,7 @@ class TransportMock(BaseTransport):
     background_publish = False
 
     @staticmethod
-    def produce(payload: TransportPayload) -> TransportPayload:
+    def produce(payload: AnyPayload) -> AnyPayload:
         return payload
 
     @staticmethod

@@ -137,8 +137,16 @@ def open_blocking_connection(purpose: str) -> BlockingConnection:
         raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc
 
 
-def declare_topology(channel: BlockingChannel, exchange: str, queue: str, dead_letter_queue: str, cqrs_ids: list[str]) -> None:
-    """The exchange, the replica queue and the dead-letter queue with django-cqrs's bindings."""
+def declare_topology(
+    channel: BlockingChannel,
+    exchange: str,
+    queue: str,
+    dead_letter_queue: str,
+    cqrs_ids: list[str],
+    extra_keys: list[str] | None = None,
+) -> None:
+    """The exchange, the replica queue and the dead-letter queue with django-cqrs's bindings, and
+    ``extra_keys`` (domain event patterns) on the replica queue."""
     channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
     channel.queue_declare(queue, durable=True)
     channel.queue_declare(dead_letter_queue, durable=True)
@@ -147,6 +155,8 @@ def declare_topology(channel: BlockingChannel, exchange: str, queue: str, dead_l
             channel.queue_bind(queue, exchange, routing_key=key)
         dead_letter_key = dead_letter_binding_key(dead_letter_queue, cqrs_id)
         channel.queue_bind(dead_letter_queue, exchange, routing_key=dead_letter_key)
+    for key in extra_keys or ():
+        channel.queue_bind(queue, exchange, routing_key=key)
 
 
 __all__ = [

@@ -116,7 +116,7 @@ class RabbitMQConsumer(ConsumeLoop):
         )
 
     def declare_topology(self, channel: BlockingChannel) -> None:
-        declare_topology(channel, self.exchange, self.queue, self.dead_letter_queue, self.cqrs_ids)
+        declare_topology(channel, self.exchange, self.queue, self.dead_letter_queue, self.cqrs_ids, self.route_binding_keys)
 
     def close(self, error: BaseException | None = None) -> None:
         connection, self.connection = self.connection, None

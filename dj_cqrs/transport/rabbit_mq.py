@@ -33,9 +33,9 @@ import pika.exceptions
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.core.messages import ConsumeHandler
 from dj_cqrs.core.names import routing_key_for
-from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.exceptions import BrokerRefused, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.transport import pika_logging
@@ -118,7 +118,7 @@ class SentBatch:
     """A batch :meth:`RabbitMQTransport.send_batch` wrote, awaiting its confirms."""
 
     messages: list[Message]
-    payloads: list[TransportPayload]
+    payloads: list[AnyPayload]
     #: The producer connection's generation the batch was written on (-1: writing failed).
     generation: int
     #: ``{delivery tag: index}`` (empty: writing failed, the whole batch is published again).
@@ -355,12 +355,12 @@ class RabbitMQTransport(BaseTransport):
         return producer
 
     @through_instance
-    def produce(self, payload: TransportPayload) -> None:
+    def produce(self, payload: AnyPayload) -> None:
         """Publish one payload (also callable on the class, as in django-cqrs: it then publishes
         through this process's ``RabbitMQTransport``)."""
         self.produce_many([payload])
 
-    def produce_many(self, payloads: Iterable[TransportPayload], *, fail_fast: bool = False) -> None:
+    def produce_many(self, payloads: Iterable[AnyPayload], *, fail_fast: bool = False) -> None:
         """Publish payloads with confirms (a batch is written at once and confirmed at once).
 
         ``fail_fast=True``: one attempt, no retry and no sleep (a connection is tried once), for
@@ -372,12 +372,12 @@ class RabbitMQTransport(BaseTransport):
         messages = self._messages(payloads)
         self.publish_confirmed(messages, payloads=payloads, retries=0 if fail_fast else None)
 
-    def _messages(self, payloads: list[TransportPayload]) -> list[Message]:
+    def _messages(self, payloads: list[AnyPayload]) -> list[Message]:
         exchange = cqrs_settings.exchange
         dumps = encoding.dumps_bytes
         return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), None, None) for p in payloads]
 
-    def send_batch(self, payloads: list[TransportPayload]) -> SentBatch:
+    def send_batch(self, payloads: list[AnyPayload]) -> SentBatch:
         """Write ``payloads`` to the broker without waiting for the confirms (the relay prepares
         its next batch meanwhile); :meth:`confirm_batch` waits for them. Batches are confirmed
         in the order they were sent. A refusal raises ``BrokerRefused``; any other failure is
@@ -424,7 +424,7 @@ class RabbitMQTransport(BaseTransport):
     def publish_confirmed(
         self,
         messages: list[Message],
-        payloads: list[TransportPayload] | None = None,
+        payloads: list[AnyPayload] | None = None,
         *,
         retries: int | None = None,
     ) -> None:
@@ -492,7 +492,7 @@ class RabbitMQTransport(BaseTransport):
         (logger.debug if quiet else logger.error)("CQRS publish of %s message(s) refused by RabbitMQ at %s: %s", count, url, reason)
         return refused(reason, url)
 
-    def _log_published(self, payloads: list[TransportPayload], index: int, rk: str) -> None:
+    def _log_published(self, payloads: list[AnyPayload], index: int, rk: str) -> None:
         payload = payloads[index]
         logger.info(
             "CQRS is published: pk = %s (%s), correlation_id = %s.",

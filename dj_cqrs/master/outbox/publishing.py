@@ -10,17 +10,19 @@ from __future__ import annotations
 import datetime
 
 from django.db import connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.core.event import OUTBOX_SIGNAL, AnyPayload, EventPayload
 from dj_cqrs.master import payloads, publisher
+from dj_cqrs.master.outbox import event_order
 from dj_cqrs.master.outbox.store import OutboxRow, outbox_model, read_rows
 from dj_cqrs.registry import master_registry
 
 
 def publish_items(
     using: str,
-    items: list[tuple[int, TransportPayload | None]],
+    items: list[tuple[int, AnyPayload | None]],
     *,
     own_connection: bool = False,
     fail_fast: bool = False,
@@ -43,15 +45,20 @@ def publish_items(
         return 0
     with transaction.atomic(using=using):
         _relax(using, own_connection)
+        events = {outbox_id: p.key for outbox_id, p in items if isinstance(p, EventPayload)}
+        if events:
+            # Older events of the same keys go first, once their publisher is done (event_order).
+            older = event_order.lock_older(using, events.values(), max(events), {i for i, _ in items})
+            items = [*((outbox_id, None) for outbox_id in older), *items]
         claimed = _mark_pending(using, [outbox_id for outbox_id, _ in items])
         if not claimed:
             return 0
         missing = [outbox_id for outbox_id, payload in items if payload is None and outbox_id in claimed]
-        built: dict[int, TransportPayload | None] = {}
+        built: dict[int, AnyPayload | None] = {}
         if missing:
             rows = read_rows(outbox_model().objects.using(using).filter(id__in=missing))
             built = {row.pk: payload for row, payload in payloads.payloads_for_rows(rows, using)}
-        to_send: list[TransportPayload] = []
+        to_send: list[AnyPayload] = []
         for outbox_id, payload in items:
             if outbox_id not in claimed:
                 continue  # published by someone else meanwhile
@@ -105,6 +112,12 @@ def _mark_pending(using: str, ids: list[int]) -> set[int]:
     return pending
 
 
+def publishable() -> Q:
+    """The pending rows a publisher takes: events of this service's master models (rows of a
+    CQRS_ID it no longer has stay pending, reported by the age alert) and domain events."""
+    return Q(published_at__isnull=True) & (Q(cqrs_id__in=list(master_registry.models)) | Q(signal_type=OUTBOX_SIGNAL))
+
+
 #: Set on a connection whose session commits relaxed (the raw connection it was set on).
 _RELAXED_ATTR = "_dj_cqrs_relaxed_session"
 
@@ -120,7 +133,7 @@ def claim_and_publish(using: str, limit: int, min_age: float = 0.0) -> int:
     with transaction.atomic(using=using):
         # Rows of a CQRS_ID this service no longer has stay pending (and are reported by the age
         # alert) without blocking the others.
-        qs = model.objects.using(using).filter(published_at__isnull=True, cqrs_id__in=list(master_registry.models))
+        qs = model.objects.using(using).filter(publishable())
         if min_age > 0:
             qs = qs.filter(created_at__lte=timezone.now() - datetime.timedelta(seconds=min_age))
         qs = qs.order_by("id")
@@ -159,6 +172,9 @@ def _publish_locked(using: str, rows: list[OutboxRow]) -> int:
     if not rows:
         return 0
     model = outbox_model()
+    held = event_order.held_back(using, rows, {row.pk for row in rows})
+    if held:
+        rows = [row for row in rows if row.pk not in held]
     built = payloads.payloads_for_rows(rows, using)
     to_send = [p for _, p in built if p is not None]
     done_ids = [row.pk for row, _ in built]

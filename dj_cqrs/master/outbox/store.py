@@ -55,9 +55,11 @@ class OutboxRow(NamedTuple):
     object_pk: str
     data: str
     created_at: datetime.datetime
+    #: The object's revision; a domain event's sequence number in its key.
+    revision: int | None = None
 
 
-_ROW_COLUMNS = ("id", "cqrs_id", "signal_type", "object_pk", "data", "created_at")
+_ROW_COLUMNS = ("id", "cqrs_id", "signal_type", "object_pk", "data", "created_at", "revision")
 
 
 def read_rows(qs: Any) -> list[OutboxRow]:
