@@ -1,6 +1,6 @@
 """System checks (``manage.py check``): settings, transport, and model configuration.
 
-Ids: E001-E009, E011 settings and transport; E020-E022 registries; E030, E031, E033, E034 master
+Ids: E001-E009, E011, E012 settings and transport; E013, E014 domain event handlers; E020-E022 registries; E030, E031, E033, E034 master
 models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
 keys. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
@@ -16,6 +16,7 @@ from django.core import checks
 
 from dj_cqrs.conf import validate
 from dj_cqrs.constants import ALL_BASIC_FIELDS
+from dj_cqrs.events.registry import handlers as event_handlers
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import hooks
 from dj_cqrs.master.serializers import serializer_class
@@ -43,6 +44,35 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     result = [_message(p) for p in validate(None if raw is _MISSING else raw, has_masters=has_masters, has_replicas=has_replicas)]
     if isinstance(raw, dict) and raw.get("transport"):
         result.extend(_check_transport(raw))
+    return result
+
+
+@checks.register("dj_cqrs")
+def check_event_handlers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Handlers need a queue to be bound to, and their database must exist."""
+    registered = event_handlers()
+    if not registered:
+        return []
+    result: list[checks.CheckMessage] = []
+    raw = getattr(settings, "CQRS", None)
+    if not (isinstance(raw, dict) and raw.get("queue")):
+        result.append(
+            checks.Error(
+                "CQRS['queue'] is required when domain event handlers are registered.",
+                hint="Set CQRS['queue'] to this service's queue name: cqrs_consume binds it to the handlers' patterns.",
+                id="dj_cqrs.E013",
+            )
+        )
+    for handler in registered:
+        if handler.using not in settings.DATABASES:
+            result.append(
+                checks.Error(
+                    f"Event handler {handler.name!r} uses database {handler.using!r}, which is not in DATABASES.",
+                    hint="Pass using= an alias of settings.DATABASES (the database of the handler's writes and inbox).",
+                    obj=handler.fn,
+                    id="dj_cqrs.E014",
+                )
+            )
     return result
 
 

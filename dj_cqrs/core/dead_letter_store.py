@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from dj_cqrs import encoding
+from dj_cqrs.core.event import is_event_body
 from dj_cqrs.core.names import DEAD_UNTIL_HEADER, REASON_HEADER
 
 
@@ -41,7 +42,12 @@ class DeadLetter:
 
     @property
     def cqrs_id(self) -> str | None:
+        """The body's ``cqrs_id``; a domain event's name (``cqrs_dead_letters --cqrs-id`` filters
+        both)."""
         data = self.data
+        if data is not None and is_event_body(data):
+            name = data.get("name")
+            return name if isinstance(name, str) else None
         value = data.get("cqrs_id") if data is not None else None
         return value if isinstance(value, str) else None
 

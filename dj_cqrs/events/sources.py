@@ -25,7 +25,7 @@ from dj_cqrs.events.once import insert_once
 
 Source = Callable[[Any], Iterable[EventSpec]]
 
-_sources: dict[type, list[Source]] = {}
+_sources: dict[type[models.Model], list[Source]] = {}
 
 
 def register_source(model: type[models.Model], source: Source) -> None:
@@ -44,11 +44,11 @@ def unregister_sources(model: type[models.Model]) -> None:
     post_save.disconnect(sender=model, dispatch_uid=f"dj_cqrs_event_source:{model._meta.label}")
 
 
-def sources_of(model: type) -> list[Source]:
+def sources_of(model: type[models.Model]) -> list[Source]:
     return list(_sources.get(model, ()))
 
 
-def source_models() -> list[type]:
+def source_models() -> list[type[models.Model]]:
     """The models with sources, in registration order."""
     return [model for model, sources in _sources.items() if sources]
 

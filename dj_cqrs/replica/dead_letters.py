@@ -31,6 +31,7 @@ from dj_cqrs.core.dead_letter_store import (
     DeadLetterStore,
     Unroutable,
 )
+from dj_cqrs.core.event import AnyPayload, EventPayload, is_event_body
 from dj_cqrs.core.names import FAILURE_HEADERS, ROUTING_KEY_HEADER, direct_routing_key
 from dj_cqrs.core.payload import TransportPayload, message_expiration
 from dj_cqrs.core.settlement import carried_headers
@@ -125,7 +126,7 @@ def retry_message(letter: DeadLetter, queue: str) -> tuple[str, bytes, dict[str,
     if data is None:
         raise PayloadError("the body is not a JSON object", reason="malformed")
     try:
-        payload = TransportPayload.from_message(data)
+        payload: AnyPayload = EventPayload.from_message(data) if is_event_body(data) else TransportPayload.from_message(data)
         fresh = payload.with_changes(retries=0, expires=message_expiration())
         # NaN and the infinities are written back as they came (django-cqrs writes them too).
         body = encoding.dumps_bytes(encoding.restore_exact(fresh.to_dict()), allow_nan=True)
@@ -178,7 +179,8 @@ def retry(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None 
         except PayloadError:
             report.malformed += 1
             return
-        if letter.cqrs_id not in replica_registry:
+        if letter.cqrs_id not in replica_registry and not is_event_body(letter.data):
+            # (a domain event without a handler here is unroutable: no binding on the queue)
             report.unknown += 1
             return
         try:

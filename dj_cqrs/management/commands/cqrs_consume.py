@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from dj_cqrs.events.registry import handlers
 from dj_cqrs.process.supervisor import Supervisor
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica.worker import worker_main
@@ -14,7 +15,7 @@ from dj_cqrs.sync import find_model
 
 
 class Command(BaseCommand):
-    help = "Consume CQRS events and apply them to this service's replica models."
+    help = "Consume CQRS events: apply them to this service's replica models and run its domain event handlers."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--workers", "-w", type=int, default=1, help="Worker processes (default 1).")
@@ -45,8 +46,8 @@ class Command(BaseCommand):
             unknown = [c for c in cqrs_ids if find_model(replica_registry, c) is None]
             if unknown:
                 raise CommandError(f"Wrong CQRS ID: {', '.join(unknown)}!")
-        if not len(replica_registry):
-            raise CommandError("No replica models are registered in this service.")
+        if not len(replica_registry) and not handlers():
+            raise CommandError("No replica models or event handlers are registered in this service.")
         ignore = [p.strip() for p in (options["ignore_paths"] or "").split(",") if p.strip()]
         Supervisor(
             worker_main,

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dj_cqrs.events.registry import matching
 from dj_cqrs.exceptions import CqrsError
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import dead_letters
@@ -27,7 +28,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("command", choices=["dump", "retry", "purge", "count", "summary"], help="What to do.")
-        parser.add_argument("--cqrs-id", "-cid", dest="cqrs_id", default=None, help="Only letters for this CQRS_ID.")
+        parser.add_argument("--cqrs-id", "-cid", dest="cqrs_id", default=None, help="Only letters for this CQRS_ID (or domain event name).")
         parser.add_argument("--limit", "-l", type=int, default=None, help="At most this many letters.")
         parser.add_argument(
             "--headers", action="store_true", help="dump: one JSON object per letter, with its headers."
@@ -38,8 +39,8 @@ class Command(BaseCommand):
         limit = options["limit"]
         if limit is not None and limit < 0:
             raise CommandError("--limit must be >= 0")
-        if cqrs_id is not None and cqrs_id not in replica_registry:
-            raise CommandError(f"Wrong CQRS ID: {cqrs_id}!")
+        if cqrs_id is not None and cqrs_id not in replica_registry and not matching(cqrs_id):
+            raise CommandError(f"Wrong CQRS ID: {cqrs_id}! (neither a replica model nor an event name a handler matches)")
         try:
             store = dead_letters.store_for(get_transport())
             command = options["command"]
