@@ -110,12 +110,14 @@ class InboxEntry(models.Model):
 
 
 class HandlerPosition(models.Model):
-    """The newest sequence number an ``ordered=True`` handler has handled for a key."""
+    """Where an ``ordered=True`` handler stands in a key: the newest sequence number it handled,
+    and the oldest one it failed on and will retry (newer events of the key wait for it)."""
 
     id = models.BigAutoField(primary_key=True)
     handler = models.CharField(max_length=255)
     key = models.CharField(max_length=255)
     seq = models.BigIntegerField()
+    waiting_for = models.BigIntegerField(null=True)
     updated_at = models.DateTimeField()
 
     class Meta:

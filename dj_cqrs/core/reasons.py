@@ -49,6 +49,8 @@ class Reason(str, enum.Enum):
     HANDLER_RETURNED_FALSY = "handler_returned_falsy"
     #: An event handler raised ``dj_cqrs.events.Permanent``: dead-lettered without retries.
     PERMANENT = "permanent"
+    #: An ``ordered`` event handler holds a newer event while an older one of its key is retried.
+    WAITING_FOR_OLDER = "waiting_for_older"
     # Final or transient outcomes.
     MAX_RETRIES = "max_retries"
     DATABASE_UNAVAILABLE = "database_unavailable"

@@ -68,12 +68,17 @@ def decode(message: InboundMessage, max_bytes: int | None) -> EventPayload | Out
     return event
 
 
+class WaitingForOlder(Exception):
+    """An ``ordered`` handler holds an event while an older one of its key is being retried."""
+
+
 def run_handler(handler: Handler, event: EventPayload) -> str:
     """Run ``handler`` for ``event`` unless it has done so: ``ran``, ``duplicate`` or ``stale``.
 
     Atomic handlers run in one transaction with their inbox row (and, when ``ordered``, their
     position in the key): exactly once. The others run outside a transaction and are recorded
-    after they return: at least once. Raises what the handler raises."""
+    after they return: at least once. Raises what the handler raises, and
+    :class:`WaitingForOlder` for an ordered handler whose older event of the key is retried."""
     using = handler.using
     drop_if_broken(using)
     given = event.with_changes(data=copy.deepcopy(event.data), meta=copy.deepcopy(event.meta))
@@ -86,9 +91,13 @@ def run_handler(handler: Handler, event: EventPayload) -> str:
     with transaction.atomic(using=using):
         if not inbox.claim(using, handler.name, event):
             return DUPLICATE
-        if handler.ordered and not inbox.advance(using, handler.name, event):
-            inbox.mark_stale(using, handler.name, event.id)
-            return STALE
+        if handler.ordered:
+            step = inbox.advance(using, handler.name, event)
+            if step == inbox.STALE:
+                inbox.mark_stale(using, handler.name, event.id)
+                return STALE
+            if step == inbox.WAIT:
+                raise WaitingForOlder(f"an older event of key {event.key!r} is being retried")
         handler.fn(given)
     return RAN
 
@@ -99,20 +108,22 @@ def handle_event(event: EventPayload) -> Outcome:
     if not handlers:
         return Outcome(Action.ACK, payload=event, status=Status.NO_HANDLER)
     results: list[str] = []
-    failure: tuple[Handler, BaseException] | None = None
+    failures: list[tuple[Handler, BaseException]] = []
     for handler in handlers:
         try:
             results.append(run_handler(handler, event))
         except Exception as exc:  # noqa: BLE001 - classified below; one handler never stops the others
             if isinstance(exc, DatabaseUnavailable) or is_outage(exc):
                 return database_unavailable(event, exc)
-            logger.warning(
-                "CQRS event handler %s failed on %s %s: %r", handler.name, event.name, event.id, exc, exc_info=exc
-            )
-            if failure is None or isinstance(exc, Permanent) and not isinstance(failure[1], Permanent):
-                failure = (handler, exc)
-    if failure is not None:
-        return _failed(event, *failure)
+            if not isinstance(exc, WaitingForOlder):
+                logger.warning(
+                    "CQRS event handler %s failed on %s %s: %r", handler.name, event.name, event.id, exc, exc_info=exc
+                )
+            failures.append((handler, exc))
+    if failures:
+        outcome = _failed(event, failures)
+        _mark_ordered(event, failures, retried=outcome.action is Action.RETRY)
+        return outcome
     if RAN in results:
         status = Status.APPLIED
     else:
@@ -120,22 +131,33 @@ def handle_event(event: EventPayload) -> Outcome:
     return Outcome(Action.ACK, payload=event, status=status)
 
 
-def _failed(event: EventPayload, handler: Handler, exc: BaseException) -> Outcome:
+def _failed(event: EventPayload, failures: list[tuple[Handler, BaseException]]) -> Outcome:
+    """The outcome of an event some handlers failed on: the first ``Permanent`` one dead-letters it
+    at once, else the first failure retries it (or dead-letters it after the last retry)."""
+    handler, exc = next(((h, e) for h, e in failures if isinstance(e, Permanent)), failures[0])
     detail = f"handler {handler.name}: {type(exc).__name__}: {exc}"
     if isinstance(exc, Permanent):
         return Outcome(Action.DEAD_LETTER, reason=Reason.PERMANENT, detail=detail, payload=event, exception=exc)
+    reason = Reason.WAITING_FOR_OLDER if isinstance(exc, WaitingForOlder) else Reason.EXCEPTION
     if default_should_retry(event.retries):
-        return Outcome(
-            Action.RETRY,
-            reason=Reason.EXCEPTION,
-            detail=detail,
-            delay=default_retry_delay(event.retries),
-            payload=event,
-            exception=exc,
-        )
-    return Outcome(
-        Action.DEAD_LETTER, reason=Reason.MAX_RETRIES, failure=Reason.EXCEPTION, detail=detail, payload=event, exception=exc
-    )
+        delay = default_retry_delay(event.retries)
+        return Outcome(Action.RETRY, reason=reason, detail=detail, delay=delay, payload=event, exception=exc)
+    return Outcome(Action.DEAD_LETTER, reason=Reason.MAX_RETRIES, failure=reason, detail=detail, payload=event, exception=exc)
+
+
+def _mark_ordered(event: EventPayload, failures: list[tuple[Handler, BaseException]], retried: bool) -> None:
+    """Ordered handlers that failed on ``event``: newer events of its key wait while it is retried,
+    and stop waiting once it is dead-lettered."""
+    for handler, exc in failures:
+        if not handler.ordered or isinstance(exc, WaitingForOlder):
+            continue
+        try:
+            if retried:
+                inbox.hold_newer(handler.using, handler.name, event)
+            else:
+                inbox.release_newer(handler.using, handler.name, event)
+        except Exception as error:  # noqa: BLE001 - the order then degrades to skipping, never stops
+            logger.warning("CQRS ordered handler %s: recording the retry of %s failed: %r", handler.name, event.id, error)
 
 
 def handle_events(messages: Sequence[InboundMessage], tick: Callable[[], None] | None = None) -> list[Outcome]:

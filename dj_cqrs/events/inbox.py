@@ -62,9 +62,16 @@ def mark_stale(using: str, handler: str, event_id: str) -> None:
     _inbox().objects.using(using).filter(handler=handler, event_id=event_id).update(status=IGNORED_STALE)
 
 
-def advance(using: str, handler: str, event: EventPayload) -> bool:
+#: What :func:`advance` answers.
+GO = "go"
+STALE = "stale"
+WAIT = "wait"
+
+
+def advance(using: str, handler: str, event: EventPayload) -> str:
     """Move ``handler``'s position in ``event.key`` to ``event.seq`` (inside the caller's
-    transaction, the position row locked until it ends); False if it is there or beyond."""
+    transaction, the position row locked until it ends): ``go``; ``stale`` when the event is not
+    newer than one handled; ``wait`` when an older event of the key failed and is being retried."""
     rows = _positions().objects.using(using)
     now = timezone.now()
     position = rows.select_for_update().filter(handler=handler, key=event.key).first()
@@ -72,13 +79,39 @@ def advance(using: str, handler: str, event: EventPayload) -> bool:
         try:
             with transaction.atomic(using=using):
                 rows.create(handler=handler, key=event.key, seq=event.seq, updated_at=now)
-            return True
+            return GO
         except IntegrityError:  # created meanwhile by another worker: read it, locked
             position = rows.select_for_update().get(handler=handler, key=event.key)
     if position.seq >= event.seq:
-        return False
-    rows.filter(pk=position.pk).update(seq=event.seq, updated_at=now)
-    return True
+        return STALE
+    if position.waiting_for is not None and position.waiting_for < event.seq:
+        return WAIT
+    waiting_for = None if position.waiting_for == event.seq else position.waiting_for
+    rows.filter(pk=position.pk).update(seq=event.seq, waiting_for=waiting_for, updated_at=now)
+    return GO
+
+
+def hold_newer(using: str, handler: str, event: EventPayload) -> None:
+    """``handler`` failed on ``event`` and it will be retried: newer events of its key wait."""
+    rows = _positions().objects.using(using)
+    with transaction.atomic(using=using):
+        position = rows.select_for_update().filter(handler=handler, key=event.key).first()
+        if position is None:
+            try:
+                with transaction.atomic(using=using):
+                    rows.create(handler=handler, key=event.key, seq=0, waiting_for=event.seq, updated_at=timezone.now())
+                return
+            except IntegrityError:
+                position = rows.select_for_update().get(handler=handler, key=event.key)
+        if position.seq < event.seq and (position.waiting_for is None or event.seq < position.waiting_for):
+            rows.filter(pk=position.pk).update(waiting_for=event.seq, updated_at=timezone.now())
+
+
+def release_newer(using: str, handler: str, event: EventPayload) -> None:
+    """``event`` will not be retried (dead-lettered): newer events of its key stop waiting."""
+    _positions().objects.using(using).filter(handler=handler, key=event.key, waiting_for=event.seq).update(
+        waiting_for=None, updated_at=timezone.now()
+    )
 
 
 def prune_if_due(using: str) -> int:
@@ -103,4 +136,18 @@ def prune(using: str, retention: float) -> int:
         total += rows.filter(id__in=ids).delete()[0]
 
 
-__all__ = ["HANDLED", "IGNORED_STALE", "advance", "claim", "handled", "mark_stale", "prune", "prune_if_due"]
+__all__ = [
+    "GO",
+    "HANDLED",
+    "IGNORED_STALE",
+    "STALE",
+    "WAIT",
+    "advance",
+    "claim",
+    "handled",
+    "hold_newer",
+    "mark_stale",
+    "prune",
+    "prune_if_due",
+    "release_newer",
+]

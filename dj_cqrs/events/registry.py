@@ -60,10 +60,13 @@ def handler(
     ``atomic=True`` (default): ``fn`` runs in a transaction on ``using`` with the inbox row that
     records it, so its database work happens exactly once per event. ``atomic=False``: ``fn`` runs
     outside a transaction (side effects elsewhere: mail, HTTP) and may run again after a crash
-    (at least once). ``ordered=True``: ``fn`` never gets an older event of a key after a newer one;
-    the older one is skipped.
+    (at least once). ``ordered=True`` (atomic handlers): ``fn`` never gets an older event of a key
+    after a newer one: an event that arrives after a newer one of its key is skipped; while an
+    event it failed on is retried, newer events of the key wait (are retried too).
     """
     checked = tuple(check_pattern(p) for p in (pattern, *patterns))
+    if ordered and not atomic:
+        raise ValueError("ordered=True needs atomic=True: the handler's position in a key commits with its work")
 
     def register(fn: F) -> F:
         label = name or f"{fn.__module__}.{fn.__qualname__}"

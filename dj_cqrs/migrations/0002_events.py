@@ -28,6 +28,7 @@ class Migration(migrations.Migration):
                 ('handler', models.CharField(max_length=255)),
                 ('key', models.CharField(max_length=255)),
                 ('seq', models.BigIntegerField()),
+                ('waiting_for', models.BigIntegerField(null=True)),
                 ('updated_at', models.DateTimeField()),
             ],
             options={

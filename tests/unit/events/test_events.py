@@ -338,3 +338,47 @@ def test_event_sources_command_runs_every_instance_once(transport: MemoryTranspo
         ("simplest.saved", "2"),
         ("simplest.saved", "3"),
     ]
+
+
+def test_ordered_handler_holds_newer_events_while_an_older_one_is_retried(
+    transport: MemoryTransport, calls: list[Any]
+) -> None:
+    failures = [RuntimeError("first attempt fails")]
+    order: list[tuple[int, int]] = []
+
+    @events.handler("order.*", name="ordered-retry", ordered=True)
+    def ordered(event: EventPayload) -> None:
+        if event.seq == 1 and failures:
+            raise failures.pop()
+        order.append((event.seq, event.retries))
+
+    events.emit("order.created", 3, {})
+    events.emit("order.paid", 3, {})
+    transport.join()
+    assert order == [(1, 1), (2, 1)]  # seq 2 waited for the retry of seq 1 instead of overtaking it
+    reasons = [o.reason for o in transport.outcomes if o.action is Action.RETRY]
+    assert reasons == [Reason.EXCEPTION, Reason.WAITING_FOR_OLDER]
+
+
+def test_ordered_handler_stops_waiting_once_the_older_event_is_dead_lettered(
+    transport: MemoryTransport, calls: list[Any]
+) -> None:
+    order: list[int] = []
+
+    @events.handler("order.*", name="ordered-dead", ordered=True)
+    def ordered(event: EventPayload) -> None:
+        if event.seq == 1:
+            raise ValueError("never")
+        order.append(event.seq)
+
+    with override_settings(CQRS=cqrs_with(master={"outbox_publish": "sync"}, replica={"CQRS_MAX_RETRIES": 1})):
+        events.emit("order.created", 4, {})
+        events.emit("order.paid", 4, {})
+        transport.join()
+    assert order == [2]
+    assert [o.reason for _, o in transport.dead_letters] == [Reason.MAX_RETRIES]
+
+
+def test_ordered_handlers_must_be_atomic() -> None:
+    with pytest.raises(ValueError, match="ordered=True needs atomic=True"):
+        events.handler("a.b", name="x", ordered=True, atomic=False)
