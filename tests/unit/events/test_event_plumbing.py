@@ -163,3 +163,39 @@ def test_dispatcher_sends_older_pending_events_of_its_keys_first(transport: Memo
     assert [e.data["n"] for e in transport.events] == [1, 2]
     assert not outbox_model().objects.filter(published_at__isnull=True).exists()
 
+
+
+def test_inbox_rows_are_pruned_after_the_retention(transport: MemoryTransport, clean_handlers: None) -> None:
+    import datetime  # noqa: PLC0415
+
+    from django.utils import timezone  # noqa: PLC0415
+
+    from dj_cqrs.events import inbox  # noqa: PLC0415
+    from dj_cqrs.models import InboxEntry  # noqa: PLC0415
+
+    @events.handler("a.#", name="pruned")
+    def pruned(event: EventPayload) -> None:
+        pass
+
+    for key in range(3):
+        events.emit("a.b", key, {})
+    transport.join()
+    assert InboxEntry.objects.count() == 3
+    InboxEntry.objects.filter(key="0").update(handled_at=timezone.now() - datetime.timedelta(days=8))
+    inbox._last_prune.clear()
+    with override_settings(CQRS=cqrs_with(events={"inbox_retention": 7 * 86400})):
+        assert inbox.prune_if_due("default") == 1
+        assert inbox.prune_if_due("default") == 0  # at most once an hour
+    assert sorted(InboxEntry.objects.values_list("key", flat=True)) == ["1", "2"]
+    inbox._last_prune.clear()
+    with override_settings(CQRS=cqrs_with(events={"inbox_retention": None})):
+        assert inbox.prune_if_due("default") == 0
+
+
+def test_events_carry_the_correlation_id_of_their_scope(transport: MemoryTransport) -> None:
+    from dj_cqrs.correlation import correlation_scope  # noqa: PLC0415
+
+    with correlation_scope("req-42"):
+        events.emit("a.b", 1, {})
+    events.emit("a.b", 2, {})
+    assert [e.correlation_id for e in transport.events] == ["req-42", None]
