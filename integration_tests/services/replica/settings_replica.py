@@ -1,9 +1,14 @@
 import os
 
 from common_settings import *  # noqa: F401,F403
-from common_settings import DATABASES, cqrs_settings
+from common_settings import DATABASES, INSTALLED_APPS, cqrs_settings
 
 CQRS = cqrs_settings("replica")
+
+# IT_EVENT_HANDLERS=1 (dj_cqrs only): the it_events app registers a domain event handler, so this
+# replica's queue is also bound for domain events (integration_tests/compat/test_mixed_fleet_events.py).
+if os.environ.get("IT_EVENT_HANDLERS") == "1":
+    INSTALLED_APPS = [*INSTALLED_APPS, "it_events"]
 
 # IT_CONN_MAX_AGE: the database connections' lifetime, "none" (persistent) or seconds; unset
 # keeps Django's default (0: a connection per request, which django-cqrs's consumer closes and

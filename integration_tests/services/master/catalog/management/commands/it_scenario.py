@@ -3,6 +3,7 @@
 Steps: {"op": "create"|"update"|"delete"|"sync"|"bulk_create"|"bulk_update"|"atomic",
         "model": "product"|"tag"|"note", "id": ..., "fields": {...}, "queue": ...,
         "steps": [...], "same_object": true|false}
+       {"op": "emit", "name": ..., "key": ..., "data": {...}, "meta": {...}} (dj_cqrs only)
 Values are strings/numbers as JSON allows; fields are converted with the model field's to_python.
 """
 
@@ -49,6 +50,13 @@ def run(step, objects=None):
 
         with connection.cursor() as cursor:
             cursor.execute(step["sql"], step.get("params", []))
+        return
+    if op == "emit":
+        # A domain event (dj_cqrs only: steps for a django-cqrs master never contain it), in the
+        # current transaction when inside {"op": "atomic"}.
+        from dj_cqrs.events import emit
+
+        emit(step["name"], step["key"], step.get("data", {}), meta=step.get("meta"))
         return
     if op == "crash_after_commit":
         # The process dies right after COMMIT, before any other commit hook (publishing) runs.
