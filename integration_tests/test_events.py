@@ -350,7 +350,7 @@ def test_stream_of_committed_events_handled_exactly_once_in_key_order(
 def test_workers_relay_and_emitter_killed_still_exactly_once(
     rabbitmq: None, postgres: None
 ) -> None:
-    events, keys, crash_tx = 3000, 300, 120
+    events, keys, crash_tx = 2000, 200, 80
     with event_fleet("rabbitmq", IT_OUTBOX_GRACE="0.3") as fleet:
         consumer = fleet.start_consumer("-w", "2")
         relay_args = ["cqrs_relay", "--interval", "0.1", "--min-age", "0.3", "--batch", "50"]
@@ -366,7 +366,7 @@ def test_workers_relay_and_emitter_killed_still_exactly_once(
             "--rollback-every",
             "7",
             "--pause",
-            "0.01",
+            "0.005",
         ]
         emitter = fleet.emitter.start(*emit_args, "--crash-at-tx", str(crash_tx))
         worker_kills: list[int] = []
@@ -382,7 +382,7 @@ def test_workers_relay_and_emitter_killed_still_exactly_once(
         def kill_workers() -> None:
             # SIGKILL one worker four times while the stream is being handled; the supervisor
             # starts a new one each time.
-            for threshold in (800, 2000, 3200, 4400):
+            for threshold in (400, 1000, 1600, 2200):
                 while (
                     not stop.is_set()
                     and fleet.b("SELECT count(*) FROM sink_handled")[0][0] < threshold
@@ -403,7 +403,7 @@ def test_workers_relay_and_emitter_killed_still_exactly_once(
         killer = threading.Thread(target=kill_workers, daemon=True)
         killer.start()
         try:
-            # The emitter kills itself right after the COMMIT of transaction 120, before that
+            # The emitter kills itself right after the COMMIT of transaction 80, before that
             # transaction's events were handed to the publisher.
             emitter.wait(120)
             assert emitter.returncode == -signal.SIGKILL, log_text(emitter)[-3000:]
@@ -587,6 +587,67 @@ def test_failing_handlers_retry_dead_letter_and_replay(kind: str) -> None:
         assert stop_process(consumer) == 0, log_text(consumer)[-3000:]
 
 
+def test_ordered_handler_waits_behind_a_failing_event_and_is_released_by_its_dead_letter(
+    kind: str,
+) -> None:
+    env = {"IT_CQRS_MAX_RETRIES": "3", "IT_CQRS_RETRY_DELAY": "0.5", "IT_CQRS_RETRY_BACKOFF": "1"}
+    with event_fleet(kind, **env) as fleet:
+        consumer = fleet.start_consumer("-w", "1")
+        steps = [
+            # key s1: its first event fails twice; the two newer ones must not overtake it
+            {"name": "step.x", "key": "s1", "data": {"mode": "fail:2"}},
+            {"name": "step.x", "key": "s1", "data": {"mode": "ok"}},
+            {"name": "step.y", "key": "s1", "data": {"mode": "ok"}},
+            # key s2: its first event is refused (Permanent): the newer one runs, not waiting more
+            {"name": "step.x", "key": "s2", "data": {"mode": "permanent"}},
+            {"name": "step.y", "key": "s2", "data": {"mode": "ok"}},
+        ]
+        ids = json.loads(fleet.emitter.manage("it_emit_list", input=json.dumps(steps)).stdout)
+        wait_until(lambda: fleet.handled_count("steps") >= 4, 30, message="steps handled")
+        wait_until(lambda: fleet.dead_letters() >= 1, 30, message="the refused step dead-lettered")
+        time.sleep(1)
+        rows = fleet.handled("steps")
+        assert [(key, seq) for _id, _name, key, seq in rows if key == "s1"] == [
+            ("s1", 1),
+            ("s1", 2),
+            ("s1", 3),
+        ]
+        assert [(key, seq) for _id, _name, key, seq in rows if key == "s2"] == [("s2", 2)]
+        attempts = dict(
+            fleet.b(
+                "SELECT event_id, count(*) FROM sink_attempt WHERE handler = 'steps' GROUP BY event_id"
+            )
+        )
+        # The failing one ran three times; the ones that waited ran once each, on a retry.
+        assert attempts == {ids[0]: 3, ids[1]: 1, ids[2]: 1, ids[3]: 1, ids[4]: 1}
+        retried = dict(
+            fleet.b("SELECT event_id, retries FROM sink_handled WHERE handler = 'steps'")
+        )
+        assert retried[ids[0]] == 2 and retried[ids[1]] >= 1 and retried[ids[2]] >= 1, retried
+        assert ["step.x", "permanent", "1"] in dead_letter_summary(fleet, "step.x")
+
+        # Replaying the refused (older) event later finds the handler past it: skipped, not run.
+        out = fleet.handler.manage("cqrs_dead_letters", "retry", "--cqrs-id", "step.x").stdout
+        assert re.search(r"Retried 1 dead letter", out), out
+        wait_until(
+            lambda: fleet.inbox("steps").get(ids[3]) == "ignored_stale",
+            30,
+            message="replay skipped as stale",
+        )
+        time.sleep(0.5)
+        assert fleet.handled("steps") == rows
+        assert (
+            dict(
+                fleet.b(
+                    "SELECT event_id, count(*) FROM sink_attempt WHERE handler = 'steps' GROUP BY event_id"
+                )
+            )
+            == attempts
+        )
+        assert fleet.dead_letters() == 0
+        assert stop_process(consumer) == 0, log_text(consumer)[-3000:]
+
+
 # -- 4. model event sources --------------------------------------------------------------------
 
 
@@ -608,8 +669,9 @@ def event_sources(fleet: EventFleet, *args: str) -> tuple[int, int, int, int]:
 def test_time_based_event_source_emits_each_key_once(kind: str) -> None:
     with event_fleet(kind) as fleet:
         consumer = fleet.start_consumer("-w", "1")
-        # Saves run the source at commit: "created" for each, "ending" for the one ending within
-        # two days; a rolled-back save emits nothing; saving again emits nothing new.
+        # A save runs the source (in its transaction; published after commit): "created" for each,
+        # "ending" for the one ending within two days; a rolled-back save emits nothing; saving
+        # again emits nothing new.
         outbox = challenges(
             fleet,
             [
@@ -632,7 +694,7 @@ def test_time_based_event_source_emits_each_key_once(kind: str) -> None:
         assert event_sources(fleet, "--model", "shop.Challenge", "--batch", "1") == (3, 0, 5, 0)
         assert challenges(fleet, []) == outbox
 
-        # A save that makes challenge 3 due emits through the source at commit.
+        # A save that makes challenge 3 due emits through the source.
         outbox = challenges(
             fleet, [{"op": "shift", "id": 3, "ends_in_hours": 1}, {"op": "save", "id": 3}]
         )

@@ -4,7 +4,8 @@ Two overlapping patterns over the names service A emits (``order.created``, ``or
 ``invoice.paid``): ``order.*`` and ``#.paid`` (``order.paid`` matches both), an ``ordered=True``
 handler over all three, one over the challenge source's events, and three whose failures a test
 controls: ``flaky.*`` fails on its first two attempts of an event, ``broken.*`` fails until the
-``fixed`` switch is on, ``poison.*`` raises ``Permanent``.
+``fixed`` switch is on, ``poison.*`` raises ``Permanent``; ``step.*`` is ordered and does what
+the event's ``data["mode"]`` says (``fail:N``: fail the first N attempts, ``permanent``).
 """
 
 import os
@@ -72,3 +73,14 @@ def broken(event):
 def poison(event):
     attempt("poison", event)
     raise Permanent(f"poison event {event.key} cannot be handled")
+
+
+@handler("step.*", ordered=True, name="sink.steps")
+def steps(event):
+    attempts = attempt("steps", event)
+    mode = event.data.get("mode", "ok")
+    if mode == "permanent":
+        raise Permanent(f"step {event.key}/{event.seq} refused")
+    if mode.startswith("fail:") and attempts <= int(mode[5:]):
+        raise RuntimeError(f"step failure {attempts} of {mode[5:]} for {event.key}/{event.seq}")
+    record("steps", event)
