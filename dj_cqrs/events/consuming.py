@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from django.db import transaction
 
@@ -189,14 +188,6 @@ def handle_events_through_outages(
     """The events route's :class:`~dj_cqrs.core.messages.ConsumeHandler`: :func:`handle_events`,
     holding the events that met a database outage until the database is back."""
     return hold_through_outages(lambda batch: handle_events(batch, tick), messages, wait, "Event handler database", logger)
-
-
-def describe_handlers() -> list[dict[str, Any]]:
-    """The registered handlers, for ``cqrs_consume``'s start-up line."""
-    return [
-        {"name": h.name, "patterns": list(h.patterns), "atomic": h.atomic, "ordered": h.ordered, "using": h.using}
-        for h in handlers()
-    ]
 
 
 __all__ = ["accepts", "decode", "handle_event", "handle_events", "handle_events_through_outages", "run_handler"]

@@ -116,9 +116,10 @@ class KombuConsumer(ConsumeLoop):
             consumer.consume()
             self._consumers.append(consumer)
         logger.info(
-            "CQRS consumer connected: queue=%s cqrs_ids=%s prefetch=%s delay_queue_max_size=%s",
+            "CQRS consumer connected: queue=%s cqrs_ids=%s event_bindings=%s prefetch=%s delay_queue_max_size=%s",
             self.queue,
             self.cqrs_ids,
+            self.route_binding_keys,
             prefetch,
             max_held,
         )

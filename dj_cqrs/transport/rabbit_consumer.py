@@ -112,7 +112,11 @@ class RabbitMQConsumer(ConsumeLoop):
         self.channel = channel
         channel.basic_consume(self.queue, self._on_message, auto_ack=False)
         logger.info(
-            "CQRS consumer connected: queue=%s cqrs_ids=%s prefetch=%s", self.queue, self.cqrs_ids, self.prefetch
+            "CQRS consumer connected: queue=%s cqrs_ids=%s event_bindings=%s prefetch=%s",
+            self.queue,
+            self.cqrs_ids,
+            self.route_binding_keys,
+            self.prefetch,
         )
 
     def declare_topology(self, channel: BlockingChannel) -> None:

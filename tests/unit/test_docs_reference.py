@@ -40,6 +40,7 @@ def _section(text: str, heading: str) -> str:
         ("## Top level", conf.ROOT_OPTIONS),
         ('## `CQRS["master"]', conf.MASTER_OPTIONS),
         ('## `CQRS["replica"]', conf.REPLICA_OPTIONS),
+        ('## `CQRS["events"]', conf.EVENTS_OPTIONS),
     ],
 )
 def test_settings_page_lists_every_key_with_its_default(heading, options):

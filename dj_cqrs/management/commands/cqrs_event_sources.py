@@ -22,7 +22,7 @@ class Command(CqrsCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--model", "-m", action="append", dest="models", help="app_label.ModelName (repeatable; default: every model with sources)")
-        parser.add_argument("--batch", "-b", type=int, default=500, help="Instances per transaction (default 500)")
+        parser.add_argument("--batch", "-b", type=int, default=500, help="Instances read per query (default 500); each instance runs in its own transaction")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:

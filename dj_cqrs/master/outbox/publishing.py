@@ -45,7 +45,8 @@ def publish_items(
         return 0
     with transaction.atomic(using=using):
         _relax(using, own_connection)
-        events = {outbox_id: p.key for outbox_id, p in items if isinstance(p, EventPayload)}
+        # (the first event of a key, seq 1, has no older one to wait for)
+        events = {outbox_id: p.key for outbox_id, p in items if isinstance(p, EventPayload) and p.seq > 1}
         if events:
             # Older events of the same keys go first, once their publisher is done (event_order).
             older = event_order.lock_older(using, events.values(), max(events), {i for i, _ in items})

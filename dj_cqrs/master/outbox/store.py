@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from dj_cqrs.models import OutboxEvent
 
 
+#: The tables whose absence means "migrate dj_cqrs was not run" (the outbox, the events' key sequences).
+DJ_CQRS_TABLES = (OUTBOX_TABLE, "dj_cqrs_event_sequence", "dj_cqrs_event_source")
+
+
 def enabled() -> bool:
     return bool(cqrs_settings.master.CQRS_OUTBOX)
 
@@ -38,10 +42,12 @@ def explained_missing_table() -> Iterator[None]:
         yield
     except DatabaseError as exc:
         text = str(exc).lower()
-        if OUTBOX_TABLE in text and ("does not exist" in text or "no such table" in text):
+        missing = "does not exist" in text or "no such table" in text or "doesn't exist" in text
+        if missing and any(table in text for table in DJ_CQRS_TABLES):
             raise ConfigurationError(
-                f"dj_cqrs.E060: the outbox table {OUTBOX_TABLE} does not exist on this database:"
-                " run `manage.py migrate dj_cqrs` (needed once after moving from django-cqrs)"
+                f"dj_cqrs.E060: a table of the dj_cqrs app ({OUTBOX_TABLE}, or the domain events'"
+                " tables) does not exist on this database: run `manage.py migrate dj_cqrs` (needed once"
+                " after moving from django-cqrs, and after an upgrade that adds a migration)"
             ) from exc
         raise
 
