@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from django.core import checks
 from django.core.management import call_command
 from django.db import transaction
 from django.test import override_settings
@@ -103,14 +102,18 @@ def test_checks_want_a_queue_and_a_known_database(clean_handlers: None) -> None:
     def elsewhere(event: EventPayload) -> None:
         pass
 
+    from dj_cqrs.checks import check_event_handlers  # noqa: PLC0415
+
     with override_settings(CQRS=cqrs_with(queue=None)):
-        ids = {m.id for m in checks.run_checks() if m.id.startswith("dj_cqrs.")}
+        ids = {m.id for m in check_event_handlers()}
     assert {"dj_cqrs.E013", "dj_cqrs.E014"} <= ids
 
 
 def test_bad_events_setting_is_reported() -> None:
+    from dj_cqrs.checks import check_settings  # noqa: PLC0415
+
     with override_settings(CQRS=cqrs_with(events={"inbox_retention": -1, "nope": 1})):
-        found = {(m.id, m.msg) for m in checks.run_checks() if m.id.startswith("dj_cqrs.")}
+        found = {(m.id, m.msg) for m in check_settings()}
     assert any(i == "dj_cqrs.E012" and "inbox_retention" in msg for i, msg in found)
     assert any(i == "dj_cqrs.W001" and "'nope'" in msg for i, msg in found)
 
