@@ -108,7 +108,9 @@ MASTER_OPTIONS: dict[str, Option] = {
         "thread", lambda v: v in ("thread", "sync", "relay"), "'thread', 'sync' or 'relay'"
     ),
     "outbox_batch_size": Option(500, _positive_int, "an int > 0"),
-    "outbox_retention": Option(86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"),
+    "outbox_retention": Option(
+        86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"
+    ),
     "outbox_alert_age": Option(300, _positive_int_or_none, "an int > 0 (seconds) or None"),
     "outbox_grace": Option(2, _non_negative_number, "a number >= 0 (seconds)"),
     "outbox_sweep_interval": Option(5, _non_negative_number, "a number >= 0 (seconds)"),
@@ -138,24 +140,77 @@ REPLICA_OPTIONS: dict[str, Option] = {
     # dj_cqrs additions
     # Messages a consumer takes and applies together (one transaction per model), and how long it
     # waits for a batch to fill once a message is there. The prefetch is twice the batch size.
-    "CQRS_BATCH_SIZE": Option(500, lambda v: _positive_int(v) and v <= 10000, "an int from 1 to 10000"),
-    "CQRS_BATCH_MAX_WAIT": Option(0.005, lambda v: _non_negative_number(v) and v <= 10, "a number of seconds from 0 to 10"),
+    "CQRS_BATCH_SIZE": Option(
+        500, lambda v: _positive_int(v) and v <= 10000, "an int from 1 to 10000"
+    ),
+    "CQRS_BATCH_MAX_WAIT": Option(
+        0.005, lambda v: _non_negative_number(v) and v <= 10, "a number of seconds from 0 to 10"
+    ),
     # False: every message takes the per-message path (one transaction each), as django-cqrs.
     "CQRS_BATCH_APPLY": Option(True, _bool, "a bool"),
-    "tombstone_horizon": Option(7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None"),
-    "max_message_bytes": Option(16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"),
+    "tombstone_horizon": Option(
+        7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None"
+    ),
+    "max_message_bytes": Option(
+        16 * 1024 * 1024, _positive_int_or_none, "an int > 0 (bytes) or None"
+    ),
     # Exponential back-off of the default ``get_cqrs_retry_delay``: the n-th retry (n = 0, 1 ...)
     # waits ``CQRS_RETRY_DELAY * CQRS_RETRY_BACKOFF ** n`` seconds, capped at
     # ``CQRS_RETRY_MAX_DELAY`` (the cap never shortens ``CQRS_RETRY_DELAY`` itself). The default
     # factor 1 keeps django-cqrs's constant delay.
-    "CQRS_RETRY_BACKOFF": Option(1, lambda v: _is_number(v) and v >= 1, "a number >= 1 (1 = constant delay)"),
+    "CQRS_RETRY_BACKOFF": Option(
+        1, lambda v: _is_number(v) and v >= 1, "a number >= 1 (1 = constant delay)"
+    ),
     "CQRS_RETRY_MAX_DELAY": Option(3600, _non_negative_number, "a number >= 0 (seconds)"),
 }
 
 EVENTS_OPTIONS: dict[str, Option] = {
     # How long a handled event is remembered in the inbox (dj_cqrs_inbox) against a redelivery or
     # a second publication; None keeps every row. Pruned by the consumers at most once an hour.
-    "inbox_retention": Option(7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"),
+    "inbox_retention": Option(
+        7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None (keep)"
+    ),
+}
+
+
+def _tokens(v: Any) -> bool:
+    if v is None or callable(v) or (isinstance(v, str) and "." in v):
+        return True
+    return isinstance(v, (list, tuple)) and all(isinstance(t, str) and t for t in v)
+
+
+HTTP_OPTIONS: dict[str, Option] = {
+    # Bearer tokens that may pull (``GET <mount>/pull/<cqrs_id>/``): a list of strings, or a
+    # callable (or its dotted path) taking the token and returning True when it is valid. None: no
+    # token is valid (every pull is refused with 401).
+    "tokens": Option(
+        None, _tokens, "a list of non-empty strings, a callable or a dotted path, or None"
+    ),
+    # The default and the largest ``limit`` of a pull page.
+    "default_limit": Option(
+        500, lambda v: _positive_int(v) and v <= 10000, "an int from 1 to 10000"
+    ),
+    "max_limit": Option(5000, lambda v: _positive_int(v) and v <= 10000, "an int from 1 to 10000"),
+    # How long the change feed waits behind a hole in the outbox ids that a transaction still
+    # open may fill (PostgreSQL and MySQL are asked whether such a transaction exists; SQLite's
+    # writers never leave one). Past it the hole is skipped, with a warning.
+    "gap_timeout": Option(300, _non_negative_number, "a number >= 0 (seconds)"),
+}
+
+WEBHOOKS_OPTIONS: dict[str, Option] = {
+    # Tries of one delivery before it is parked as failed, and the exponential back-off between
+    # them: ``retry_delay * 2 ** n`` seconds, at most ``max_retry_delay``.
+    "attempts": Option(8, _positive_int, "an int > 0"),
+    "retry_delay": Option(1.0, _non_negative_number, "a number >= 0 (seconds)"),
+    "max_retry_delay": Option(300, _non_negative_number, "a number >= 0 (seconds)"),
+    # Seconds to connect and to read the answer of one PUT.
+    "timeout": Option(10, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
+    # Subscriptions one process delivers to at the same time (one thread each).
+    "concurrency": Option(8, _positive_int, "an int > 0"),
+    # Items read from the change feed at a time, per subscription.
+    "batch_size": Option(100, lambda v: _positive_int(v) and v <= 10000, "an int from 1 to 10000"),
+    # How long a process holds a subscription without renewing it before another may take it.
+    "lease": Option(60, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
 }
 
 ROOT_OPTIONS: dict[str, Option] = {
@@ -183,9 +238,15 @@ MISNAMED_KEYS: dict[str, str] = {
 
 #: System-check ids of invalid values; a run-time ``ConfigurationError`` carries the same id.
 ROOT_CHECK_ID = "dj_cqrs.E005"
-SECTION_CHECK_IDS: dict[str, str] = {"master": "dj_cqrs.E007", "replica": "dj_cqrs.E008", "events": "dj_cqrs.E012"}
+SECTION_CHECK_IDS: dict[str, str] = {
+    "master": "dj_cqrs.E007",
+    "replica": "dj_cqrs.E008",
+    "events": "dj_cqrs.E012",
+    "http": "dj_cqrs.E015",
+    "webhooks": "dj_cqrs.E016",
+}
 #: The sections of ``settings.CQRS`` (dicts of options).
-SECTIONS = ("master", "replica", "events")
+SECTIONS = ("master", "replica", "events", "http", "webhooks")
 
 
 class _Source:
@@ -282,11 +343,16 @@ def _option_property(key: str, doc: str) -> property:
     return property(read, doc=doc)
 
 
-def _section_class(name: str, options: dict[str, Option], derived: dict[str, property] | None = None) -> type[Section]:
+def _section_class(
+    name: str, options: dict[str, Option], derived: dict[str, property] | None = None
+) -> type[Section]:
     """A ``Section`` subclass with one property per option: a read is a plain attribute lookup
     (``__getattr__`` would first raise and catch an ``AttributeError`` on every read). ``derived``:
     read-only values computed from the options."""
-    attrs = {key: _option_property(key, f"CQRS[{name!r}][{key!r}] (default {o.default!r})") for key, o in options.items()}
+    attrs = {
+        key: _option_property(key, f"CQRS[{name!r}][{key!r}] (default {o.default!r})")
+        for key, o in options.items()
+    }
     attrs.update(derived or {})
     return type(f"{name.capitalize()}Section", (Section,), attrs)
 
@@ -302,6 +368,8 @@ def _prefetch_count(section: Any) -> int:
 
 _MasterSection = _section_class("master", MASTER_OPTIONS)
 _EventsSection = _section_class("events", EVENTS_OPTIONS)
+_HttpSection = _section_class("http", HTTP_OPTIONS)
+_WebhooksSection = _section_class("webhooks", WEBHOOKS_OPTIONS)
 _ReplicaSection = _section_class(
     "replica",
     REPLICA_OPTIONS,
@@ -328,6 +396,8 @@ class CqrsSettings:
         self.master = _MasterSection("master", MASTER_OPTIONS)
         self.replica = _ReplicaSection("replica", REPLICA_OPTIONS)
         self.events = _EventsSection("events", EVENTS_OPTIONS)
+        self.http = _HttpSection("http", HTTP_OPTIONS)
+        self.webhooks = _WebhooksSection("webhooks", WEBHOOKS_OPTIONS)
         self._values: dict[str, tuple[Any, Any]] = {}
 
     @property
@@ -349,7 +419,9 @@ class CqrsSettings:
         if value is _MISSING:
             resolved = option.default
         elif option.check is not None and not option.check(value):
-            raise ConfigurationError(f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}")
+            raise ConfigurationError(
+                f"{ROOT_CHECK_ID}: CQRS[{key!r}] must be {option.expect}, got {value!r}"
+            )
         else:
             resolved = value
         self._values[key] = (value, resolved)
@@ -369,10 +441,14 @@ class CqrsSettings:
         self.master._values.clear()
         self.replica._values.clear()
         self.events._values.clear()
+        self.http._values.clear()
+        self.webhooks._values.clear()
 
 
 for _key, _option in ROOT_OPTIONS.items():
-    setattr(CqrsSettings, _key, _option_property(_key, f"CQRS[{_key!r}] (default {_option.default!r})"))
+    setattr(
+        CqrsSettings, _key, _option_property(_key, f"CQRS[{_key!r}] (default {_option.default!r})")
+    )
 
 
 cqrs_settings = CqrsSettings()
@@ -399,7 +475,9 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
             )
         return problems
     if not isinstance(raw, dict):
-        problems.append(Problem("dj_cqrs.E001", "settings.CQRS must be a dict.", "See docs/settings.md."))
+        problems.append(
+            Problem("dj_cqrs.E001", "settings.CQRS must be a dict.", "See docs/settings.md.")
+        )
         return problems
 
     if not raw.get("transport"):
@@ -444,6 +522,8 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         ("master", MASTER_OPTIONS, SECTION_CHECK_IDS["master"]),
         ("replica", REPLICA_OPTIONS, SECTION_CHECK_IDS["replica"]),
         ("events", EVENTS_OPTIONS, SECTION_CHECK_IDS["events"]),
+        ("http", HTTP_OPTIONS, SECTION_CHECK_IDS["http"]),
+        ("webhooks", WEBHOOKS_OPTIONS, SECTION_CHECK_IDS["webhooks"]),
     ):
         value = raw.get(section)
         if value is None:

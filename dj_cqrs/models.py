@@ -1,5 +1,6 @@
-"""Tables of the ``dj_cqrs`` app: the master's transactional outbox, the replica's tombstones, and the
-domain events' key sequences, inbox, handler positions and source emissions."""
+"""Tables of the ``dj_cqrs`` app: the master's transactional outbox, the replica's tombstones, the
+domain events' key sequences, inbox, handler positions and source emissions, the pull cursors of
+``cqrs_pull`` and the webhook subscriptions with their parked deliveries."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ class OutboxEvent(models.Model):
         db_table = OUTBOX_TABLE
         verbose_name = "CQRS outbox event"
         indexes = [
-            models.Index(fields=["id"], condition=Q(published_at__isnull=True), name="dj_cqrs_outbox_pending"),
+            models.Index(
+                fields=["id"], condition=Q(published_at__isnull=True), name="dj_cqrs_outbox_pending"
+            ),
             models.Index(fields=["cqrs_id", "object_pk"], name="dj_cqrs_outbox_object"),
         ]
 
@@ -60,7 +63,9 @@ class Tombstone(models.Model):
         db_table = "dj_cqrs_tombstone"
         verbose_name = "CQRS tombstone"
         constraints = [
-            models.UniqueConstraint(fields=["cqrs_id", "object_pk"], name="dj_cqrs_tombstone_unique"),
+            models.UniqueConstraint(
+                fields=["cqrs_id", "object_pk"], name="dj_cqrs_tombstone_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -124,7 +129,9 @@ class HandlerPosition(models.Model):
         db_table = "dj_cqrs_handler_position"
         verbose_name = "CQRS handler position"
         constraints = [
-            models.UniqueConstraint(fields=["handler", "key"], name="dj_cqrs_handler_position_unique"),
+            models.UniqueConstraint(
+                fields=["handler", "key"], name="dj_cqrs_handler_position_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -149,3 +156,103 @@ class SourceEmission(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.key}"
+
+
+class PullCursor(models.Model):
+    """Where ``cqrs_pull`` stands in a master's pull feed of one CQRS_ID (replica side): the opaque
+    cursor the master returned last, saved in the transaction that applied the page."""
+
+    id = models.BigAutoField(primary_key=True)
+    #: The master's pull URL (``https://master/cqrs/``), normalized.
+    source = models.CharField(max_length=500)
+    cqrs_id = models.CharField(max_length=255)
+    cursor = models.TextField(default="", blank=True)
+    #: Items applied through this cursor so far.
+    items = models.BigIntegerField(default=0)
+    #: True once the initial pass over every row is done (only changes follow).
+    caught_up = models.BooleanField(default=False)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "dj_cqrs_pull_cursor"
+        verbose_name = "CQRS pull cursor"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "cqrs_id"], name="dj_cqrs_pull_cursor_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cqrs_id} from {self.source}"
+
+
+class WebhookSubscription(models.Model):
+    """A subscriber that receives changes as HTTP PUTs (master side): the CQRS_IDs and domain
+    event name patterns it wants, the secret its deliveries are signed with, and where it stands
+    in the change feed (``position``, an outbox id)."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=2000)
+    cqrs_ids = models.JSONField(default=list, blank=True)
+    event_patterns = models.JSONField(default=list, blank=True)
+    secret = models.CharField(max_length=255)
+    active = models.BooleanField(default=True)
+    #: The last feed position (outbox id) handled: delivered, or parked as failed.
+    position = models.BigIntegerField(default=0)
+    #: The process delivering to it now, and until when its lease holds.
+    lease_owner = models.CharField(max_length=100, default="", blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(default="", blank=True)
+
+    class Meta:
+        db_table = "dj_cqrs_webhook_subscription"
+        verbose_name = "CQRS webhook subscription"
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """A delivery taken out of the feed's flow: ``failed`` after the configured attempts,
+    ``held`` behind a failed earlier change of the same object, ``replay`` when an operator asked
+    for it to be sent again."""
+
+    FAILED = "failed"
+    HELD = "held"
+    REPLAY = "replay"
+
+    id = models.BigAutoField(primary_key=True)
+    subscription = models.ForeignKey(
+        WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    #: Its position in the change feed (outbox id).
+    position = models.BigIntegerField()
+    event_id = models.CharField(max_length=64)
+    cqrs_id = models.CharField(max_length=255)
+    #: The object's primary key, or the domain event's key.
+    object_key = models.CharField(max_length=255)
+    body = models.TextField()
+    status = models.CharField(max_length=16, default=FAILED)
+    attempts = models.PositiveIntegerField(default=0)
+    #: The HTTP status of the last answer (None: no answer: timeout, connection error).
+    last_status = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(default="", blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "dj_cqrs_webhook_delivery"
+        verbose_name = "CQRS webhook delivery"
+        verbose_name_plural = "CQRS webhook deliveries"
+        indexes = [
+            models.Index(fields=["subscription", "status", "id"], name="dj_cqrs_webhook_status"),
+            models.Index(
+                fields=["subscription", "cqrs_id", "object_key"], name="dj_cqrs_webhook_object"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.cqrs_id} {self.object_key} -> {self.subscription_id}"
