@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.event import AnyPayload
-from dj_cqrs.master import payloads, pending, publisher, triggers
+from dj_cqrs.master import commit_listeners, payloads, pending, publisher, triggers
 from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox import recording, store
 from dj_cqrs.master.pending import PendingEvent
@@ -76,3 +76,6 @@ def publish_committed(events: list[PendingEvent]) -> None:
     for using in claims:
         # The triggers wrote the rows; their ids are unknown here: publish what is pending.
         dispatcher.submit(using, [], claim=True)
+    if commit_listeners.listeners:  # e.g. a webhook deliverer in this process: wake it early
+        for using in {e.using for e in events if e.outbox_id is not None or e.via_trigger}:
+            commit_listeners.notify(using)

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dj_cqrs.master.relay import Relay
 from dj_cqrs.process.lifecycle import StopFlag
+from dj_cqrs.webhooks.deliverer import Deliverer
 
 
 class Command(BaseCommand):
@@ -20,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds to wait when the outbox is empty (default 1).")
         parser.add_argument("--min-age", type=float, default=None, help="Only publish events at least this old (default master.outbox_grace).")
         parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit (waiting through database outages).")
+        parser.add_argument("--no-webhooks", action="store_true", help="Do not deliver webhook subscriptions (run cqrs_webhooks elsewhere).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = StopFlag()
@@ -43,4 +45,13 @@ class Command(BaseCommand):
             if waiting:
                 raise CommandError(f"Stopped while waiting for database(s) {', '.join(waiting)}: their events stay pending.")
             return
-        relay.run()
+        deliverer = None
+        if not options["no_webhooks"]:  # its own threads: the broker path never waits for it
+            deliverer = Deliverer(databases=options["databases"], interval=options["interval"], stop=stop)
+            deliverer.start()
+        try:
+            relay.run()
+        finally:
+            stop.set()
+            if deliverer is not None:
+                deliverer.join()

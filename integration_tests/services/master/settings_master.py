@@ -1,3 +1,5 @@
+import os
+
 from common_settings import *  # noqa: F401,F403
 from common_settings import cqrs_settings
 
@@ -5,3 +7,10 @@ CQRS = cqrs_settings("master")
 
 if TRIGGERS:  # noqa: F405
     INSTALLED_APPS = [*INSTALLED_APPS[:2], "pgtrigger", *INSTALLED_APPS[2:], "gadgets"]  # noqa: F405
+
+# IT_HTTP_TOKENS (dj_cqrs only, comma-separated): serve dj_cqrs.urls (HTTP pull) under /cqrs/ with
+# these bearer tokens, e.g. from `manage.py runserver` (integration_tests/test_http_pull.py).
+if os.environ.get("IT_HTTP_TOKENS"):
+    CQRS["http"] = {"tokens": os.environ["IT_HTTP_TOKENS"].split(",")}
+    ROOT_URLCONF = "master_urls"
+    ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
