@@ -213,6 +213,45 @@ WEBHOOKS_OPTIONS: dict[str, Option] = {
     "lease": Option(60, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
 }
 
+#: The values :class:`dj_cqrs.middleware.AuditMiddleware` can put into ``meta["audit"]``.
+AUDIT_FIELDS = ("user_id", "username", "request_id", "remote_addr", "method", "path")
+
+
+def _audit_fields(v: Any) -> bool:
+    return v is None or (isinstance(v, (list, tuple)) and all(f in AUDIT_FIELDS for f in v))
+
+
+AUDIT_OPTIONS: dict[str, Option] = {
+    # The values the middleware records (None: all of AUDIT_FIELDS); leave out personal data you
+    # must not keep, e.g. ["user_id", "request_id", "method", "path"].
+    "fields": Option(None, _audit_fields, f"None or a list of names from {list(AUDIT_FIELDS)}"),
+    # How many proxies in front of the service append to X-Forwarded-For. 0: the header is ignored
+    # and the client address is REMOTE_ADDR; n > 0: the n-th address from the right.
+    "trusted_proxies": Option(0, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+}
+
+def _management_url(v: Any) -> bool:
+    return v is None or v is False or (isinstance(v, str) and v.startswith(("http://", "https://")))
+
+
+def _non_negative_number_or_none(v: Any) -> bool:
+    return v is None or _non_negative_number(v)
+
+
+STATUS_OPTIONS: dict[str, Option] = {
+    # Thresholds of ``manage.py cqrs_status`` (and of the health-check backend): crossing one makes
+    # the command exit 1. None: not checked. Its options (``--max-outbox-age`` ...) override them.
+    "max_outbox_age": Option(300, _non_negative_number_or_none, "a number >= 0 (seconds) or None"),
+    "max_outbox_pending": Option(None, _non_negative_int_or_none, "an int >= 0 or None"),
+    "max_lag": Option(None, _non_negative_number_or_none, "a number >= 0 (seconds) or None"),
+    "max_dead_letters": Option(None, _non_negative_int_or_none, "an int >= 0 or None"),
+    # RabbitMQ's management HTTP API (unacknowledged messages, acknowledgement rate): None derives
+    # http://<broker host>:15672/ with the broker's credentials; False: never asked.
+    "management_url": Option(None, _management_url, "None, False or an http(s):// URL"),
+    # Seconds to wait for the broker and the management API.
+    "timeout": Option(5, lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
+}
+
 ROOT_OPTIONS: dict[str, Option] = {
     "transport": Option(None),
     "url": Option(None, lambda v: v is None or isinstance(v, str), "a URL string"),
@@ -244,9 +283,10 @@ SECTION_CHECK_IDS: dict[str, str] = {
     "events": "dj_cqrs.E012",
     "http": "dj_cqrs.E015",
     "webhooks": "dj_cqrs.E016",
+    "audit": "dj_cqrs.E017",
 }
 #: The sections of ``settings.CQRS`` (dicts of options).
-SECTIONS = ("master", "replica", "events", "http", "webhooks")
+SECTIONS = ("master", "replica", "events", "http", "webhooks", "audit")
 
 
 class _Source:
@@ -370,6 +410,7 @@ _MasterSection = _section_class("master", MASTER_OPTIONS)
 _EventsSection = _section_class("events", EVENTS_OPTIONS)
 _HttpSection = _section_class("http", HTTP_OPTIONS)
 _WebhooksSection = _section_class("webhooks", WEBHOOKS_OPTIONS)
+_AuditSection = _section_class("audit", AUDIT_OPTIONS)
 _ReplicaSection = _section_class(
     "replica",
     REPLICA_OPTIONS,
@@ -398,6 +439,7 @@ class CqrsSettings:
         self.events = _EventsSection("events", EVENTS_OPTIONS)
         self.http = _HttpSection("http", HTTP_OPTIONS)
         self.webhooks = _WebhooksSection("webhooks", WEBHOOKS_OPTIONS)
+        self.audit = _AuditSection("audit", AUDIT_OPTIONS)
         self._values: dict[str, tuple[Any, Any]] = {}
 
     @property
@@ -443,6 +485,7 @@ class CqrsSettings:
         self.events._values.clear()
         self.http._values.clear()
         self.webhooks._values.clear()
+        self.audit._values.clear()
 
 
 for _key, _option in ROOT_OPTIONS.items():
@@ -524,6 +567,7 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         ("events", EVENTS_OPTIONS, SECTION_CHECK_IDS["events"]),
         ("http", HTTP_OPTIONS, SECTION_CHECK_IDS["http"]),
         ("webhooks", WEBHOOKS_OPTIONS, SECTION_CHECK_IDS["webhooks"]),
+        ("audit", AUDIT_OPTIONS, SECTION_CHECK_IDS["audit"]),
     ):
         value = raw.get(section)
         if value is None:

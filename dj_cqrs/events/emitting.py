@@ -20,7 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from dj_cqrs import encoding
+from dj_cqrs import audit, encoding
 from dj_cqrs.core.event import OUTBOX_SIGNAL, EventPayload, check_name, key_text
 from dj_cqrs.core.payload import message_expiration
 from dj_cqrs.correlation import get_correlation_id
@@ -101,7 +101,7 @@ def emit_spec(spec: EventSpec, using: str | None = None, event_id: str | None = 
         "id": event_id,
         "version": spec.version,
         "data": spec.data,
-        "meta": spec.meta,
+        "meta": audit.merged_or_none(spec.meta),
         "occurred_at": occurred.isoformat(),
         "correlation_id": correlation,
     }

@@ -10,6 +10,7 @@ from django.db.models import F
 from django.dispatch import dispatcher
 from django.utils import timezone
 
+from dj_cqrs import audit
 from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import current_correlation_id
 from dj_cqrs.encoding import to_json_value
@@ -120,7 +121,7 @@ def _update_inline(model: Any, queryset: models.QuerySet[Any], using: str, data:
             revision=revision,
             outbox_id=outbox_id,
             correlation_id=correlation,
-            meta={},
+            meta=audit.merged({}),
         )
         for pk, revision, outbox_id in rows.written
     ]
@@ -137,6 +138,7 @@ def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
     if data is None:
         return False
     pk_field = model._meta.pk
+    meta = audit.merged({})
     events = [
         pending.PendingEvent(
             signal=SignalType.SAVE,
@@ -145,6 +147,7 @@ def _record_in_bulk(model: Any, using: str, pks: list[Any]) -> bool:
             using=using,
             revision=revision,
             outbox_id=outbox_id,
+            meta=meta,
         )
         for outbox_id, pk_text, revision in recording.record_rows(model, using, pks, data)
     ]

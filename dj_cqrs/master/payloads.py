@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from dj_cqrs import encoding
+from dj_cqrs import audit, encoding
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.event import OUTBOX_SIGNAL, AnyPayload, EventPayload
 from dj_cqrs.core.payload import TransportPayload, aware_datetime, message_expiration
@@ -66,6 +66,7 @@ def build_payload(
         if signal is not SignalType.DELETE:
             kwargs["previous_data"] = previous_data
         meta = instance.get_cqrs_meta(**kwargs) if instance is not None else {}  # type: ignore[attr-defined]
+    meta = audit.merged(meta)
     return TransportPayload(
         signal_type=signal,
         cqrs_id=cqrs_id,

@@ -15,6 +15,7 @@ from django.db import connections, models, router
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import Signal
 
+from dj_cqrs import audit
 from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import current_correlation_id
 from dj_cqrs.master import dispatch, payloads, pending, tracking
@@ -124,7 +125,7 @@ def on_post_delete(sender: type[models.Model], instance: Any, **kwargs: Any) -> 
     if revision is None or is_expression(revision):
         revision = 0
     data = payloads.delete_instance_data(instance, revision + 1)
-    meta = instance.get_cqrs_meta(instance_data=data, signal_type=SignalType.DELETE)
+    meta = audit.merged(instance.get_cqrs_meta(instance_data=data, signal_type=SignalType.DELETE))
     event = pending.PendingEvent(
         signal=SignalType.DELETE,
         model=sender,
@@ -148,7 +149,7 @@ def _record_bulk(sender: type[models.Model], instances: list[Any], using: str | 
         mark = instance.__dict__.pop(INLINE_MARK_ATTR, None)
         if mark is not None:  # the INSERT wrote its outbox row (Model.cqrs.bulk_create)
             event.revision, event.outbox_id = mark
-            event.correlation_id, event.meta = correlation, {}
+            event.correlation_id, event.meta = correlation, audit.merged({})
         by_db.setdefault(db, []).append(event)
     for events in by_db.values():
         recorded = [event for event in events if event.outbox_id is not None]

@@ -41,6 +41,7 @@ def _section(text: str, heading: str) -> str:
         ('## `CQRS["master"]', conf.MASTER_OPTIONS),
         ('## `CQRS["replica"]', conf.REPLICA_OPTIONS),
         ('## `CQRS["events"]', conf.EVENTS_OPTIONS),
+        ('## `CQRS["audit"]', conf.AUDIT_OPTIONS),
     ],
 )
 def test_settings_page_lists_every_key_with_its_default(heading, options):

@@ -36,7 +36,7 @@ from typing import Any
 from django.db import connections, models
 from django.utils import timezone
 
-from dj_cqrs import encoding
+from dj_cqrs import audit, encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import get_correlation_id
@@ -276,7 +276,7 @@ def plan(instance: Any, using: str) -> InlineSave | None:
     if not model.CQRS_PRODUCE or not _model_eligible(model):
         return None
     master = cqrs_settings.master
-    if master.meta_function is not None:
+    if master.meta_function is not None or audit.active():
         return None
     pk = instance.pk
     if instance._state.adding:

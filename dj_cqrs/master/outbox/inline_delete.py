@@ -36,7 +36,7 @@ from django.db import connections, models
 from django.db.models import signals
 from django.utils import timezone
 
-from dj_cqrs import encoding
+from dj_cqrs import audit, encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import get_correlation_id
@@ -248,6 +248,7 @@ def plan(instance: Any, using: str, receiver: Callable[..., Any]) -> InlineDelet
     if (
         not model.CQRS_PRODUCE
         or cqrs_settings.master.meta_function is not None
+        or audit.active()
         or not _model_eligible(model)
     ):
         return None

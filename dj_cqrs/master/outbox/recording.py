@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from dj_cqrs import encoding
+from dj_cqrs import audit, encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
 from dj_cqrs.correlation import current_correlation_id, get_correlation_id
@@ -71,6 +71,7 @@ def _record(event: PendingEvent) -> None:
     if event.signal is SignalType.DELETE:
         assert event.instance_data is not None
         revision = event.instance_data.get("cqrs_revision")
+        event.meta = audit.merged_or_none(event.meta)
         event.outbox_id = _insert(event, revision, _data(event, correlation, event.meta))
         event.revision = revision
         return
@@ -85,6 +86,7 @@ def _record(event: PendingEvent) -> None:
         meta = _instance_meta(event, instance)
     else:
         meta = {}
+    meta = audit.merged(meta)
     event.meta = meta
     data = _data(event, correlation, meta)
     if pending_bump:
@@ -114,6 +116,7 @@ def _record_many(events: list[PendingEvent]) -> None:
             meta = _instance_meta(event, instance)
         else:
             meta = event.meta if event.signal is SignalType.DELETE else {}
+        meta = audit.merged_or_none(meta)
         revision = event.revision
         if revision is None and instance is not None:
             revision = instance.__dict__.get("cqrs_revision")
@@ -150,7 +153,7 @@ def update_data(event: PendingEvent) -> None:
     if event.signal is SignalType.SAVE and instance is not None and _meta_needed(instance):
         if serializers.is_expression(instance.__dict__.get("cqrs_revision")):
             instance.__dict__["cqrs_revision"] = _stored_revision(event)
-        meta = _instance_meta(event, instance)
+        meta = audit.merged(_instance_meta(event, instance))
         meta_changed = meta != event.meta
         event.meta = meta
     if not (event.previous_changed or meta_changed):
@@ -286,7 +289,7 @@ def constant_data(model: Any) -> str | None:
         return None
     if cqrs_settings.master.correlation_function is not None:
         return None
-    return encoding.dumps({"correlation_id": current_correlation_id(), "meta": {}, "previous_data": None})
+    return encoding.dumps({"correlation_id": current_correlation_id(), "meta": audit.merged({}), "previous_data": None})
 
 
 def last_delete_revision(using: str, cqrs_id: str, pk: Any) -> int | None:
