@@ -41,6 +41,7 @@ def _section(text: str, heading: str) -> str:
         ('## `CQRS["master"]', conf.MASTER_OPTIONS),
         ('## `CQRS["replica"]', conf.REPLICA_OPTIONS),
         ('## `CQRS["events"]', conf.EVENTS_OPTIONS),
+        ('## `CQRS["http"]', conf.HTTP_OPTIONS),
         ('## `CQRS["audit"]', conf.AUDIT_OPTIONS),
     ],
 )
