@@ -30,9 +30,14 @@ ROWS = 10_000
 LIMIT = 100
 
 CREATE = f"""
+from decimal import Decimal
 from catalog.models import Product
 for start in range(1, {ROWS} + 1, 2000):
-    Product.cqrs.bulk_create([Product(id=i, name=f"p{{i}}", price=i) for i in range(start, min(start + 2000, {ROWS} + 1))])
+    # 19-20 significant digits: a float on the way would lose some (the state dumps compare them)
+    Product.cqrs.bulk_create([
+        Product(id=i, name=f"p{{i}}", price=Decimal(f"{{i}}12345678.123456"))
+        for i in range(start, min(start + 2000, {ROWS} + 1))
+    ])
 print(Product.objects.count())
 """
 

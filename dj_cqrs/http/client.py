@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from dj_cqrs import encoding
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
 
 logger = logging.getLogger("django-cqrs.http")
@@ -86,13 +87,19 @@ class PullClient:
         url = f"{self.url}pull/{urllib.parse.quote(cqrs_id, safe='')}/"
         return f"{url}?{urllib.parse.urlencode(query)}" if query else url
 
-    def get_json(self, url: str) -> dict[str, Any]:
+    def get(self, url: str) -> bytes:
+        """The body of a ``GET url`` with the bearer token (``urllib.error.HTTPError`` for an error
+        status)."""
         request = urllib.request.Request(
             url,
             headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            data = json.loads(response.read())
+            return bytes(response.read())
+
+    def _page(self, url: str) -> dict[str, Any]:
+        # Numbers keep their literal (exact decimals), NaN/Infinity are read as the wire has them.
+        data = encoding.loads(self.get(url))
         if not isinstance(data, dict) or not isinstance(data.get("items"), list):
             raise MasterUnavailable(f"unexpected answer from {url}: not a pull page")
         return data
@@ -103,7 +110,7 @@ class PullClient:
         failures = 0
         while True:
             try:
-                data = self.get_json(url)
+                data = self._page(url)
             except urllib.error.HTTPError as exc:
                 detail = _reason(exc.read())
                 if exc.code < 500:

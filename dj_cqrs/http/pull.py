@@ -59,7 +59,9 @@ def apply_items(items: list[dict[str, Any]], cqrs_id: str, stop: StopFlag) -> No
     size = int(cqrs_settings.replica.CQRS_BATCH_SIZE)
     for start in range(0, len(items), size):
         messages = [
-            InboundMessage(encoding.dumps_bytes(body, allow_nan=True), cqrs_id)
+            InboundMessage(
+                encoding.dumps_bytes(encoding.restore_exact(body), allow_nan=True), cqrs_id
+            )
             for body in items[start : start + size]
         ]
         while messages:

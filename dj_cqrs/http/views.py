@@ -34,7 +34,9 @@ _CODES = {
 
 
 def _json(status: int, data: Any) -> HttpResponse:
-    response = HttpResponse(encoding.dumps(data), status=status, content_type="application/json")
+    response = HttpResponse(
+        encoding.dumps(data, allow_nan=True), status=status, content_type="application/json"
+    )
     response["Cache-Control"] = "no-store"
     return response
 

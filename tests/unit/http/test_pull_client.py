@@ -10,6 +10,7 @@ import urllib.parse
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.test import Client
 
 from dj_cqrs.http import pull
@@ -35,7 +36,7 @@ class DjangoClient(PullClient):
         self.requests = []
         self.fail = list(fail)
 
-    def get_json(self, url):
+    def get(self, url):
         self.requests.append(url)
         if self.fail:
             problem = self.fail.pop(0)
@@ -54,7 +55,7 @@ class DjangoClient(PullClient):
             raise urllib.error.HTTPError(
                 url, response.status_code, "error", {}, io.BytesIO(response.content)
             )
-        return response.json()
+        return response.content
 
 
 def replica_state():
@@ -90,6 +91,36 @@ def test_pull_seeds_then_follows_changes_and_resumes():
     SimplestModelRef.objects.filter(pk=rows[2].pk).update(name="newer", cqrs_revision=5)
     pull.run(DjangoClient(TOKEN), "simplest", reset=True)
     assert SimplestModelRef.objects.get(pk=rows[2].pk).name == "newer"
+
+
+def test_values_arrive_exactly():
+    import datetime
+    import decimal
+    import uuid
+
+    from tests.apps.master_app.models import AllTypesModel
+    from tests.apps.replica_app.models import AllTypesModelRef
+
+    values = {
+        "text": 'Grüße ☕ "q" \\ \n',
+        "decimal": decimal.Decimal("12345678901234567890.12345678901234567891"),
+        "time": datetime.time(1, 2, 3, 456789),
+        "duration": datetime.timedelta(days=2, microseconds=7),
+        "binary": b"\x00\xff",
+        "json": {"a": [1, 2.5, None], "b": "x"},
+        "uuid": uuid.UUID(int=5),
+    }
+    obj = AllTypesModel.objects.create(**values)
+    pull.run(DjangoClient(TOKEN), "all_types")
+    copy = AllTypesModelRef.objects.get(pk=obj.pk)
+    stored = AllTypesModel.objects.get(pk=obj.pk)  # SQLite keeps decimals as floats
+    for name, value in values.items():
+        got, master = getattr(copy, name), getattr(stored, name)
+        if name == "binary":
+            got, master = bytes(got), bytes(master)
+        assert got == master, name
+        if connection.vendor == "postgresql":
+            assert got == value, name
 
 
 def test_follow_polls_until_stopped():
