@@ -117,6 +117,11 @@ def test_pull_seeds_a_replica_while_the_master_changes(pull_fleet: Fleet) -> Non
     status, body = http_get(f"{pull_url}?after=not-a-cursor", TOKEN)
     assert status == 400 and body["detail"].startswith("bad cursor")
 
+    fleet.replica.env["CQRS_PULL_TOKEN"] = "wrong-token"
+    refused = fleet.replica.manage(
+        "cqrs_pull", "--url", mount, "--cqrs-id", "it_product", check=False
+    )
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr, refused.stderr
     fleet.replica.env["CQRS_PULL_TOKEN"] = TOKEN
     args = (
         "cqrs_pull",

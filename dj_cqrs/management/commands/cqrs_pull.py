@@ -121,7 +121,12 @@ class Command(CqrsCommand):
                     on_page=on_page,
                 )
             except (PullClientError, pull.ApplyFailed) as exc:
-                raise CommandError(f"cqrs_pull {cqrs_id} from {client.url}: {exc}") from exc
+                hint = (
+                    " Run cqrs_pull again with --reset."
+                    if getattr(exc, "status", None) == 410
+                    else ""
+                )
+                raise CommandError(f"cqrs_pull {cqrs_id} from {client.url}: {exc}.{hint}") from exc
         state = "caught up" if result.caught_up else "initial pass not finished"
         ending = " (stopped)" if result.stopped else ""
         self.stderr.write(

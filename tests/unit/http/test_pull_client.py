@@ -221,3 +221,36 @@ def _for_command(url, token, **kwargs):
 
 
 DjangoClient.for_command = staticmethod(_for_command)
+
+
+def test_command_after_the_retention_says_to_reset(monkeypatch):
+    import time
+
+    from django.test import override_settings
+
+    from dj_cqrs.http import cursor as cursor_mod
+    from tests.unit.http.conftest import cqrs_with
+
+    SimplestModel.objects.create(name="a")
+    monkeypatch.setenv("PULL_TOKEN_T", TOKEN)
+    monkeypatch.setattr(
+        "dj_cqrs.management.commands.cqrs_pull.PullClient", DjangoClient.for_command
+    )
+    stale = cursor_mod.Cursor("simplest", cursor_mod.FEED, 0, None, 0, time.time() - 3600)
+    pull.cursor_row(MOUNT, "simplest")
+    PullCursor.objects.filter(cqrs_id="simplest").update(cursor=stale.encode())
+    options = {
+        "url": MOUNT,
+        "cqrs_id": "simplest",
+        "token_env": "PULL_TOKEN_T",
+        "no_progress": True,
+    }
+    with override_settings(
+        CQRS=cqrs_with(master={"outbox_retention": 600}, http={"tokens": [TOKEN]})
+    ):
+        with pytest.raises(CommandError, match="HTTP 410.*--reset"):
+            call_command("cqrs_pull", **options)
+        err = io.StringIO()
+        call_command("cqrs_pull", reset=True, stderr=err, **options)
+    assert "1 item(s) applied in 2 page(s); caught up." in err.getvalue()
+    assert replica_state() == master_state()
