@@ -162,6 +162,9 @@ REPLICA_OPTIONS: dict[str, Option] = {
         1, lambda v: _is_number(v) and v >= 1, "a number >= 1 (1 = constant delay)"
     ),
     "CQRS_RETRY_MAX_DELAY": Option(3600, _non_negative_number, "a number >= 0 (seconds)"),
+    # Each apply transaction on PostgreSQL sends NOTIFY cqrs_<cqrs_id> (read-your-writes:
+    # dj_cqrs.replica.wait_for listens instead of polling).
+    "notify_applied": Option(True, _bool, "a bool"),
 }
 
 EVENTS_OPTIONS: dict[str, Option] = {

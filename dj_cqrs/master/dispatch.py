@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.event import AnyPayload
-from dj_cqrs.master import commit_listeners, payloads, pending, publisher, triggers
+from dj_cqrs.master import commit_listeners, committed, payloads, pending, publisher, triggers
 from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox import recording, store
 from dj_cqrs.master.pending import PendingEvent
@@ -59,6 +59,7 @@ def add_many(events: list[PendingEvent]) -> None:
 
 def publish_committed(events: list[PendingEvent]) -> None:
     """Commit hook: publish the events of a committed transaction."""
+    committed.note(events)  # read-your-writes: a recording() context collects their revisions
     direct = [e for e in events if e.outbox_id is None and not e.via_trigger]
     ordered: dict[str, list[tuple[int, AnyPayload | None]]] = defaultdict(list)
     claims: set[str] = set()

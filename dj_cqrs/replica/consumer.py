@@ -33,7 +33,7 @@ from dj_cqrs.core.messages import Action, InboundMessage, Outcome
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.reasons import Reason, Status
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica import context, tombstones
+from dj_cqrs.replica import context, notify, tombstones
 from dj_cqrs.replica.decoding import validate
 from dj_cqrs.replica.failures import (
     classify_failure,
@@ -122,6 +122,7 @@ def _route(
             result = _call_handler(model, signal, instance_data, previous_data, meta_kwargs)
             if not result:
                 raise _HandlerFailed()
+            notify.applied(model, db)  # delivered at commit (read-your-writes)
     except _HandlerFailed:
         return result
     except Exception as exc:

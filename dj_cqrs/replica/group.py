@@ -23,7 +23,7 @@ from dj_cqrs.constants import SignalType
 from dj_cqrs.core.messages import Action, Outcome
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.reasons import Status
-from dj_cqrs.replica import tombstones
+from dj_cqrs.replica import notify, tombstones
 from dj_cqrs.replica.bulk import MappingError, map_row
 from dj_cqrs.replica.consumer import apply
 from dj_cqrs.replica.failures import (
@@ -159,6 +159,7 @@ class _Group:
                     status = self._save(state, pk, payload, mapped)
                 outcomes[index] = Outcome(Action.ACK, payload=payload, status=status)
             self._write(states)
+            notify.applied(model, db)  # delivered at commit (read-your-writes)
         return outcomes
 
     def _load(self, pks: list[Any]) -> dict[Any, _State]:

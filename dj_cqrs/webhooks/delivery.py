@@ -10,6 +10,8 @@ change feed from the subscription's position, each item PUT in order.
   order, once no failed delivery of their object remains (it was replayed, or deleted).
 * ``replay`` deliveries (set by ``cqrs_subscriptions replay`` or the admin) go out first, in id
   order: delivered, they are deleted; failing again, they are ``failed`` again.
+* A change whose body is the one just acknowledged for its object (the same event id: the feed
+  serves a SAVE with the object's current state) is not sent twice in a pass.
 * At least once: the position is stored after every item, so a deliverer killed mid-pass
   redelivers at most the item in flight (receivers dedupe on ``X-CQRS-Event-Id``).
 """
@@ -169,6 +171,9 @@ class SubscriptionDelivery:
         sub = self.sub
         position = int(sub.position)
         batch = int(cqrs_settings.webhooks.batch_size)
+        # The feed serves a SAVE with the object's current state: several changes of an object
+        # read together carry the same body and event id. One delivery of it is enough.
+        acknowledged: dict[ObjectKey, str] = {}
         for _ in range(self.max_pages):
             page = feed.read(
                 self.using,
@@ -183,13 +188,16 @@ class SubscriptionDelivery:
                 body = encoding.dumps_bytes(item.body, allow_nan=True)
                 key = (item.cqrs_id, item.key)
                 delivered = False
-                if key in parked:
+                if acknowledged.get(key) == item.event_id:
+                    pass  # the same body was just acknowledged
+                elif key in parked:
                     self._park(item, body, store.HELD, 0, None)
                     result.parked += 1
                 else:
                     outcome, tries = self._send(body, item.event_id, item.cqrs_id, item.key)
                     if outcome.ok:
                         delivered = True
+                        acknowledged[key] = item.event_id
                         result.delivered += 1
                     else:
                         self._park(item, body, store.FAILED, tries, outcome)

@@ -42,6 +42,7 @@ def _section(text: str, heading: str) -> str:
         ('## `CQRS["replica"]', conf.REPLICA_OPTIONS),
         ('## `CQRS["events"]', conf.EVENTS_OPTIONS),
         ('## `CQRS["http"]', conf.HTTP_OPTIONS),
+        ('## `CQRS["webhooks"]', conf.WEBHOOKS_OPTIONS),
         ('## `CQRS["audit"]', conf.AUDIT_OPTIONS),
     ],
 )

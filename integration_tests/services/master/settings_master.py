@@ -14,3 +14,10 @@ if os.environ.get("IT_HTTP_TOKENS"):
     CQRS["http"] = {"tokens": os.environ["IT_HTTP_TOKENS"].split(",")}
     ROOT_URLCONF = "master_urls"
     ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+# IT_WEBHOOKS (dj_cqrs only): CQRS["webhooks"] as JSON, e.g. small attempts and retry delays
+# (integration_tests/test_webhooks.py).
+if os.environ.get("IT_WEBHOOKS"):
+    import json
+
+    CQRS["webhooks"] = json.loads(os.environ["IT_WEBHOOKS"])
