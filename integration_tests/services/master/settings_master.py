@@ -21,3 +21,15 @@ if os.environ.get("IT_WEBHOOKS"):
     import json
 
     CQRS["webhooks"] = json.loads(os.environ["IT_WEBHOOKS"])
+
+# IT_AUDIT=1 (dj_cqrs only): auth, sessions and dj_cqrs.middleware.AuditMiddleware, with the views
+# of audit_urls.py, for requests made by the Django test client (integration_tests/test_audit.py).
+if os.environ.get("IT_AUDIT"):
+    INSTALLED_APPS = [*INSTALLED_APPS, "django.contrib.auth", "django.contrib.sessions"]  # noqa: F405
+    MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "dj_cqrs.middleware.AuditMiddleware",
+    ]
+    ROOT_URLCONF = "audit_urls"
+    ALLOWED_HOSTS = ["testserver"]

@@ -22,7 +22,12 @@ WHO = {"user_id": 3, "username": "ann", "request_id": "r-1"}
 
 
 def _rows(cqrs_id):
-    return [json.loads(d) for d in OutboxEvent.objects.filter(cqrs_id=cqrs_id).order_by("id").values_list("data", flat=True)]
+    return [
+        json.loads(d)
+        for d in OutboxEvent.objects.filter(cqrs_id=cqrs_id)
+        .order_by("id")
+        .values_list("data", flat=True)
+    ]
 
 
 def test_without_a_context_the_outbox_data_and_the_message_are_unchanged(transport):
@@ -61,7 +66,9 @@ def test_changes_in_one_transaction_and_tracked_models(transport):
 def test_bulk_create_and_bulk_update_carry_the_audit_values(transport):
     with audit.context(**WHO):
         created = SimplestModel.cqrs.bulk_create([SimplestModel(name="a"), SimplestModel(name="b")])
-        SimplestModel.cqrs.bulk_update(SimplestModel.objects.filter(pk__in=[o.pk for o in created]), name="z")
+        SimplestModel.cqrs.bulk_update(
+            SimplestModel.objects.filter(pk__in=[o.pk for o in created]), name="z"
+        )
     assert len(transport.published) == 4
     assert all(m.data["meta"] == {"audit": WHO} for m in transport.published)
     assert all(r["meta"] == {"audit": WHO} for r in _rows("simplest"))
@@ -81,11 +88,16 @@ def test_a_meta_function_result_is_kept_and_audit_added():
         with audit.context(**WHO):
             SimplestModel.objects.create(name="a")
         SimplestModel.objects.create(name="b")
-    assert [m.data["meta"] for m in transport.published] == [{"tenant": "t1", "audit": WHO}, {"tenant": "t1"}]
+    assert [m.data["meta"] for m in transport.published] == [
+        {"tenant": "t1", "audit": WHO},
+        {"tenant": "t1"},
+    ]
 
 
 def test_the_users_own_audit_key_wins():
-    with cqrs_settings_and_transport(master={"meta_function": lambda **kw: {"audit": "mine"}}) as transport:
+    with cqrs_settings_and_transport(
+        master={"meta_function": lambda **kw: {"audit": "mine"}}
+    ) as transport:
         with audit.context(**WHO):
             SimplestModel.objects.create(name="a")
     assert transport.published[0].data["meta"] == {"audit": "mine"}
@@ -114,7 +126,10 @@ def test_without_the_outbox_the_direct_path_carries_them_too():
 
 
 def test_meta_is_captured_at_change_time_and_the_relay_publishes_it_later():
-    with override_settings(CQRS=cqrs_with(master={"outbox_publish": "relay"})), use_memory_transport() as transport:
+    with (
+        override_settings(CQRS=cqrs_with(master={"outbox_publish": "relay"})),
+        use_memory_transport() as transport,
+    ):
         with audit.context(**WHO):
             SimplestModel.objects.create(name="a")
         assert transport.published == []
@@ -124,11 +139,19 @@ def test_meta_is_captured_at_change_time_and_the_relay_publishes_it_later():
 
 
 def test_domain_events_carry_the_audit_values():
-    with override_settings(CQRS=cqrs_with(master={"outbox_publish": "sync"})), use_memory_transport() as transport:
+    with (
+        override_settings(CQRS=cqrs_with(master={"outbox_publish": "sync"})),
+        use_memory_transport() as transport,
+    ):
         events.emit("order.paid", 1, {"a": 1})
         with audit.context(**WHO):
             events.emit("order.paid", 2, {"a": 1})
             events.emit("order.paid", 3, {"a": 1}, meta={"by": "me"})
             events.emit("order.paid", 4, {"a": 1}, meta={"audit": "mine"})
-    assert [e.meta for e in transport.events] == [None, {"audit": WHO}, {"by": "me", "audit": WHO}, {"audit": "mine"}]
+    assert [e.meta for e in transport.events] == [
+        None,
+        {"audit": WHO},
+        {"by": "me", "audit": WHO},
+        {"audit": "mine"},
+    ]
     assert b"audit" not in transport.published[0].body

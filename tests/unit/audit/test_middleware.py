@@ -63,7 +63,12 @@ def test_anonymous_request_has_no_user_values_and_a_generated_request_id(client,
     rid = response["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
     (message,) = transport.published
-    assert message.data["meta"]["audit"] == {"request_id": rid, "remote_addr": "127.0.0.1", "method": "POST", "path": "/create/"}
+    assert message.data["meta"]["audit"] == {
+        "request_id": rid,
+        "remote_addr": "127.0.0.1",
+        "method": "POST",
+        "path": "/create/",
+    }
     assert message.data["correlation_id"] == rid
 
 
@@ -93,8 +98,13 @@ def test_a_request_that_emits_nothing_does_not_load_the_session_or_user(client, 
 
 
 def test_correlation_function_wins_over_the_request_id(client, user):
-    cqrs = cqrs_with(master={"outbox_publish": "sync", "correlation_function": lambda *a: "from-function"})
-    with override_settings(ROOT_URLCONF="tests.unit.audit.urls", MIDDLEWARE=MIDDLEWARE, CQRS=cqrs), use_memory_transport() as memory:
+    cqrs = cqrs_with(
+        master={"outbox_publish": "sync", "correlation_function": lambda *a: "from-function"}
+    )
+    with (
+        override_settings(ROOT_URLCONF="tests.unit.audit.urls", MIDDLEWARE=MIDDLEWARE, CQRS=cqrs),
+        use_memory_transport() as memory,
+    ):
         client.post("/create/", HTTP_X_REQUEST_ID="req-1")
     assert memory.published[0].data["correlation_id"] == "from-function"
     assert memory.published[0].data["meta"]["audit"]["request_id"] == "req-1"
@@ -109,9 +119,19 @@ def test_domain_events_of_a_request_carry_the_audit_values(client, transport, us
 
 
 def test_forwarded_for_is_ignored_unless_proxies_are_trusted(client, user):
-    for proxies, expected in ((0, "127.0.0.1"), (1, "10.0.0.2"), (2, "203.0.113.9"), (3, "127.0.0.1")):
+    for proxies, expected in (
+        (0, "127.0.0.1"),
+        (1, "10.0.0.2"),
+        (2, "203.0.113.9"),
+        (3, "127.0.0.1"),
+    ):
         cqrs = cqrs_with(master={"outbox_publish": "sync"}, audit={"trusted_proxies": proxies})
-        with override_settings(ROOT_URLCONF="tests.unit.audit.urls", MIDDLEWARE=MIDDLEWARE, CQRS=cqrs), use_memory_transport() as memory:
+        with (
+            override_settings(
+                ROOT_URLCONF="tests.unit.audit.urls", MIDDLEWARE=MIDDLEWARE, CQRS=cqrs
+            ),
+            use_memory_transport() as memory,
+        ):
             client.post("/create/", HTTP_X_FORWARDED_FOR="203.0.113.9, 10.0.0.2")
         assert memory.published[0].data["meta"]["audit"]["remote_addr"] == expected, proxies
 
@@ -119,7 +139,10 @@ def test_forwarded_for_is_ignored_unless_proxies_are_trusted(client, user):
 def test_fields_setting_leaves_values_out(client, user):
     client.force_login(user)
     cqrs = cqrs_with(master={"outbox_publish": "sync"}, audit={"fields": ["user_id", "request_id"]})
-    with override_settings(ROOT_URLCONF="tests.unit.audit.urls", MIDDLEWARE=MIDDLEWARE, CQRS=cqrs), use_memory_transport() as memory:
+    with (
+        override_settings(ROOT_URLCONF="tests.unit.audit.urls", MIDDLEWARE=MIDDLEWARE, CQRS=cqrs),
+        use_memory_transport() as memory,
+    ):
         client.post("/create/", HTTP_X_REQUEST_ID="r")
     assert memory.published[0].data["meta"]["audit"] == {"user_id": user.pk, "request_id": "r"}
 
