@@ -2,7 +2,7 @@
 
 Ids: E001-E009, E011, E012 settings and transport; E013, E014 domain event handlers; E020-E022 registries; E030, E031, E033, E034 master
 models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
-keys. ``docs/settings.md`` lists them all. Every message carries a hint.
+keys; E070, W070 HTTP pull. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import import_string
 
-from dj_cqrs.conf import validate
+from dj_cqrs.conf import cqrs_settings, validate
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.events.registry import handlers as event_handlers
 from dj_cqrs.exceptions import ConfigurationError
@@ -311,3 +312,73 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
                 )
             )
     return errors
+
+
+@checks.register("dj_cqrs")
+def check_http(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """HTTP pull: W070 tokens configured on a master without the outbox (every pull would answer
+    503); E070 a master model's ``CQRS_HTTP_TOKENS`` that is neither None, a callable, a dotted
+    path to one, nor a list of non-empty strings."""
+    result: list[checks.CheckMessage] = []
+    try:
+        tokens, outbox = cqrs_settings.http.tokens, cqrs_settings.master.CQRS_OUTBOX
+    except ConfigurationError:
+        tokens, outbox = None, True  # E015/E007 report the bad value
+    if tokens is not None and not outbox and len(master_registry) > 0:
+        result.append(
+            checks.Warning(
+                "CQRS['http']['tokens'] is set but CQRS['master']['CQRS_OUTBOX'] is False: HTTP pull"
+                " reads the outbox, so every pull answers 503.",
+                hint="Turn the outbox on, or remove CQRS['http']['tokens'] if this service serves no pull.",
+                id="dj_cqrs.W070",
+            )
+        )
+    for model in master_registry.models.values():
+        allowed = getattr(model, "CQRS_HTTP_TOKENS", None)
+        problem = None
+        if isinstance(allowed, str):
+            try:
+                if not callable(import_string(allowed)):
+                    problem = f"{allowed!r} is not callable"
+            except ImportError as exc:
+                problem = f"{allowed!r} cannot be imported: {exc}"
+        elif allowed is not None and not callable(allowed):
+            if not isinstance(allowed, (list, tuple, set, frozenset)) or not all(
+                isinstance(token, str) and token for token in allowed
+            ):
+                problem = f"{allowed!r} is not a list of non-empty strings"
+        if problem is not None:
+            result.append(
+                checks.Error(
+                    f"CQRS_HTTP_TOKENS of {model.__name__}: {problem}.",
+                    hint="Give a list of tokens, a callable f(token) -> bool, its dotted path, or None (every"
+                    " token of CQRS['http']['tokens']).",
+                    obj=model,
+                    id="dj_cqrs.E070",
+                )
+            )
+    return result
+
+
+@checks.register("dj_cqrs")
+def check_webhooks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Webhooks: W080 a lease a single delivery may outlast (a PUT may take ``timeout`` to connect
+    and ``timeout`` again to be answered), so another process could take a subscription over in
+    the middle of a delivery and send the same change at the same time."""
+    from dj_cqrs.conf import cqrs_settings
+
+    try:
+        lease, timeout = float(cqrs_settings.webhooks.lease), float(cqrs_settings.webhooks.timeout)
+    except ConfigurationError:
+        return []  # E016 reports the bad value
+    if lease > 2 * timeout:
+        return []
+    return [
+        checks.Warning(
+            f"CQRS['webhooks']['lease'] ({lease:g}s) is not longer than twice CQRS['webhooks']['timeout']"
+            f" ({timeout:g}s): a slow subscriber may hold a delivery past the lease, and another process"
+            " may take the subscription over meanwhile (the change is then sent twice, possibly out of order).",
+            hint="Make the lease more than twice the timeout (defaults: lease 60, timeout 10).",
+            id="dj_cqrs.W080",
+        )
+    ]
