@@ -1,0 +1,78 @@
+"""W080 (lease vs timeout), the commit listeners of the master, and the admin actions."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.contrib.admin import site
+from django.test import override_settings
+
+from dj_cqrs.checks import check_webhooks
+from dj_cqrs.master import commit_listeners
+from dj_cqrs.models import WebhookDelivery, WebhookSubscription
+from dj_cqrs.webhooks import subscriptions
+from tests.apps.master_app.models import SimplestModel
+from tests.unit.conftest import cqrs_with
+
+
+def test_w080_when_a_delivery_may_outlast_the_lease():
+    assert check_webhooks() == []
+    with override_settings(CQRS=cqrs_with(webhooks={"lease": 20, "timeout": 10})):
+        [warning] = check_webhooks()
+    assert warning.id == "dj_cqrs.W080" and "twice" in warning.hint
+    with override_settings(CQRS=cqrs_with(webhooks={"lease": "soon"})):
+        assert check_webhooks() == []  # E016 reports it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_calls_the_listeners_and_a_failing_one_is_only_logged(transport, caplog):
+    calls = []
+
+    def broken(using: str) -> None:
+        raise RuntimeError("boom")
+
+    commit_listeners.add(calls.append)
+    commit_listeners.add(broken)
+    commit_listeners.add(calls.append)  # once only
+    try:
+        with caplog.at_level(logging.WARNING, logger="django-cqrs.outbox"):
+            SimplestModel.objects.create(name="a")
+    finally:
+        commit_listeners.remove(calls.append)
+        commit_listeners.remove(broken)
+    assert calls == ["default"] and commit_listeners.listeners == ()
+    assert "commit listener" in caplog.text
+    SimplestModel.objects.create(name="b")
+    assert calls == ["default"]
+
+
+@pytest.mark.django_db
+def test_admin_pause_resume_and_replay_actions(rf, admin_user, transport):
+    sub = subscriptions.add("shop", "http://127.0.0.1:9/x", ["simplest"], secret="k")
+    now = sub.created_at
+    row = WebhookDelivery.objects.create(
+        subscription=sub,
+        position=1,
+        event_id="e",
+        cqrs_id="simplest",
+        object_key="1",
+        body="{}",
+        status="failed",
+        created_at=now,
+        updated_at=now,
+    )
+    request = rf.post("/")
+    request.user = admin_user
+    request._messages = type("M", (), {"add": lambda *a, **k: None})()
+    sub_admin = site._registry[WebhookSubscription]
+    assert "secret" not in sub_admin.list_display
+    sub_admin.pause(request, WebhookSubscription.objects.all())
+    assert not WebhookSubscription.objects.get().active
+    sub_admin.resume(request, WebhookSubscription.objects.all())
+    assert WebhookSubscription.objects.get().active
+    delivery_admin = site._registry[WebhookDelivery]
+    assert not delivery_admin.has_add_permission(request)
+    delivery_admin.replay(request, WebhookDelivery.objects.all())
+    row.refresh_from_db()
+    assert row.status == "replay"
