@@ -382,27 +382,3 @@ def check_webhooks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             id="dj_cqrs.W080",
         )
     ]
-
-
-@checks.register("dj_cqrs")
-def check_webhooks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Webhooks: W080 a lease a single delivery may outlast (a PUT may take ``timeout`` to connect
-    and ``timeout`` again to be answered), so another process could take a subscription over in
-    the middle of a delivery and send the same change at the same time."""
-    from dj_cqrs.conf import cqrs_settings
-
-    try:
-        lease, timeout = float(cqrs_settings.webhooks.lease), float(cqrs_settings.webhooks.timeout)
-    except ConfigurationError:
-        return []  # E016 reports the bad value
-    if lease > 2 * timeout:
-        return []
-    return [
-        checks.Warning(
-            f"CQRS['webhooks']['lease'] ({lease:g}s) is not longer than twice CQRS['webhooks']['timeout']"
-            f" ({timeout:g}s): a slow subscriber may hold a delivery past the lease, and another process"
-            " may take the subscription over meanwhile (the change is then sent twice, possibly out of order).",
-            hint="Make the lease more than twice the timeout (defaults: lease 60, timeout 10).",
-            id="dj_cqrs.W080",
-        )
-    ]
