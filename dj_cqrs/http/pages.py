@@ -22,6 +22,7 @@ from dj_cqrs.encoding import to_json_value
 from dj_cqrs.http.cursor import FEED, SNAPSHOT, Cursor
 from dj_cqrs.master import feed
 from dj_cqrs.master.outbox.store import enabled as outbox_enabled
+from dj_cqrs.master.outbox.store import outbox_model
 from dj_cqrs.master.payloads import fetch_serialized, instance_pk
 
 
@@ -112,12 +113,30 @@ def _snapshot(model: Any, cursor: Cursor, limit: int, using: str) -> Page:
     return Page(items, done, True)
 
 
+def _written_at(using: str, position: int) -> float | None:
+    """When the outbox row at ``position`` was written (Unix time), if it is still there."""
+    created = (
+        outbox_model()
+        .objects.using(using)
+        .filter(id=position)
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return None if created is None else float(created.timestamp())
+
+
 def _changes(cursor: Cursor, limit: int, using: str) -> Page:
     now = time.time()
     page = feed.read(using, cursor.position, cqrs_ids=[cursor.cqrs_id], limit=limit)
-    # Read up to the settled end: what follows was written from about now on. A full page keeps
-    # the older time (a backlog may follow).
-    since = cursor.since if page.has_more else now
+    if page.has_more:
+        # A backlog follows: every row after the position took its id after the row at the
+        # position did (a busy master keeps has_more true; its cursors must not age meanwhile).
+        written = _written_at(using, page.position) if page.position > cursor.position else None
+        since = cursor.since if written is None else max(cursor.since, written - feed.CLOCK_MARGIN)
+    else:
+        # Read up to the settled end: what follows was written from about now on, or is held by
+        # a transaction younger than gap_timeout (see max_cursor_age).
+        since = now
     following = Cursor(cursor.cqrs_id, FEED, cursor.head, None, page.position, since)
     return Page([item.body for item in page.items], following, page.has_more)
 

@@ -257,3 +257,41 @@ def test_uuid_keys_in_keyset_order(client):
     rows = sorted((UUIDPkModel.objects.create() for _ in range(5)), key=lambda r: r.pk)
     items, _ = pull_all(client, cqrs_id="uuid_pk", limit=2)
     assert [i["instance_pk"] for i in items] == [str(r.pk) for r in rows]
+
+
+def test_a_backlog_keeps_cursors_fresh_by_the_rows_read(client):
+    """On a master busy enough that the feed always has more, the cursor's age follows the outbox
+    rows read, not the start of the pull (which would expire a client keeping up)."""
+    import datetime
+
+    from django.utils import timezone
+
+    from dj_cqrs.models import OutboxEvent
+
+    SimplestModel.objects.create(name="a")
+    _, after = pull_all(client)
+    rows = [SimplestModel.objects.create(name=f"b{i}") for i in range(3)]
+    ids = list(OutboxEvent.objects.order_by("id").values_list("id", flat=True))[-3:]
+    hour_ago = timezone.now() - datetime.timedelta(hours=1)
+    for n, outbox_id in enumerate(ids):
+        OutboxEvent.objects.filter(id=outbox_id).update(
+            created_at=hour_ago + datetime.timedelta(minutes=n)
+        )
+    # An old cursor (the pull began two hours ago) reading a backlog, one item a page.
+    start = cursor_mod.decode(after, "simplest")
+    old = cursor_mod.Cursor(
+        "simplest", start.phase, start.head, None, start.position, time.time() - 7200
+    )
+    page = get(client, after=old.encode(), limit=1).json()
+    assert page["has_more"] and page["items"][0]["instance_pk"] == rows[0].pk
+    since = cursor_mod.decode(page["next"], "simplest").since
+    assert abs(since - (hour_ago.timestamp() - 2.0)) < 0.01
+    page = get(client, after=page["next"], limit=1).json()
+    assert (
+        abs(cursor_mod.decode(page["next"], "simplest").since - (hour_ago.timestamp() + 58.0))
+        < 0.01
+    )
+    # Caught up: the cursor is as young as the read.
+    page = get(client, after=page["next"], limit=5).json()
+    assert not page["has_more"]
+    assert time.time() - cursor_mod.decode(page["next"], "simplest").since < 5
