@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py requirements/base.txt requirements/deps.txt re
 install: $(STAMP) ## Create .venv with the package and test tools
 
 # Unit tests that also run on PostgreSQL (set-based statements differ per database).
-PG_UNIT_TESTS ?= tests/unit/sync tests/unit/events tests/unit/test_outbox.py tests/unit/master/test_inline_outbox.py tests/unit/master/test_inline_delete.py tests/unit/test_tombstones.py tests/unit/regressions tests/unit/replica
+PG_UNIT_TESTS ?= tests/unit/sync tests/unit/events tests/unit/test_outbox.py tests/unit/master/test_inline_outbox.py tests/unit/master/test_inline_delete.py tests/unit/test_tombstones.py tests/unit/regressions tests/unit/replica tests/unit/observability
 # The statements dj_cqrs wraps around Django's own differ per Django version: these run on
 # PostgreSQL with Django 6.1 too.
 PG_DJ61_TESTS ?= tests/unit/master tests/unit/test_outbox.py tests/unit/regressions/test_master_fidelity.py

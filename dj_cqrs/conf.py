@@ -265,6 +265,10 @@ ROOT_OPTIONS: dict[str, Option] = {
     "exchange": Option("cqrs", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
     "queue": Option(None, _str_or_none, "a non-empty string"),
     "consumer_prefetch_count": Option(10, _positive_int, "an int > 0"),
+    # dj_cqrs additions (docs/operations.md): Prometheus metrics in this process (the [metrics]
+    # extra); W3C trace context carried with events when opentelemetry-api is installed.
+    "metrics": Option(False, _bool, "True or False"),
+    "tracing": Option(True, _bool, "True or False"),
     # dj_cqrs addition: kombu ``Connection(transport_options=...)`` for KombuTransport, e.g.
     # ``{"data_folder_in": ..., "data_folder_out": ...}`` for ``filesystem://``. Copied, never
     # mutated; ignored by the RabbitMQ transport.

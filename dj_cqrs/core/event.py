@@ -112,6 +112,8 @@ class EventPayload:
     correlation_id: str | None = None
     retries: int = 0
     expires: datetime.datetime | None = None
+    #: W3C trace context sent as message headers, never in the body (:mod:`dj_cqrs.tracing`).
+    trace: dict[str, str] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def cqrs_id(self) -> str:

@@ -83,6 +83,7 @@ class TransportPayload:
         "_expires",
         "_retries",
         "_meta",
+        "trace",
     )
 
     def __init__(
@@ -109,6 +110,9 @@ class TransportPayload:
         self._expires = expires
         self._retries = retries
         self._meta = meta
+        #: W3C trace context (``traceparent``/``tracestate``) sent as message headers, never in
+        #: the body (:mod:`dj_cqrs.tracing`); None without an active span.
+        self.trace: dict[str, str] | None = None
 
     @classmethod
     def from_message(cls, dct: Any, *, queue: str | None = None) -> TransportPayload:
@@ -201,7 +205,9 @@ class TransportPayload:
             "meta": self._meta,
         }
         values.update(changes)
-        return TransportPayload(**values)
+        copy = TransportPayload(**values)
+        copy.trace = self.trace
+        return copy
 
     @property
     def signal_type(self) -> SignalType:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from dj_cqrs import tracing
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.event import AnyPayload
+from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.master import commit_listeners, committed, payloads, pending, publisher, triggers
 from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox import recording, store
@@ -70,8 +72,18 @@ def publish_committed(events: list[PendingEvent]) -> None:
                 ordered[event.using].append((event.outbox_id, payloads.snapshot_payload(event)))
         elif event.via_trigger:
             claims.add(event.using)
+    trace = tracing.current_context()  # the span active at commit, if any
+    if trace is not None:
+        for items in ordered.values():
+            for _, payload in items:
+                if isinstance(payload, TransportPayload) and payload.trace is None:
+                    payload.trace = trace
     if direct:
-        publisher.publish(payloads.payloads_for_events(direct))
+        built = payloads.payloads_for_events(direct)
+        if trace is not None:
+            for payload in built:
+                payload.trace = trace
+        publisher.publish(built)
     for using, items in ordered.items():
         dispatcher.submit(using, items)
     for using in claims:

@@ -294,6 +294,7 @@ def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[Outbo
                 expires=expires,
                 meta=data.get("meta"),
             )
+            payload.trace = data.get("trace")
             result.append((row, payload))
             continue
         found = current[row.cqrs_id].get(str(key))
@@ -313,6 +314,7 @@ def payloads_for_rows(rows: Iterable[OutboxRow], using: str) -> list[tuple[Outbo
             expires=expires,
             meta=meta if meta is not None else {},
         )
+        payload.trace = data.get("trace")
         result.append((row, payload))
     return result
 
@@ -331,6 +333,7 @@ def event_payload(row: OutboxRow, expires: datetime.datetime | None) -> EventPay
         occurred_at=aware_datetime(data["occurred_at"]) or row.created_at,
         correlation_id=data.get("correlation_id"),
         expires=expires,
+        trace=data.get("trace"),
     )
 
 

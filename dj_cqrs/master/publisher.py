@@ -16,6 +16,7 @@ from typing import Any
 from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
+from dj_cqrs.metrics import recorder
 from dj_cqrs.transport import get_transport
 
 logger = logging.getLogger("django-cqrs.master")
@@ -72,6 +73,16 @@ def publish(payloads: Iterable[AnyPayload], fail_fast: bool = False) -> None:
     payloads = list(payloads)
     if not payloads:
         return
+    metrics = recorder()
+    try:
+        _publish(payloads, fail_fast)
+    except BaseException:
+        metrics.publish_failed(payloads)
+        raise
+    metrics.published(payloads)
+
+
+def _publish(payloads: list[AnyPayload], fail_fast: bool) -> None:
     transport = get_transport()
     if publishes_in_batches(transport):
         if fail_fast and getattr(transport, "supports_fail_fast", False):

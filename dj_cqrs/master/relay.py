@@ -24,6 +24,7 @@ from dj_cqrs.database import Outage, close_broken, is_outage
 from dj_cqrs.master import payloads, publisher
 from dj_cqrs.master.outbox import event_order, maintenance, publishing
 from dj_cqrs.master.outbox.store import outbox_model, read_rows
+from dj_cqrs.metrics import recorder
 from dj_cqrs.process.lifecycle import Backoff, StopFlag
 from dj_cqrs.transport import get_transport
 
@@ -198,11 +199,21 @@ class Relay:
         stays pending and is published again later (replicas ignore a second copy)."""
         model = outbox_model()
         handled, more = 0, True
+        unconfirmed: list[Any] = []  # sent, not confirmed yet: failed if the window fails
+        try:
+            handled, more = self._window_batches(alias, transport, model, unconfirmed)
+        except BaseException:
+            recorder().publish_failed(unconfirmed)
+            raise
+        return handled, more
+
+    def _window_batches(self, alias: str, transport: Any, model: Any, unconfirmed: list[Any]) -> tuple[int, bool]:
+        handled, more = 0, True
         with transaction.atomic(using=alias):
             publishing._claim_settings(alias)
             after: int | None = None
             window_ids: set[int] = set()
-            inflight: tuple[list[int], Any] | None = None
+            inflight: tuple[list[int], Any, list[Any]] | None = None
             for _ in range(WINDOW if publishing.supports_skip_locked(alias) else SMALL_WINDOW):
                 if self.stop.is_set():
                     more = False
@@ -218,16 +229,17 @@ class Relay:
                     rows = [row for row in rows if row.pk not in held]
                 built = payloads.payloads_for_rows(rows, alias)
                 to_send = [payload for _, payload in built if payload is not None]
+                unconfirmed.extend(to_send)
                 sent = transport.send_batch(to_send) if to_send else None
                 if inflight is not None:
-                    _confirmed(alias, model, transport, *inflight)
-                inflight = ([row.pk for row, _ in built], sent)
+                    _confirmed(alias, model, transport, *inflight, unconfirmed=unconfirmed)
+                inflight = ([row.pk for row, _ in built], sent, to_send)
                 handled += len(built)
                 if len(rows) < self.batch_size:
                     more = False
                     break
             if inflight is not None:
-                _confirmed(alias, model, transport, *inflight)
+                _confirmed(alias, model, transport, *inflight, unconfirmed=unconfirmed)
         return handled, more
 
     def _claim(self, alias: str, after: int | None) -> Any:
@@ -328,9 +340,11 @@ def _pipelines(transport: Any) -> bool:
     )
 
 
-def _confirmed(alias: str, model: Any, transport: Any, ids: list[int], sent: Any) -> None:
+def _confirmed(alias: str, model: Any, transport: Any, ids: list[int], sent: Any, payloads: list[Any], unconfirmed: list[Any]) -> None:
     """Wait for the confirms of a sent batch (re-published with retries where they failed), then
     mark its rows published."""
     if sent is not None:
         transport.confirm_batch(sent)
+    del unconfirmed[: len(payloads)]  # the oldest batch in flight is confirmed
+    recorder().published(payloads)
     model.objects.using(alias).filter(id__in=ids).update(published_at=timezone.now())

@@ -62,6 +62,8 @@ class Supervisor:
         label: str = "consumer",
         fork: bool = False,
         before_fork: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+        on_worker_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.target = target
         self.args = args
@@ -83,6 +85,11 @@ class Supervisor:
         #: (close database connections, which a child must not share).
         self._fork = fork and not reload and "fork" in multiprocessing.get_all_start_methods()
         self._before_fork = before_fork
+        #: Called once the first workers run (e.g. start a metrics server thread: forking the
+        #: first workers needs a process without threads); ``on_worker_exit(pid)`` after a worker
+        #: ended (e.g. drop its metrics files of live gauges).
+        self._on_started = on_started
+        self._on_worker_exit = on_worker_exit
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -147,7 +154,16 @@ class Supervisor:
                 process.kill()
         _join_all(alive, self.sigkill_timeout)
         for slot in self.slots:
+            if slot.process is not None:
+                self._exited(slot.process.pid)
             slot.process = None
+
+    def _exited(self, pid: int | None) -> None:
+        if self._on_worker_exit is not None and pid is not None:
+            try:
+                self._on_worker_exit(pid)
+            except Exception:  # noqa: BLE001 - bookkeeping must not stop the supervisor
+                logger.exception("CQRS %s supervisor: on_worker_exit(%s) failed", self.label, pid)
 
     def run(self) -> int:
         self._install_signals()
@@ -155,6 +171,8 @@ class Supervisor:
             self._start_watcher()
         for slot in self.slots:
             self._spawn(slot)
+        if self._on_started is not None:
+            self._on_started()
         while not self._stop.is_set():
             if self._restart_all.is_set():
                 self._restart_all.clear()
@@ -181,6 +199,7 @@ class Supervisor:
                         delay,
                     )
                     slot.process = None
+                    self._exited(process.pid)
                     slot.restart_at = now + delay
                 if slot.process is None and now >= slot.restart_at and not self._stop.is_set():
                     self._spawn(slot)

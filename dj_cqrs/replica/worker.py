@@ -19,6 +19,7 @@ from typing import Any
 import django
 
 from dj_cqrs.core.handlers import default_handler
+from dj_cqrs.metrics import recorder
 from dj_cqrs.process.lifecycle import process_stop, stop_when_orphaned
 from dj_cqrs.transport import get_transport
 from dj_cqrs.transport.base import BaseTransport
@@ -37,6 +38,7 @@ def worker_main(cqrs_ids: list[str] | None) -> None:
     signal.signal(signal.SIGINT, _stop)
     stop_when_orphaned(process_stop)
     logger.info("CQRS worker %s started", os.getpid())
+    recorder().worker_started()
     transport = get_transport()
     if takes_handler(transport):
         transport.consume(cqrs_ids=cqrs_ids or None, handler=default_handler())

@@ -39,6 +39,7 @@ from dj_cqrs.core.messages import Action, ConsumeHandler, InboundMessage, Outcom
 from dj_cqrs.core.settlement import settle_failed
 from dj_cqrs.process.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.registry import replica_registry
+from dj_cqrs.transport.observe import dead_lettered, handle_observed
 
 
 class ConsumeLoop(abc.ABC):
@@ -56,6 +57,8 @@ class ConsumeLoop(abc.ABC):
     broker_name: ClassVar[str]
     #: Whether a batch is acknowledged at once and committed with its publishes (AMQP ``tx``).
     acks_batches: ClassVar[bool] = False
+    #: ``messaging.system`` of the consumer's trace spans.
+    messaging_system: ClassVar[str] = "rabbitmq"
 
     def __init__(
         self,
@@ -200,7 +203,9 @@ class ConsumeLoop(abc.ABC):
 
     def process(self, batch: list[InboundMessage]) -> None:
         """Hand a batch to the handler, then settle every outcome but ``REQUEUE``."""
-        outcomes = self.handler(batch, self.wait, self.service)
+        outcomes = handle_observed(
+            self.handler, batch, self.wait, self.service, queue=self.queue, system=self.messaging_system
+        )
         settled: list[InboundMessage] = []
         for message, outcome in zip(batch, outcomes, strict=True):
             if outcome.action is Action.REQUEUE:
@@ -233,6 +238,7 @@ class ConsumeLoop(abc.ABC):
     def dead_letter_unsettled(self, message: InboundMessage, outcome: Outcome, exc: BaseException) -> None:
         """Dead-letter the original body of a message whose successor could not be published."""
         fallback = settle_failed(outcome, exc)
+        dead_lettered(fallback)
         self.logger.error(
             "CQRS message (routing_key=%r) could not be settled as %s; its original body is dead-lettered: %s",
             message.routing_key,

@@ -32,6 +32,7 @@ from dj_cqrs.core.messages import ConsumeHandler
 from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.exceptions import PublishFailed
 from dj_cqrs.log import payload_context
+from dj_cqrs.tracing import headers_of
 from dj_cqrs.transport.base import BaseTransport, every_instance
 from dj_cqrs.transport.kombu_connection import (
     connection_errors,
@@ -88,7 +89,7 @@ class KombuTransport(BaseTransport):
                 exchange,
                 routing_key_for(payload),
                 encoding.dumps_bytes(payload.to_dict(), allow_nan=True),
-                None,
+                headers_of(payload),
                 payload,
                 fail_fast=fail_fast,
             )

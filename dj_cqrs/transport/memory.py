@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dj_cqrs import encoding
+from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.dead_letter_store import DeadLetter, DeadLetterSession, DeadLetterStore
 from dj_cqrs.core.event import BODY_PREFIX, AnyPayload, EventPayload
 from dj_cqrs.core.handlers import default_handler
@@ -32,7 +33,9 @@ from dj_cqrs.core.names import (
 from dj_cqrs.core.payload import TransportPayload
 from dj_cqrs.core.settlement import retry_body, settle_failed
 from dj_cqrs.exceptions import PublishFailed
+from dj_cqrs.tracing import headers_of
 from dj_cqrs.transport.base import BaseTransport
+from dj_cqrs.transport.observe import dead_lettered, handle_observed
 
 
 @dataclasses.dataclass
@@ -83,7 +86,9 @@ class MemoryTransport(BaseTransport):
     def produce(self, payload: AnyPayload) -> None:
         if self.fail_with is not None:
             raise PublishFailed(str(self.fail_with)) from self.fail_with
-        message = StoredMessage(routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True))
+        message = StoredMessage(
+            routing_key_for(payload), encoding.dumps_bytes(payload.to_dict(), allow_nan=True), headers_of(payload) or {}
+        )
         with self._lock:
             self.messages.append(message)
             self.published.append(message)
@@ -110,13 +115,15 @@ class MemoryTransport(BaseTransport):
             if not batch:
                 return handled
             inbound = [InboundMessage(m.body, m.routing_key, m.headers) for m in batch]
-            for message, outcome in zip(batch, handle(inbound, None), strict=True):
+            outcomes = handle_observed(handle, inbound, None, None, queue=cqrs_settings.queue or "", system="memory")
+            for message, outcome in zip(batch, outcomes, strict=True):
                 handled += 1
                 self.outcomes.append(outcome)
                 try:
                     self._settle(message, outcome)
                 except Exception as exc:  # noqa: BLE001 - as the real consumers: the original is dead-lettered
                     outcome = settle_failed(outcome, exc)
+                    dead_lettered(outcome)
                     with self._lock:
                         self.dead_letters.append((message, outcome))
                 if outcome.action is Action.DEAD_LETTER and fail_fast:

@@ -38,6 +38,7 @@ from dj_cqrs.core.messages import ConsumeHandler
 from dj_cqrs.core.names import routing_key_for
 from dj_cqrs.exceptions import BrokerRefused, PublishFailed
 from dj_cqrs.log import payload_context
+from dj_cqrs.tracing import headers_of
 from dj_cqrs.transport import pika_logging
 from dj_cqrs.transport.base import BaseTransport, every_instance
 from dj_cqrs.transport.rabbit_connection import (
@@ -375,7 +376,7 @@ class RabbitMQTransport(BaseTransport):
     def _messages(self, payloads: list[AnyPayload]) -> list[Message]:
         exchange = cqrs_settings.exchange
         dumps = encoding.dumps_bytes
-        return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), None, None) for p in payloads]
+        return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), headers_of(p), None) for p in payloads]
 
     def send_batch(self, payloads: list[AnyPayload]) -> SentBatch:
         """Write ``payloads`` to the broker without waiting for the confirms (the relay prepares

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from dj_cqrs import metrics
 from dj_cqrs.events.registry import handlers
 from dj_cqrs.process.supervisor import Supervisor
 from dj_cqrs.registry import replica_registry
@@ -36,6 +37,13 @@ class Command(BaseCommand):
             "--sigkill-timeout", nargs="?", type=float, default=1,
             help="Seconds to wait after killing a worker (default 1; the flag alone: no limit).",
         )
+        parser.add_argument(
+            "--metrics-port", type=int, default=None,
+            help="Serve Prometheus metrics of all workers at http://ADDR:PORT/metrics (needs prometheus-client).",
+        )
+        parser.add_argument(
+            "--metrics-addr", default="127.0.0.1", help="Address the metrics server binds (default 127.0.0.1).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         workers = options["workers"]
@@ -49,14 +57,34 @@ class Command(BaseCommand):
         if not len(replica_registry) and not handlers():
             raise CommandError("No replica models or event handlers are registered in this service.")
         ignore = [p.strip() for p in (options["ignore_paths"] or "").split(",") if p.strip()]
-        Supervisor(
-            worker_main,
-            args=(cqrs_ids,),
-            workers=workers,
-            reload=options["reload"],
-            ignore_paths=ignore,
-            sigint_timeout=options["sigint_timeout"],
-            sigkill_timeout=options["sigkill_timeout"],
-            fork=True,
-            before_fork=connections.close_all,
-        ).run()
+
+        def supervise(server: metrics.MetricsServer | None = None) -> None:
+            Supervisor(
+                worker_main,
+                args=(cqrs_ids,),
+                workers=workers,
+                reload=options["reload"],
+                ignore_paths=ignore,
+                sigint_timeout=options["sigint_timeout"],
+                sigkill_timeout=options["sigkill_timeout"],
+                fork=True,
+                before_fork=connections.close_all,
+                on_started=server.start if server is not None else None,
+                on_worker_exit=metrics.mark_process_dead if server is not None else None,
+            ).run()
+
+        if options["metrics_port"] is None:
+            supervise()
+            return
+        with metrics.multiprocess_dir():  # the workers' values, aggregated when scraped
+            if not metrics.available():
+                raise CommandError("--metrics-port needs prometheus-client: pip install 'dj-cqrs[metrics]'")
+            metrics.enable_for_processes()
+            try:
+                server = metrics.MetricsServer(options["metrics_port"], options["metrics_addr"])
+            except OSError as exc:
+                raise CommandError(f"Cannot serve metrics on {options['metrics_addr']}:{options['metrics_port']}: {exc}") from exc
+            try:
+                supervise(server)
+            finally:
+                server.stop()

@@ -7,9 +7,27 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dj_cqrs import metrics
+from dj_cqrs.master.outbox.backlog import pending_everywhere
 from dj_cqrs.master.relay import Relay
 from dj_cqrs.process.lifecycle import StopFlag
 from dj_cqrs.webhooks.deliverer import Deliverer
+
+
+def serve_relay_metrics(port: int | None, addr: str) -> metrics.MetricsServer | None:
+    """``--metrics-port``: the relay's counters and the outbox backlog (read when scraped)."""
+    if port is None:
+        return None
+    if not metrics.available():
+        raise CommandError("--metrics-port needs prometheus-client: pip install 'dj-cqrs[metrics]'")
+    metrics.enable_for_processes()
+    backlog = metrics.OutboxCollector(lambda: pending_everywhere(close_connections=True))
+    try:
+        server = metrics.MetricsServer(port, addr, [backlog])
+    except OSError as exc:
+        raise CommandError(f"Cannot serve metrics on {addr}:{port}: {exc}") from exc
+    server.start()
+    return server
 
 
 class Command(BaseCommand):
@@ -21,9 +39,19 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds to wait when the outbox is empty (default 1).")
         parser.add_argument("--min-age", type=float, default=None, help="Only publish events at least this old (default master.outbox_grace).")
         parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit (waiting through database outages).")
+        parser.add_argument("--metrics-port", type=int, default=None, help="Serve Prometheus metrics (publishing, outbox backlog) at http://ADDR:PORT/metrics (needs prometheus-client).")
+        parser.add_argument("--metrics-addr", default="127.0.0.1", help="Address the metrics server binds (default 127.0.0.1).")
         parser.add_argument("--no-webhooks", action="store_true", help="Do not deliver webhook subscriptions (run cqrs_webhooks elsewhere).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        server = serve_relay_metrics(options["metrics_port"], options["metrics_addr"])
+        try:
+            self._relay(options)
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _relay(self, options: dict[str, Any]) -> None:
         stop = StopFlag()
         relay = Relay(
             databases=options["databases"],

@@ -43,6 +43,7 @@ from dj_cqrs.correlation import get_correlation_id
 from dj_cqrs.master import hooks, payloads, pending
 from dj_cqrs.master.outbox import prepared
 from dj_cqrs.master.outbox.store import enabled, outbox_model
+from dj_cqrs.tracing import current_context as current_trace
 
 #: Primary key fields whose PostgreSQL ``::text`` is ``str()`` of the Python value.
 _TEXT_SAFE_PKS = (
@@ -167,13 +168,15 @@ class InlineSave:
 
     def prepare(self, previous_data: dict[str, Any] | None) -> None:
         """The event's captured data (as the outbox stores it for a SAVE)."""
-        if previous_data is None:  # the common case, without the encoder's machinery
+        trace = current_trace()  # the active span's W3C context (sent as headers, not in the body)
+        if previous_data is None and trace is None:  # the common case, without the encoder's machinery
             correlation = "null" if self.correlation_id is None else json.dumps(self.correlation_id, ensure_ascii=False)
             self.data = f'{{"correlation_id":{correlation},"meta":{{}},"previous_data":null}}'
         else:
-            self.data = encoding.dumps(
-                {"correlation_id": self.correlation_id, "meta": {}, "previous_data": previous_data}, allow_nan=True
-            )
+            data: dict[str, Any] = {"correlation_id": self.correlation_id, "meta": {}, "previous_data": previous_data}
+            if trace is not None:
+                data["trace"] = trace
+            self.data = encoding.dumps(data, allow_nan=True)
 
     def installed(self) -> contextlib.AbstractContextManager[None]:
         """Rewrite the save's statement while the block runs."""

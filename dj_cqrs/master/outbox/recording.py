@@ -19,6 +19,7 @@ from dj_cqrs.correlation import current_correlation_id, get_correlation_id
 from dj_cqrs.master import hooks, payloads, serializers, tracking
 from dj_cqrs.master.outbox.store import explained_missing_table, outbox_model
 from dj_cqrs.master.pending import PendingEvent
+from dj_cqrs.tracing import current_context as current_trace
 
 
 def _meta_needed(instance: Any) -> bool:
@@ -45,6 +46,9 @@ def _data(event: PendingEvent, correlation_id: str | None, meta: dict[str, Any] 
         data["previous_data"] = event.previous_data
     if event.queue:
         data["queue"] = event.queue
+    trace = current_trace()
+    if trace is not None:  # the active span's W3C context: sent as message headers, not in the body
+        data["trace"] = trace
     return encoding.dumps(data, allow_nan=True)
 
 
@@ -289,6 +293,9 @@ def constant_data(model: Any) -> str | None:
         return None
     if cqrs_settings.master.correlation_function is not None:
         return None
+    trace = current_trace()
+    if trace is not None:
+        return encoding.dumps({"correlation_id": current_correlation_id(), "meta": audit.merged({}), "previous_data": None, "trace": trace})
     return encoding.dumps({"correlation_id": current_correlation_id(), "meta": audit.merged({}), "previous_data": None})
 
 

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from dj_cqrs import audit, events
+from dj_cqrs.events import registry
 from dj_cqrs.master.relay import Relay
 from dj_cqrs.models import OutboxEvent
 from dj_cqrs.testing import use_memory_transport
@@ -155,3 +156,19 @@ def test_domain_events_carry_the_audit_values():
         {"audit": "mine"},
     ]
     assert b"audit" not in transport.published[0].body
+
+
+def test_a_domain_event_handler_sees_the_audit_values():
+    seen = []
+    events.handler("audit.*", name="audit_test_handler")(lambda event: seen.append(event.meta))
+    try:
+        with (
+            override_settings(CQRS=cqrs_with(master={"outbox_publish": "sync"})),
+            use_memory_transport() as transport,
+        ):
+            with audit.context(**WHO):
+                events.emit("audit.done", 1, {})
+            transport.join(fail_fast=True)
+    finally:
+        registry.unregister("audit_test_handler")
+    assert seen == [{"audit": WHO}]
