@@ -9,12 +9,17 @@ import time
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
 
 from dj_cqrs.master import commit_listeners
+from dj_cqrs.models import WebhookDelivery, WebhookSubscription
 from dj_cqrs.process.lifecycle import StopFlag
 from dj_cqrs.webhooks import sender, subscriptions, verify
 from dj_cqrs.webhooks.deliverer import Deliverer
+from dj_cqrs.webhooks.delivery import SubscriptionDelivery
 from tests.apps.master_app.models import SimplestModel
+from tests.unit.conftest import cqrs_with
+from tests.unit.webhooks.conftest import FAST
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("webhook_settings")]
 
@@ -92,3 +97,43 @@ def test_deliverer_threads_deliver_and_a_commit_wakes_them(receiver):
         deliverer.join(10)
     assert deliverer.wake not in commit_listeners.listeners
     assert deliverer.delivered == 1
+
+
+def test_subscriptions_take_turns_beyond_the_concurrency(receiver):
+    subscriptions.add("one", receiver.url, ["simplest"], secret="k")
+    subscriptions.add("two", receiver.url + "&two=1", ["simplest"], secret="k")
+    SimplestModel.objects.create(name="a")
+    stop = StopFlag()
+    deliverer = Deliverer(databases=["default"], interval=0.05, concurrency=1, stop=stop)
+    deliverer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        deliverer.join(10)
+    assert len(receiver.received) == 2
+    assert WebhookSubscription.objects.filter(lease_owner="").count() == 2  # leases released
+
+
+def test_a_stop_during_the_back_off_neither_parks_nor_advances(subscriber):
+    sub = subscriptions.add("one", "http://127.0.0.1:9/x", ["simplest"], secret="k")
+    SimplestModel.objects.create(name="a")
+    stop = StopFlag()
+    subscriber.fail = lambda d: 503
+
+    def failing_then_stopping(*args):
+        stop.set()
+        return subscriber(*args)
+
+    with override_settings(
+        CQRS=cqrs_with(webhooks={**FAST, "retry_delay": 5, "max_retry_delay": 5})
+    ):
+        started = time.monotonic()
+        result = SubscriptionDelivery(
+            "default", sub.id, "me", stop, failing_then_stopping
+        ).run_pass()
+    assert time.monotonic() - started < 2 and result.delivered == result.parked == 0
+    assert not WebhookDelivery.objects.exists()
+    assert WebhookSubscription.objects.get().position == sub.position  # sent again by the next pass
