@@ -147,3 +147,5 @@ def _register_webhook_admin() -> None:
 
 if apps.models_ready:  # imported by the admin's autodiscovery (not before Django is set up)
     _register_webhook_admin()
+
+from dj_cqrs.ops import admin as _ops_admin  # noqa: E402,F401,I001 - registers the outbox, dead letters, tombstones and inbox pages

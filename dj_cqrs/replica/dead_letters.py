@@ -60,8 +60,12 @@ def store_for(transport: BaseTransport) -> DeadLetterStore:
     return factory()
 
 
-def _matches(letter: DeadLetter, cqrs_id: str | None) -> bool:
-    return cqrs_id is None or letter.cqrs_id == cqrs_id
+#: Selects letters beyond ``cqrs_id`` (the admin's reason filter and selection).
+Where = Callable[[DeadLetter], bool]
+
+
+def _matches(letter: DeadLetter, cqrs_id: str | None, where: Where | None = None) -> bool:
+    return (cqrs_id is None or letter.cqrs_id == cqrs_id) and (where is None or where(letter))
 
 
 def _present(store: DeadLetterStore, session: DeadLetterSession) -> Iterator[DeadLetter]:
@@ -87,14 +91,16 @@ def _present(store: DeadLetterStore, session: DeadLetterSession) -> Iterator[Dea
         yield letter
 
 
-def browse(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None) -> Iterator[DeadLetter]:
-    """Yield letters (matching ``cqrs_id``) without removing any; at most ``limit``."""
+def browse(
+    store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None, where: Where | None = None
+) -> Iterator[DeadLetter]:
+    """Yield letters (matching ``cqrs_id`` and ``where``) without removing any; at most ``limit``."""
     if limit is not None and limit <= 0:
         return
     with store.open() as session:
         shown = 0
         for letter in _present(store, session):
-            if _matches(letter, cqrs_id):
+            if _matches(letter, cqrs_id, where):
                 yield letter
                 shown += 1
                 if limit is not None and shown >= limit:
@@ -147,6 +153,7 @@ def _select(
     cqrs_id: str | None,
     limit: int | None,
     action: Callable[[DeadLetterSession, DeadLetter, Report], None],
+    where: Where | None = None,
 ) -> Report:
     report = Report()
     if limit is not None and limit <= 0:
@@ -158,7 +165,7 @@ def _select(
                 session.ack(letter)  # past its dead-letter TTL: the broker would have dropped it
                 report.expired += 1
                 continue
-            if not _matches(letter, cqrs_id):
+            if not _matches(letter, cqrs_id, where):
                 continue
             report.matched += 1
             action(session, letter, report)
@@ -167,7 +174,9 @@ def _select(
     return report
 
 
-def retry(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None) -> Report:
+def retry(
+    store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None, where: Where | None = None
+) -> Report:
     """Re-publish matching letters to this replica's queue; each is removed once confirmed."""
     queue = cqrs_settings.queue
     if not queue:
@@ -191,12 +200,14 @@ def retry(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None 
         session.ack(letter)
         report.done += 1
 
-    return _select(store, cqrs_id, limit, do)
+    return _select(store, cqrs_id, limit, do, where)
 
 
-def purge(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None) -> Report:
+def purge(
+    store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None = None, where: Where | None = None
+) -> Report:
     """Delete matching letters (all of them without a filter)."""
-    if cqrs_id is None and limit is None:
+    if cqrs_id is None and limit is None and where is None:
         removed = store.purge_all()
         return Report(done=removed, matched=removed)
 
@@ -204,4 +215,4 @@ def purge(store: DeadLetterStore, cqrs_id: str | None = None, limit: int | None 
         session.ack(letter)
         report.done += 1
 
-    return _select(store, cqrs_id, limit, do)
+    return _select(store, cqrs_id, limit, do, where)
