@@ -102,50 +102,9 @@ def _sync_each(model: Any, rows: list[Any]) -> set[Any]:
     return done
 
 
-# -- webhook subscriptions ------------------------------------------------------------------------
-# Registered on the default admin site (dj_cqrs is an installed app). The secret is never listed;
-# Django's model permissions decide who sees and changes what.
-
-
-def _register_webhook_admin() -> None:
-    from django.contrib import admin
-
-    from dj_cqrs.models import WebhookDelivery, WebhookSubscription
-    from dj_cqrs.webhooks import subscriptions
-
-    @admin.register(WebhookSubscription)
-    class WebhookSubscriptionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-        list_display = ("name", "url", "cqrs_ids", "event_patterns", "active", "position", "last_delivered_at", "last_error")
-        list_filter = ("active",)
-        search_fields = ("name", "url")
-        readonly_fields = ("position", "lease_owner", "lease_until", "created_at", "last_delivered_at", "last_error")
-        actions = ("pause", "resume")
-
-        @admin.action(description=gettext_lazy("Pause selected subscriptions"), permissions=["change"])
-        def pause(self, request: Any, queryset: QuerySet[Any]) -> None:
-            self.message_user(request, f"{queryset.update(active=False)} paused.")
-
-        @admin.action(description=gettext_lazy("Resume selected subscriptions"), permissions=["change"])
-        def resume(self, request: Any, queryset: QuerySet[Any]) -> None:
-            self.message_user(request, f"{queryset.update(active=True)} resumed.")
-
-    @admin.register(WebhookDelivery)
-    class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-        list_display = ("id", "subscription", "status", "cqrs_id", "object_key", "attempts", "last_status", "last_error", "updated_at")
-        list_filter = ("status", "subscription")
-        search_fields = ("object_key", "event_id")
-        readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
-        actions = ("replay",)
-
-        def has_add_permission(self, request: Any) -> bool:
-            return False
-
-        @admin.action(description=gettext_lazy("Replay selected failed deliveries"), permissions=["change"])
-        def replay(self, request: Any, queryset: QuerySet[Any]) -> None:
-            self.message_user(request, f"{subscriptions.mark_for_replay(queryset)} queued for replay.")
-
-
 if apps.models_ready:  # imported by the admin's autodiscovery (not before Django is set up)
-    _register_webhook_admin()
+    from dj_cqrs.webhooks.admin import register as _register_webhooks
+
+    _register_webhooks()  # webhook subscriptions and parked deliveries
 
 from dj_cqrs.ops import admin as _ops_admin  # noqa: E402,F401,I001 - registers the outbox, dead letters, tombstones and inbox pages

@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from dj_cqrs.checks import check_webhooks
 from dj_cqrs.master import commit_listeners
-from dj_cqrs.models import WebhookDelivery, WebhookSubscription
+from dj_cqrs.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from dj_cqrs.webhooks import subscriptions
 from tests.apps.master_app.models import SimplestModel
 from tests.unit.conftest import cqrs_with
@@ -76,3 +76,32 @@ def test_admin_pause_resume_and_replay_actions(rf, admin_user, transport):
     delivery_admin.replay(request, WebhookDelivery.objects.all())
     row.refresh_from_db()
     assert row.status == "replay"
+
+
+@pytest.mark.django_db
+def test_admin_form_validates_like_the_command_and_starts_at_the_head(rf, admin_user, transport):
+    SimplestModel.objects.create(name="before")
+    sub_admin = site._registry[WebhookSubscription]
+    request = rf.post("/")
+    request.user = admin_user
+    form_class = sub_admin.get_form(request)
+    data = {
+        "name": "shop",
+        "url": "ftp://x/y",
+        "cqrs_ids": '["nope"]',
+        "event_patterns": '"order.*"',
+        "secret": "k",
+        "active": "on",
+    }
+    form = form_class(data)
+    assert not form.is_valid()
+    assert "http" in str(form.errors["url"]) and "unknown CQRS_ID" in str(form.errors["cqrs_ids"])
+    assert "JSON list" in str(form.errors["event_patterns"])
+    form = form_class(
+        {**data, "url": "https://shop.example/hook", "cqrs_ids": '["simplest"]', "event_patterns": "[]"}
+    )
+    assert form.is_valid(), form.errors
+    obj = form.save(commit=False)
+    sub_admin.save_model(request, obj, form, change=False)
+    saved = WebhookSubscription.objects.get(name="shop")
+    assert saved.position == OutboxEvent.objects.latest("id").id and saved.created_at is not None
