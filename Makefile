@@ -26,12 +26,42 @@ PG_UNIT_TESTS ?= tests/unit/sync tests/unit/events tests/unit/test_outbox.py tes
 PG_DJ61_TESTS ?= tests/unit/master tests/unit/test_outbox.py tests/unit/regressions/test_master_fidelity.py
 PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR))
 
-test: install ## Run every test: unit (SQLite, then the set-based ones on PostgreSQL) + integration and compat, then the unit tests on Django 6.1
-	$(BIN)/python -m pytest tests integration_tests
+# `make test` runs two lanes at once (the integration tests mostly wait on services and
+# subprocesses, so the unit passes fit beside them on two cores): lane 1 streams the integration and
+# compatibility tests; lane 2 runs the unit passes one after the other (SQLite, PostgreSQL, then
+# Django 6.1) into $(UNIT_LANE_LOG), printed when both lanes are done. Either lane failing fails
+# `make test`; every pass still runs in full. Each lane uses its own databases and broker names.
+UNIT_LANE_LOG ?= .cache/test-unit-lane.log
+
+test: install ## Run every test: integration and compat, and alongside them the unit passes (SQLite, PostgreSQL, Django 6.1)
+	@mkdir -p $(dir $(UNIT_LANE_LOG))
+	@echo "make test: the unit passes run alongside the integration tests; their output ($(UNIT_LANE_LOG)) follows at the end"
+	@status=0; $(MAKE) --no-print-directory -j2 test-lane-integration test-lane-unit || status=$$?; \
+	echo "======================= unit passes (ran alongside the integration tests) ======================="; \
+	cat $(UNIT_LANE_LOG); \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; exit $$status
+
+.PHONY: test-lane-integration test-lane-unit test-unit-passes test-pg-unit
+test-lane-integration: install
+	$(BIN)/python -m pytest integration_tests
+
+test-lane-unit: install
+	@$(MAKE) --no-print-directory test-unit-passes > $(UNIT_LANE_LOG) 2>&1
+
+# The unit passes in order: SQLite, the set-based ones on PostgreSQL, then Django 6.1.
+test-unit-passes:
+	@echo "== $$(date +%T) unit tests, SQLite"
+	$(BIN)/python -m pytest tests
+	@echo "== $$(date +%T) unit tests, PostgreSQL"
+	@$(MAKE) --no-print-directory test-pg-unit
+	@echo "== $$(date +%T) Django 6.1"
+	@$(MAKE) --no-print-directory test-django61
+	@echo "== $$(date +%T) unit passes done"
+
+test-pg-unit: install
 	@if [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
 	  DATABASE_URL=$(PG_UNIT_URL) $(BIN)/python -m pytest --create-db -q $(PG_UNIT_TESTS); \
 	else echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL unit pass"; fi
-	@$(MAKE) --no-print-directory test-django61
 
 test-unit: install ## Unit tests only (no services needed)
 	$(BIN)/python -m pytest tests
