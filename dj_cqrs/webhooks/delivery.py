@@ -10,8 +10,8 @@ change feed from the subscription's position, each item PUT in order.
   order, once no failed delivery of their object remains (it was replayed, or deleted).
 * ``replay`` deliveries (set by ``cqrs_subscriptions replay`` or the admin) go out first, in id
   order: delivered, they are deleted; failing again, they are ``failed`` again.
-* A change whose body is the one just acknowledged for its object (the same event id: the feed
-  serves a SAVE with the object's current state) is not sent twice in a pass.
+* A change whose object state was just acknowledged (the same event id, i.e. the same revision:
+  the feed serves a SAVE with the object's current state) is not sent twice in a pass.
 * At least once: the position is stored after every item, so a deliverer killed mid-pass
   redelivers at most the item in flight (receivers dedupe on ``X-CQRS-Event-Id``).
 """
