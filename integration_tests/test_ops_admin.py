@@ -32,6 +32,7 @@ def _operator() -> Client:
 
 
 def test_dead_letter_page_browse_replay_purge(backend):  # noqa: F811 - the imported fixture
+    from dj_cqrs.ops import status
     from dj_cqrs.ops.dead_letter_admin import digest
     from dj_cqrs.replica import dead_letters
     from dj_cqrs.transport import get_transport
@@ -46,6 +47,13 @@ def test_dead_letter_page_browse_replay_purge(backend):  # noqa: F811 - the impo
         assert not consumer.timed_out
         store = dead_letters.store_for(get_transport())
         assert store.count() == 2
+        # cqrs_status's figures on this broker
+        result = status.collect(status.Thresholds(max_dead_letters=1), master=False)
+        assert result.replica is not None and result.replica.dead_letters == 2
+        assert result.replica.queue.exists and result.replica.queue.ready == 0
+        assert [b.threshold for b in result.breaches] == [
+            "max_dead_letters"
+        ] and result.exit_code == 1
 
         client = _operator()
         page = client.get(DEAD).content.decode()

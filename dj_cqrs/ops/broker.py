@@ -225,7 +225,9 @@ def _kombu(transport: BaseTransport, queue: str, dlq: str) -> BrokerStats:
     try:
         conn.ensure_connection(max_retries=1, timeout=float(cqrs_settings.status.timeout))
         declared = _kombu_passive(conn, queue, errors)
-        if declared is None:
+        if declared is None and getattr(conn.transport, "driver_type", "") != "amqp":
+            stats.ready = 0  # Redis and the other virtual brokers keep no empty queue
+        elif declared is None:
             stats.exists = False
         else:
             stats.ready, stats.consumers = declared
