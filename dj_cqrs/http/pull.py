@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from django.apps import apps
 from django.utils import timezone
 
 from dj_cqrs import encoding
@@ -27,11 +28,19 @@ from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.messages import Action, InboundMessage, Outcome
 from dj_cqrs.core.settlement import failure_headers, retry_body
 from dj_cqrs.http.client import PullClient, Stopped
-from dj_cqrs.models import PullCursor
 from dj_cqrs.process.lifecycle import StopFlag
 from dj_cqrs.replica.batch import handle_batch_through_outages
 
+if TYPE_CHECKING:
+    from dj_cqrs.models import PullCursor
+
 logger = logging.getLogger("django-cqrs.http")
+
+
+def _cursor_model() -> type[PullCursor]:
+    """The cursor model, from the app registry (nothing is imported from ``dj_cqrs.models`` while
+    this module is imported)."""
+    return cast("type[PullCursor]", apps.get_model("dj_cqrs", "PullCursor"))
 
 
 class ApplyFailed(Exception):
@@ -88,7 +97,7 @@ def apply_items(items: list[dict[str, Any]], cqrs_id: str, stop: StopFlag) -> No
 
 def cursor_row(source: str, cqrs_id: str, reset: bool = False) -> PullCursor:
     """The stored cursor of ``source`` and ``cqrs_id`` (created empty); ``reset`` empties it."""
-    row, _ = PullCursor.objects.get_or_create(
+    row, _ = _cursor_model().objects.get_or_create(
         source=source, cqrs_id=cqrs_id, defaults={"updated_at": timezone.now()}
     )
     if reset and (row.cursor or row.items or row.caught_up):
