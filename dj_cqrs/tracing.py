@@ -96,6 +96,8 @@ def current_context() -> dict[str, str] | None:
     api = _api()
     if not api:
         return None
+    if not api.context.get_current():  # an empty context holds no span (the cheap common case)
+        return None
     if not api.trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}

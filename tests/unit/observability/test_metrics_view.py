@@ -67,3 +67,13 @@ def test_501_without_prometheus_client(tokens, monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     response = get({"Authorization": "Bearer s3cret"})
     assert response.status_code == 501
+
+
+def test_mounted_by_the_dj_cqrs_urls():
+    from django.urls import include, path
+    from django.urls.resolvers import RegexPattern, URLResolver
+
+    resolver = URLResolver(RegexPattern(r"^/"), [path("cqrs/", include("dj_cqrs.urls"))])
+    match = resolver.resolve("/cqrs/metrics/")
+    assert match.func is metrics_view
+    assert match.view_name == "dj_cqrs:cqrs-metrics"
