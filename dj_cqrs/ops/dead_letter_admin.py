@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -209,9 +210,8 @@ class DeadLetterViews:
         cqrs_id = request.POST.get("cqrs_id", "")
         reason = request.POST.get("reason", "")
         letters = set(request.POST.getlist("letter"))
-        back = HttpResponseRedirect(
-            f"?cqrs_id={cqrs_id}&reason={reason}" if cqrs_id or reason else request.path
-        )
+        query = urlencode({"cqrs_id": cqrs_id, "reason": reason}) if cqrs_id or reason else ""
+        back = HttpResponseRedirect(f"{request.path}?{query}" if query else request.path)
         if action not in ("replay_selected", "replay_all", "purge_selected", "purge_all"):
             return back
         if not self._allowed(request, "change" if action.startswith("replay") else "delete"):
