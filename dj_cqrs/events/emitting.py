@@ -26,6 +26,7 @@ from dj_cqrs.core.payload import message_expiration
 from dj_cqrs.correlation import get_correlation_id
 from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox.store import explained_missing_table, outbox_model
+from dj_cqrs.tracing import current_context as current_trace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +106,9 @@ def emit_spec(spec: EventSpec, using: str | None = None, event_id: str | None = 
         "occurred_at": occurred.isoformat(),
         "correlation_id": correlation,
     }
+    trace = current_trace()  # the active span's W3C context: sent as message headers
+    if trace is not None:
+        captured["trace"] = trace
     text = encoding.dumps(captured)
     with explained_missing_table(), transaction.atomic(using=using, savepoint=False):
         outbox_id, seq = _write(using, spec, text, occurred)
@@ -123,6 +127,7 @@ def emit_spec(spec: EventSpec, using: str | None = None, event_id: str | None = 
                 occurred_at=occurred,
                 correlation_id=correlation,
                 expires=message_expiration(),
+                trace=trace,
             )
             transaction.on_commit(
                 functools.partial(dispatcher.submit, using, [(outbox_id, payload)]), using=using

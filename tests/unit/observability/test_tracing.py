@@ -136,3 +136,31 @@ def test_tracing_can_be_turned_off(spans, transport):
         transport.join(fail_fast=True)
         assert not [s for s in spans.get_finished_spans() if s.name == "replica process"]
     tracing.reset()
+
+
+def test_domain_events_carry_the_context_and_their_handling_continues_it(spans):
+    from django.contrib.auth.models import Group
+
+    from dj_cqrs import events
+    from dj_cqrs.events import registry
+    from dj_cqrs.testing import use_memory_transport
+
+    def record(event):
+        Group.objects.create(name=f"traced:{event.id}")
+
+    events.handler("invoice.*", name="traced_invoices")(record)
+    try:
+        with override_settings(CQRS=cqrs_with(master={"outbox_publish": "sync"})), use_memory_transport() as memory:
+            with request_span() as parent, transaction.atomic():
+                events.emit("invoice.sent", 7, {"n": 1})
+            [message] = memory.published
+            trace_id = f"{parent.get_span_context().trace_id:032x}"
+            assert message.headers["traceparent"].split("-")[1] == trace_id
+            assert '"trace"' not in message.body.decode()  # headers only, never the body
+            memory.join(fail_fast=True)
+        assert Group.objects.filter(name__startswith="traced:").count() == 1
+        [child] = [s for s in spans.get_finished_spans() if s.name == "dj_cqrs.event.invoice.sent process"]
+        assert f"{child.context.trace_id:032x}" == trace_id
+        assert child.attributes["cqrs.revision"] == 1  # the event's place in its key's sequence
+    finally:
+        registry.unregister("traced_invoices")
