@@ -57,8 +57,8 @@ class ConsumeLoop(abc.ABC):
     broker_name: ClassVar[str]
     #: Whether a batch is acknowledged at once and committed with its publishes (AMQP ``tx``).
     acks_batches: ClassVar[bool] = False
-    #: ``messaging.system`` of the consumer's trace spans.
-    messaging_system: ClassVar[str] = "rabbitmq"
+    #: ``messaging.system`` of the consumer's trace spans (a broker may set it per connection).
+    messaging_system: str = "rabbitmq"
 
     def __init__(
         self,

@@ -97,6 +97,9 @@ class KombuConsumer(ConsumeLoop):
         self._held = []
         conn = self.connection = new_connection()
         self.recoverable = connection_errors(conn) + (PublishFailed,)
+        # semantic conventions: "rabbitmq" for AMQP brokers, else kombu's transport ("redis" ...)
+        driver = str(getattr(conn.transport, "driver_type", "") or "")
+        self.messaging_system = "rabbitmq" if driver == "amqp" else driver or "kombu"
         conn.ensure_connection(max_retries=1)
         queue, retry_queue, dlq = replica_queues(self.cqrs_ids, self.route_binding_keys)
         main_channel = conn.channel()
