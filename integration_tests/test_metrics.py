@@ -175,9 +175,7 @@ def test_relay_serves_the_outbox_backlog(fleet):
 def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
     require(RABBIT_HOST, RABBIT_PORT, "RabbitMQ")
     otel_trace = pytest.importorskip("opentelemetry.trace")
-    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
-    sdk_export = pytest.importorskip("opentelemetry.sdk.trace.export")
-    in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    pytest.importorskip("opentelemetry.sdk.trace")
     import pika
     from django.test import override_settings
 
@@ -185,18 +183,12 @@ def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
     from integration_tests.failure_helpers import declare, names, rabbit_cqrs, run_consumer
     from tests.apps.master_app.models import SimplestModel
     from tests.apps.replica_app.models import SimplestModelRef
-
-    provider = otel_trace.get_tracer_provider()
-    if not isinstance(provider, sdk_trace.TracerProvider):
-        provider = sdk_trace.TracerProvider()
-        otel_trace.set_tracer_provider(provider)
-    exporter = in_memory.InMemorySpanExporter()
-    provider.add_span_processor(sdk_export.SimpleSpanProcessor(exporter))
+    from tests.unit.observability.otel import recording_spans
 
     exchange, queue = names("trace")
     capture = None
     try:
-        with override_settings(CQRS=rabbit_cqrs(exchange, queue)):
+        with override_settings(CQRS=rabbit_cqrs(exchange, queue)), recording_spans() as exporter:
             tracing.reset()
             declare()  # the replica queue and its bindings, before anything is published
             capture = CaptureQueue(exchange, ["simplest"], name=unique("trace_capture"))
@@ -215,7 +207,7 @@ def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
             }
 
             run_consumer(until=lambda: SimplestModelRef.objects.filter(name="traced").exists(), timeout=20)
-        spans = exporter.get_finished_spans()
+            spans = exporter.get_finished_spans()
         assert SimplestModelRef.objects.filter(name="traced").exists()
         [child] = [s for s in spans if s.name == "simplest process"]
         assert f"{child.context.trace_id:032x}" == trace_id

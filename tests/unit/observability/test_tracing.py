@@ -15,44 +15,20 @@ from tests.apps.replica_app.models import SimplestModelRef
 from tests.unit.conftest import cqrs_with
 
 otel_trace = pytest.importorskip("opentelemetry.trace")
-sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
-sdk_export = pytest.importorskip("opentelemetry.sdk.trace.export")
-in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+pytest.importorskip("opentelemetry.sdk.trace")
+
+from tests.unit.observability.otel import recording_spans  # noqa: E402
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 #: django-cqrs 3.1.0's body keys: the trace context must not add one.
-BODY_KEYS = {
-    "signal_type",
-    "cqrs_id",
-    "instance_data",
-    "previous_data",
-    "instance_pk",
-    "correlation_id",
-    "retries",
-    "expires",
-    "meta",
-}
-
-_EXPORTER = in_memory.InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def provider():
-    current = otel_trace.get_tracer_provider()
-    if not isinstance(current, sdk_trace.TracerProvider):
-        current = sdk_trace.TracerProvider()
-        otel_trace.set_tracer_provider(current)
-    current.add_span_processor(sdk_export.SimpleSpanProcessor(_EXPORTER))
-    return current
+BODY_KEYS = {"signal_type", "cqrs_id", "instance_data", "previous_data", "instance_pk", "correlation_id", "retries", "expires", "meta"}
 
 
 @pytest.fixture
-def spans(provider):
-    tracing.reset()
-    _EXPORTER.clear()
-    yield _EXPORTER
-    _EXPORTER.clear()
+def spans():
+    with recording_spans() as exporter:
+        yield exporter
 
 
 def request_span():
