@@ -125,7 +125,7 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
             connection.close()
     result = BrokerStats(stats, dlq, letters[0] if letters is not None else 0)
     if stats.exists:
-        _management(params, queue, stats, result.notes)
+        fill_from_management(params, queue, stats, result.notes)
     return result
 
 
@@ -158,7 +158,7 @@ def management_url(params: Any) -> str | None:
     return f"{scheme}://{user}:{password}@{params.host}:15672/"
 
 
-def _management(params: Any, queue: str, stats: QueueStats, notes: list[str]) -> None:
+def fill_from_management(params: Any, queue: str, stats: QueueStats, notes: list[str]) -> None:
     """Fill the unacknowledged messages, the acknowledgement rate and the lag from the API."""
     base = management_url(params)
     if base is None:
@@ -259,4 +259,11 @@ def _kombu_passive(
     return int(declared.message_count), consumers if isinstance(consumers, int) else None
 
 
-__all__ = ["BrokerStats", "QueueStats", "estimate_lag", "management_url", "queue_stats"]
+__all__ = [
+    "BrokerStats",
+    "QueueStats",
+    "estimate_lag",
+    "fill_from_management",
+    "management_url",
+    "queue_stats",
+]
