@@ -2,7 +2,7 @@
 
 Ids: E001-E009, E011, E012 settings and transport; E013, E014 domain event handlers; E020-E022 registries; E030, E031, E033, E034 master
 models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
-keys; E070, W070 HTTP pull. ``docs/settings.md`` lists them all. Every message carries a hint.
+keys; E070, W070, W071 HTTP pull. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dj_cqrs.conf import cqrs_settings, validate
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.events.registry import handlers as event_handlers
 from dj_cqrs.exceptions import ConfigurationError
-from dj_cqrs.master import hooks
+from dj_cqrs.master import feed, hooks
 from dj_cqrs.master.serializers import serializer_class
 from dj_cqrs.registry import master_registry, replica_registry
 from dj_cqrs.transport import resolve_transport_class
@@ -42,7 +42,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     has_replicas = len(replica_registry) > 0
     if raw is _MISSING and not (has_masters or has_replicas):
         return []
-    result = [_message(p) for p in validate(None if raw is _MISSING else raw, has_masters=has_masters, has_replicas=has_replicas)]
+    result = [
+        _message(p)
+        for p in validate(
+            None if raw is _MISSING else raw, has_masters=has_masters, has_replicas=has_replicas
+        )
+    ]
     if isinstance(raw, dict) and raw.get("transport"):
         result.extend(_check_transport(raw))
     return result
@@ -120,7 +125,10 @@ def _is_rabbitmq(cls: type) -> bool:
 @checks.register("dj_cqrs")
 def check_registries(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     result: list[checks.CheckMessage] = []
-    for registry, check_id in ((master_registry, "dj_cqrs.E020"), (replica_registry, "dj_cqrs.E021")):
+    for registry, check_id in (
+        (master_registry, "dj_cqrs.E020"),
+        (replica_registry, "dj_cqrs.E021"),
+    ):
         for cqrs_id, first, second in registry.duplicates:
             if not cqrs_id:
                 result.append(
@@ -178,7 +186,12 @@ def _check_master(model: Any) -> list[checks.CheckMessage]:
                 )
             if len(set(fields)) != len(fields):
                 errors.append(
-                    checks.Error("CQRS_FIELDS has duplicates.", hint="List each field once.", obj=model, id="dj_cqrs.E030")
+                    checks.Error(
+                        "CQRS_FIELDS has duplicates.",
+                        hint="List each field once.",
+                        obj=model,
+                        id="dj_cqrs.E030",
+                    )
                 )
             if opts.pk.name not in fields:
                 errors.append(
@@ -203,7 +216,12 @@ def _check_master(model: Any) -> list[checks.CheckMessage]:
             serializer_class(model)
         except ConfigurationError as exc:
             errors.append(
-                checks.Error(str(exc).split(": ", 1)[-1], hint="Give the dotted path of a serializer class.", obj=model, id="dj_cqrs.E033")
+                checks.Error(
+                    str(exc).split(": ", 1)[-1],
+                    hint="Give the dotted path of a serializer class.",
+                    obj=model,
+                    id="dj_cqrs.E033",
+                )
             )
     if getattr(model, "CQRS_DB_TRIGGERS", False):
         errors.extend(_check_triggers(model))
@@ -288,7 +306,12 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
     if mapping is not None:
         if not isinstance(mapping, dict):
             errors.append(
-                checks.Error("CQRS_MAPPING must be a dict {master_key: replica_field}.", hint="e.g. {'id': 'id', 'name': 'title'}.", obj=model, id="dj_cqrs.E040")
+                checks.Error(
+                    "CQRS_MAPPING must be a dict {master_key: replica_field}.",
+                    hint="e.g. {'id': 'id', 'name': 'title'}.",
+                    obj=model,
+                    id="dj_cqrs.E040",
+                )
             )
             return errors
         names = {f.name for f in meta.concrete_fields} | {f.attname for f in meta.concrete_fields}
@@ -333,6 +356,22 @@ def check_http(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessa
                 id="dj_cqrs.W070",
             )
         )
+    if tokens is not None and outbox and len(master_registry) > 0:
+        try:
+            retention, gap = cqrs_settings.master.outbox_retention, cqrs_settings.http.gap_timeout
+        except ConfigurationError:
+            retention = None  # E015/E007 report the bad value
+        if retention is not None and float(retention) <= float(gap) + feed.CLOCK_MARGIN:
+            result.append(
+                checks.Warning(
+                    f"CQRS['master']['outbox_retention'] ({retention} s) is not longer than"
+                    f" CQRS['http']['gap_timeout'] ({gap} s) plus {feed.CLOCK_MARGIN:g} s: no pull"
+                    " cursor stays valid, so every pull answers 503.",
+                    hint="Keep outbox_retention well above gap_timeout (the defaults: 86400 and 300),"
+                    " or lower gap_timeout.",
+                    id="dj_cqrs.W071",
+                )
+            )
     for model in master_registry.models.values():
         allowed = getattr(model, "CQRS_HTTP_TOKENS", None)
         problem = None

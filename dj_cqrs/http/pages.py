@@ -62,6 +62,16 @@ def check_available() -> None:
             503,
             "pull needs the outbox: this master runs with CQRS['master']['CQRS_OUTBOX'] = False",
         )
+    limit = max_cursor_age()
+    if limit is not None and limit <= 0:
+        # Every cursor would be refused with 410 at once: a client would start over for ever.
+        raise PullError(
+            503,
+            f"no cursor can be served: this master's CQRS['master']['outbox_retention']"
+            f" ({cqrs_settings.master.outbox_retention} s) is not longer than"
+            f" CQRS['http']['gap_timeout'] ({cqrs_settings.http.gap_timeout} s) plus"
+            f" {feed.CLOCK_MARGIN:g} s (see dj_cqrs.W071)",
+        )
 
 
 def check_age(cursor: Cursor) -> None:

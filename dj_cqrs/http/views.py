@@ -3,8 +3,8 @@
 Statuses: 200 a page; 400 a bad ``limit``, a bad cursor or an unknown ``cqrs_id``; 401 no valid
 bearer token (with ``WWW-Authenticate: Bearer``); 403 a valid token the model does not accept
 (``CQRS_HTTP_TOKENS``); 405 a method other than GET/HEAD; 410 a cursor older than the outbox
-retention; 503 a master without the outbox. Every error body is ``{"error": <code>, "detail":
-<reason>}``; no response may be cached.
+retention; 503 a master without the outbox, or whose outbox retention no cursor can outlive.
+Every error body is ``{"error": <code>, "detail": <reason>}``; no response may be cached.
 """
 
 from __future__ import annotations

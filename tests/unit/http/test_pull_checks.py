@@ -42,3 +42,15 @@ def test_model_tokens(monkeypatch, value, ok):
     assert [m.id for m in messages] == ([] if ok else ["dj_cqrs.E070"])
     if not ok:
         assert messages[0].obj is SimplestModel and messages[0].hint
+
+
+def test_retention_shorter_than_the_gap_timeout_warns():
+    # Regression: outbox_retention 60 with the default gap_timeout (300) made every cursor 410 at
+    # once, silently. Now W071 says so (and the view answers 503, see test_pull_view).
+    assert _ids(http={"tokens": ["t"]}, master={"outbox_retention": 60}) == ["dj_cqrs.W071"]
+    assert _ids(http={"tokens": ["t"], "gap_timeout": 302}, master={"outbox_retention": 304}) == [
+        "dj_cqrs.W071"
+    ]
+    assert _ids(http={"tokens": ["t"], "gap_timeout": 10}, master={"outbox_retention": 60}) == []
+    assert _ids(http={"tokens": ["t"]}, master={"outbox_retention": None}) == []
+    assert _ids(master={"outbox_retention": 60}) == []  # no pull served: nothing to say

@@ -243,6 +243,27 @@ def test_outbox_off_is_unavailable(client):
     assert "CQRS_OUTBOX" in response.json()["detail"]
 
 
+def test_retention_no_longer_than_the_gap_timeout_is_unavailable(client):
+    # Regression: with outbox_retention (60) below gap_timeout (300) + 2 s, the first page came
+    # back and every cursor then got 410 ("start again without after"): a client started over for
+    # ever. No cursor can be honoured, so every pull is refused with the reason.
+    SimplestModel.objects.create(name="a")
+    with override_settings(
+        CQRS=cqrs_with(master={"outbox_retention": 60}, http={"tokens": [TOKEN]})
+    ):
+        response = get(client)
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
+        assert "outbox_retention" in response.json()["detail"]
+        assert "gap_timeout" in response.json()["detail"]
+    with override_settings(
+        CQRS=cqrs_with(master={"outbox_retention": 60}, http={"tokens": [TOKEN], "gap_timeout": 10})
+    ):
+        first = get(client)
+        assert first.status_code == 200
+        assert get(client, after=first.json()["next"]).status_code == 200
+
+
 def test_non_integer_keys_and_empty_model(client):
     # An empty model: the snapshot ends at once, the feed follows.
     page = get(client, "/cqrs/pull/basic/").json()
