@@ -11,6 +11,7 @@ from integration_tests.harness import (
     RABBIT_HOST,
     RABBIT_PORT,
     Service,
+    drop_templates,
     pg_database,
     rabbit_cleanup,
     require,
@@ -22,6 +23,12 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
     for item in items:
         if "integration_tests" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_template_databases() -> Iterator[None]:
+    yield
+    drop_templates()
 
 
 @pytest.fixture

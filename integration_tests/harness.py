@@ -71,6 +71,49 @@ def pg_database(name: str) -> Iterator[str]:
         conn.close()
 
 
+#: Migrated template databases of this session: (python as given, role, schema environment) -> name.
+_TEMPLATES: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+
+#: Environment variables that only name a test's own database, exchange, queue or key prefix: they
+#: do not change what ``migrate`` creates, so databases that differ only in them share a template.
+_PER_TEST_ENV = frozenset({"IT_DB_NAME", "IT_CQRS_EXCHANGE", "IT_CQRS_QUEUE", "IT_TRANSPORT_OPTIONS", "IT_LOG_DIR"})
+
+
+def _schema_env(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith("IT_") and k not in _PER_TEST_ENV))
+
+
+def _pg_admin(*statements: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def _pg_is_empty(name: str) -> bool:
+    """True when ``name`` has no table or sequence of its own yet (a database just created)."""
+    rows = pg_query(
+        name,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'",
+    )
+    return int(rows[0][0]) == 0
+
+
+def drop_templates() -> None:
+    """Drop this session's template databases (at the end of the session)."""
+    while _TEMPLATES:
+        _key, name = _TEMPLATES.popitem()
+        with contextlib.suppress(Exception):
+            _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 def rabbit_cleanup(exchange: str, queue_prefixes: list[str]) -> None:
     """Delete a test's exchange and every queue whose name starts with one of the prefixes."""
     import pika
@@ -154,7 +197,33 @@ class Service:
         return result
 
     def migrate(self) -> None:
-        self.manage("migrate", "-v", "0")
+        """Bring this service's database to its migrated state.
+
+        A fresh, empty PostgreSQL database (as ``pg_database`` creates it) becomes a copy of a
+        template that ``migrate`` built once per session for the same service, interpreter and
+        settings environment (``CREATE DATABASE ... TEMPLATE`` copies files, where ``migrate``
+        costs a Django process and every migration: about 1-3 s per database). Anything else
+        (SQLite, a database that already holds tables) runs ``migrate`` itself.
+        """
+        name = self.env.get("IT_DB_NAME", "")
+        if self.env.get("IT_DB_ENGINE", "postgresql") != "postgresql" or not name or not _pg_is_empty(name):
+            self.manage("migrate", "-v", "0")
+            return
+        # abspath, not realpath: every virtualenv's python links to the same interpreter binary.
+        key = (os.path.abspath(self.python), self.role, _schema_env(self.env))
+        template = _TEMPLATES.get(key)
+        if template is None:
+            template = f"it_tpl_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+            _pg_admin(f'CREATE DATABASE "{template}"')
+            _TEMPLATES[key] = template
+            builder = Service(self.role, self.python, {**self.env, "IT_DB_NAME": template})
+            try:
+                builder.manage("migrate", "-v", "0")
+            except BaseException:
+                del _TEMPLATES[key]
+                _pg_admin(f'DROP DATABASE IF EXISTS "{template}"')
+                raise
+        _pg_admin(f'DROP DATABASE "{name}"', f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
     def state(self) -> dict[str, Any]:
         return json.loads(self.manage("it_state").stdout)  # type: ignore[no-any-return]
