@@ -79,8 +79,8 @@ def test_two_relays_racing_over_10000_events_publish_each_once(fleet):
     capture = CaptureQueue(fleet.exchange, ["it_product"])
     try:
         fleet.master.env.update(IT_OUTBOX_PUBLISH="relay", IT_OUTBOX_GRACE="0", IT_LOG_LEVEL="INFO")
-        for chunk in range(10):
-            fleet.master.scenario([{"op": "bulk_create", "items": [{"id": chunk * 1000 + i, "fields": {"name": f"n{i}"}} for i in range(1000)]}])
+        # Ten bulk_create transactions of 1,000 rows each, in one master process.
+        fleet.master.scenario([{"op": "bulk_create", "items": [{"id": chunk * 1000 + i, "fields": {"name": f"n{i}"}} for i in range(1000)]} for chunk in range(10)])
         assert pending_count(fleet) == 10000
         relays = [fleet.master.start("cqrs_relay", "--batch", "200", "--interval", "0.2") for _ in range(2)]
         wait_until(lambda: pending_count(fleet) == 0, 180, interval=0.5, message="outbox drained")
