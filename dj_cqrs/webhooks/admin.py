@@ -1,7 +1,8 @@
 """Admin pages of webhook subscriptions and parked deliveries (registered by ``dj_cqrs.admin``).
 
-The secret is never listed; a subscription added here is validated like ``cqrs_subscriptions
-add`` and starts at the head of the change feed. Django's model permissions decide who sees and
+The secret is never listed nor shown (the form's field is write-only: left blank on a change, it
+is kept); a subscription added here is validated like ``cqrs_subscriptions add`` and starts at the
+head of the change feed. Django's model permissions decide who sees and
 changes what; the actions need the change permission.
 """
 
@@ -35,10 +36,28 @@ def register() -> None:
 
     class SubscriptionForm(forms.ModelForm):  # type: ignore[type-arg]
         url = forms.CharField(max_length=2000, help_text="http:// or https://")
+        # Write-only: the form never shows the stored secret (it signs every delivery).
+        secret = forms.CharField(
+            max_length=255,
+            required=False,
+            strip=False,
+            widget=forms.PasswordInput(render_value=False),
+            help_text="Never shown. Leave blank to keep the current secret.",
+        )
 
         class Meta:
             model = WebhookSubscription
             fields = ("name", "url", "cqrs_ids", "event_patterns", "secret", "active")
+
+        def clean_secret(self) -> Any:
+            given = self.cleaned_data.get("secret") or ""
+            if given:
+                return given
+            if self.instance.pk is None or not self.instance.secret:
+                raise forms.ValidationError(
+                    "a secret is required (cqrs_subscriptions add generates and prints one)"
+                )
+            return self.instance.secret
 
         def clean_url(self) -> Any:
             return validated(subscriptions.validate_url, self.cleaned_data["url"])
@@ -75,6 +94,14 @@ def register() -> None:
             "last_error",
         )
         actions = ("pause", "resume")
+
+        def get_fields(self, request: Any, obj: Any = None) -> Any:
+            # A read-only view prints every field's value as text: users who may not change the
+            # subscription do not get the secret's field at all.
+            fields = list(super().get_fields(request, obj))
+            if obj is not None and not self.has_change_permission(request, obj):
+                fields = [name for name in fields if name != "secret"]
+            return fields
 
         def save_model(self, request: Any, obj: Any, form: Any, change: bool) -> None:
             if not change:  # new: the changes committed from now on

@@ -98,10 +98,54 @@ def test_admin_form_validates_like_the_command_and_starts_at_the_head(rf, admin_
     assert "http" in str(form.errors["url"]) and "unknown CQRS_ID" in str(form.errors["cqrs_ids"])
     assert "JSON list" in str(form.errors["event_patterns"])
     form = form_class(
-        {**data, "url": "https://shop.example/hook", "cqrs_ids": '["simplest"]', "event_patterns": "[]"}
+        {
+            **data,
+            "url": "https://shop.example/hook",
+            "cqrs_ids": '["simplest"]',
+            "event_patterns": "[]",
+        }
     )
     assert form.is_valid(), form.errors
     obj = form.save(commit=False)
     sub_admin.save_model(request, obj, form, change=False)
     saved = WebhookSubscription.objects.get(name="shop")
     assert saved.position == OutboxEvent.objects.latest("id").id and saved.created_at is not None
+
+
+@pytest.mark.django_db
+def test_admin_never_shows_the_secret(client, admin_user, django_user_model, transport):
+    # Regression: the change page rendered the stored secret in its text input (and a user with
+    # the view permission only saw it as text), although it signs every delivery.
+    from django.contrib.auth.models import Permission
+
+    sub = subscriptions.add("shop", "http://127.0.0.1:9/x", ["simplest"], secret="the-s3cret")
+    url = f"/admin/dj_cqrs/webhooksubscription/{sub.pk}/change/"
+    client.force_login(admin_user)
+    page = client.get(url)
+    assert page.status_code == 200 and b'name="secret"' in page.content
+    assert b"the-s3cret" not in page.content
+    # Saved with the secret left blank: kept.
+    data = {
+        "name": "shop",
+        "url": "http://127.0.0.1:9/y",
+        "cqrs_ids": '["simplest"]',
+        "event_patterns": "[]",
+        "secret": "",
+        "active": "on",
+    }
+    assert client.post(url, data).status_code == 302
+    sub.refresh_from_db()
+    assert sub.secret == "the-s3cret" and sub.url == "http://127.0.0.1:9/y"
+    assert client.post(url, {**data, "secret": "new-one"}).status_code == 302
+    sub.refresh_from_db()
+    assert sub.secret == "new-one"
+    # A new subscription needs a secret.
+    added = client.post("/admin/dj_cqrs/webhooksubscription/add/", {**data, "name": "other"})
+    assert added.status_code == 200 and b"a secret is required" in added.content
+    # View permission only: the page has no secret at all.
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_webhooksubscription"))
+    client.force_login(viewer)
+    page = client.get(url)
+    assert page.status_code == 200 and b"new-one" not in page.content
+    assert b"secret" not in page.content.lower().replace(b"csrf", b"")
