@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 
 from django.db import connections
+from django.db.models import F
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.master import commit_listeners
@@ -52,6 +53,8 @@ class Deliverer:
         self._cond = threading.Condition()
         self._generation = 0
         self._threads: dict[Key, threading.Thread] = {}
+        #: When this process last gave each subscription a thread (monotonic): the turns.
+        self._started: dict[Key, float] = {}
         self._waiting = 0
         self._main: threading.Thread | None = None
         self.delivered = 0
@@ -141,13 +144,18 @@ class Deliverer:
                 store.subscription_model()
                 .objects.using(alias)
                 .filter(active=True)
-                .order_by("last_delivered_at", "id")
+                .order_by(F("last_delivered_at").asc(nulls_first=True), "id")
             )
             wanted.extend((alias, int(pk)) for pk in ids.values_list("id", flat=True))
         missing = [key for key in wanted if key not in self._threads]
+        # Take turns: the subscription given a thread longest ago (never: first) goes first, so
+        # that one with nothing to send, which gives its thread back at once, does not get it
+        # again and again ahead of the others (a stable sort: the database order breaks ties).
+        missing.sort(key=lambda key: self._started.get(key, float("-inf")))
         free = self.concurrency - len(self._threads)
         self._waiting = max(len(missing) - free, 0)
         for key in missing[: max(free, 0)]:
+            self._started[key] = time.monotonic()
             thread = threading.Thread(
                 target=self._serve, args=key, name=f"dj_cqrs-webhook-{key[1]}", daemon=True
             )

@@ -117,6 +117,31 @@ def test_subscriptions_take_turns_beyond_the_concurrency(receiver):
     assert WebhookSubscription.objects.filter(lease_owner="").count() == 2  # leases released
 
 
+def test_an_idle_subscription_does_not_keep_the_only_thread(receiver):
+    # Regression: subscriptions were given threads in last_delivered_at order; an idle one (the
+    # oldest last delivery, or none on PostgreSQL, where NULLs sort last) gave its thread back at
+    # once and got it again at every schedule: with concurrency 1 the busy one never had a turn.
+    from django.utils import timezone
+
+    idle = subscriptions.add("idle", receiver.url + "&idle=1", ["basic"], secret="k")
+    busy = subscriptions.add("busy", receiver.url, ["simplest"], secret="k")
+    long_ago = timezone.now() - timezone.timedelta(days=1)
+    WebhookSubscription.objects.filter(pk=idle.pk).update(last_delivered_at=long_ago)
+    WebhookSubscription.objects.filter(pk=busy.pk).update(last_delivered_at=timezone.now())
+    SimplestModel.objects.create(name="a")
+    stop = StopFlag()
+    deliverer = Deliverer(databases=["default"], interval=0.05, concurrency=1, stop=stop)
+    deliverer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        deliverer.join(10)
+    assert [b["instance_data"]["name"] for b, _ in receiver.received] == ["a"]
+
+
 def test_a_stop_during_the_back_off_neither_parks_nor_advances(subscriber):
     sub = subscriptions.add("one", "http://127.0.0.1:9/x", ["simplest"], secret="k")
     SimplestModel.objects.create(name="a")
