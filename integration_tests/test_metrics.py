@@ -172,7 +172,8 @@ def test_relay_serves_the_outbox_backlog(fleet):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
+@pytest.mark.parametrize("transport", ["rabbitmq", "kombu"])
+def test_trace_context_in_amqp_headers_is_continued_by_the_consumer(transport):
     require(RABBIT_HOST, RABBIT_PORT, "RabbitMQ")
     otel_trace = pytest.importorskip("opentelemetry.trace")
     pytest.importorskip("opentelemetry.sdk.trace")
@@ -180,7 +181,7 @@ def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
     from django.test import override_settings
 
     from dj_cqrs import tracing
-    from integration_tests.failure_helpers import declare, names, rabbit_cqrs, run_consumer
+    from integration_tests.failure_helpers import RABBIT_URL, declare, kombu_cqrs, names, rabbit_cqrs, run_consumer
     from tests.apps.master_app.models import SimplestModel
     from tests.apps.replica_app.models import SimplestModelRef
     from tests.unit.observability.otel import recording_spans
@@ -188,7 +189,8 @@ def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
     exchange, queue = names("trace")
     capture = None
     try:
-        with override_settings(CQRS=rabbit_cqrs(exchange, queue)), recording_spans() as exporter:
+        settings = rabbit_cqrs(exchange, queue) if transport == "rabbitmq" else kombu_cqrs(exchange, queue, RABBIT_URL)
+        with override_settings(CQRS=settings), recording_spans() as exporter:
             tracing.reset()
             declare()  # the replica queue and its bindings, before anything is published
             capture = CaptureQueue(exchange, ["simplest"], name=unique("trace_capture"))
@@ -200,7 +202,7 @@ def test_trace_context_in_amqp_headers_is_continued_by_the_consumer():
             wait_until(lambda: capture.count() == 1, 10, message="the captured message")
             method, properties, body = capture.channel.basic_get(capture.name, auto_ack=True)
             assert isinstance(properties, pika.BasicProperties)
-            assert properties.headers["traceparent"].split("-")[1] == trace_id
+            assert properties.headers["traceparent"].split("-")[1] == trace_id  # kombu: AMQP headers too
             assert set(json.loads(body)) == {
                 "signal_type", "cqrs_id", "instance_data", "previous_data", "instance_pk",
                 "correlation_id", "retries", "expires", "meta",
