@@ -181,7 +181,14 @@ def test_trace_context_in_amqp_headers_is_continued_by_the_consumer(transport):
     from django.test import override_settings
 
     from dj_cqrs import tracing
-    from integration_tests.failure_helpers import RABBIT_URL, declare, kombu_cqrs, names, rabbit_cqrs, run_consumer
+    from integration_tests.failure_helpers import (
+        RABBIT_URL,
+        declare,
+        kombu_cqrs,
+        names,
+        rabbit_cqrs,
+        run_consumer,
+    )
     from tests.apps.master_app.models import SimplestModel
     from tests.apps.replica_app.models import SimplestModelRef
     from tests.unit.observability.otel import recording_spans
