@@ -3,7 +3,8 @@
 * ``cqrs_consume -w 2 --metrics-port``: a run with applied, duplicate, failing (retried, then
   dead-lettered) and malformed messages; the Prometheus text scraped over HTTP from the
   supervisor sums both workers; a SIGKILLed worker's counts stay, its live gauge goes.
-* ``cqrs_relay --metrics-port`` serves the outbox backlog read from the master's database.
+* ``cqrs_relay --metrics-port``: the outbox backlog read from the master's database and the
+  publish failures while the broker cannot be reached, then what a working relay published.
 * The W3C trace context of a span active on the master travels as AMQP headers (the body is
   unchanged) and the consumer continues that trace (in-process, unit-test models on SQLite,
   OpenTelemetry SDK with an in-memory exporter).
@@ -30,6 +31,7 @@ from integration_tests.harness import (
     RABBIT_HOST,
     RABBIT_PORT,
     CaptureQueue,
+    Service,
     log_text,
     pg_query,
     publish_raw,
@@ -154,21 +156,46 @@ def test_consumer_metrics_over_http_with_failures_and_dead_letters(fleet):
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "dj_cqrs-metrics-*"))) <= temp_dirs
 
 
-def test_relay_serves_the_outbox_backlog(fleet):
+def test_relay_serves_the_outbox_backlog_and_its_publishing(fleet):
+    """Events written with outbox_publish = 'relay'; a relay that cannot reach the broker shows
+    the backlog and its failures; a working relay publishes them and the backlog is gone."""
+    base = {k: v for k, v in fleet.master.env.items() if k.startswith("IT_")}
+    writer = Service("master", OUR_PYTHON, {**base, "IT_OUTBOX_PUBLISH": "relay"})
+    writer.scenario([{"op": "create", "id": i, "fields": {"name": f"p{i}"}} for i in range(1, 4)])
+    broken = Service(
+        "master", OUR_PYTHON, {**base, "IT_OUTBOX_PUBLISH": "relay", "IT_MASTER_CQRS_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
+    )
+    product = 'cqrs_id="it_product"'
     port = free_port()
-    fleet.master.scenario([{"op": "create", "id": 1, "fields": {"name": "a"}}])
-    relay = fleet.master.start("cqrs_relay", "--metrics-port", str(port), "--no-webhooks")
+    relay = broken.start("cqrs_relay", "--metrics-port", str(port), "--no-webhooks")
     try:
-        samples = wait_until(lambda: scrape_or_none(port), 20, interval=0.3, message=f"relay metrics; log:\n{log_text(relay)[-2000:]}")
-        # everything was published at commit: the backlog is empty; the gauges are there
-        assert not [k for k in samples if k.startswith("cqrs_outbox_pending{")]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        assert "# TYPE cqrs_outbox_pending gauge" in text
-        assert "# TYPE cqrs_outbox_oldest_pending_seconds gauge" in text
-        assert "# TYPE cqrs_published_total counter" in text
+        samples = wait_until(
+            lambda: (s := scrape_or_none(port)) and s.get(f"cqrs_publish_failures_total{{{product}}}", 0) >= 3 and s,
+            60,
+            interval=0.5,
+            message=f"the relay's failures; log:\n{log_text(relay)[-2000:]}",
+        )
+        assert samples[f"cqrs_outbox_pending{{{product}}}"] == 3
+        assert samples[f"cqrs_outbox_oldest_pending_seconds{{{product}}}"] > 0
+        assert samples.get(f"cqrs_published_total{{{product}}}", 0) == 0
     finally:
         stop_process(relay)
+        broken.stop_all()
+
+    port = free_port()
+    relay = writer.start("cqrs_relay", "--metrics-port", str(port), "--no-webhooks")
+    try:
+        samples = wait_until(
+            lambda: (s := scrape_or_none(port)) and s.get(f"cqrs_published_total{{{product}}}") == 3
+            and f"cqrs_outbox_pending{{{product}}}" not in s and s,
+            30,
+            interval=0.3,
+            message=f"the backlog published; log:\n{log_text(relay)[-2000:]}",
+        )
+        assert not [k for k in samples if k.startswith("cqrs_outbox_oldest_pending_seconds{")]
+    finally:
+        stop_process(relay)
+        writer.stop_all()
 
 
 @pytest.mark.django_db(transaction=True)
