@@ -48,15 +48,18 @@ test-lane-integration: install
 test-lane-unit: install
 	@$(MAKE) --no-print-directory test-unit-passes > $(UNIT_LANE_LOG) 2>&1
 
-# The unit passes in order: SQLite, the set-based ones on PostgreSQL, then Django 6.1.
+# The unit passes in order: SQLite, the set-based ones on PostgreSQL, then Django 6.1. A failing
+# pass does not stop the next ones (all failures show in one run); the lane fails if any did.
 test-unit-passes:
-	@echo "== $$(date +%T) unit tests, SQLite"
-	$(BIN)/python -m pytest tests
-	@echo "== $$(date +%T) unit tests, PostgreSQL"
-	@$(MAKE) --no-print-directory test-pg-unit
-	@echo "== $$(date +%T) Django 6.1"
-	@$(MAKE) --no-print-directory test-django61
-	@echo "== $$(date +%T) unit passes done"
+	@failed=""; \
+	echo "== $$(date +%T) unit tests, SQLite"; \
+	$(BIN)/python -m pytest tests || failed="$$failed SQLite"; \
+	echo "== $$(date +%T) unit tests, PostgreSQL"; \
+	$(MAKE) --no-print-directory test-pg-unit || failed="$$failed PostgreSQL"; \
+	echo "== $$(date +%T) Django 6.1"; \
+	$(MAKE) --no-print-directory test-django61 || failed="$$failed Django-6.1"; \
+	echo "== $$(date +%T) unit passes done"; \
+	if [ -n "$$failed" ]; then echo "unit passes FAILED:$$failed"; exit 1; fi
 
 test-pg-unit: install
 	@if [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
