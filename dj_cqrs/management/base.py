@@ -59,6 +59,38 @@ def positive_int(value: str) -> int:
     return number
 
 
+def _seconds(value: str, *, zero: bool) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {value!r}")
+    if number < 0 or (number == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else '> 0'}, got {value}")
+    return number
+
+
+def non_negative_seconds(value: str) -> float:
+    """``--interval`` values: a number of seconds >= 0 (a negative one would poll without pause)."""
+    return _seconds(value, zero=True)
+
+
+def positive_seconds(value: str) -> float:
+    """``--timeout`` values: a number of seconds > 0."""
+    return _seconds(value, zero=False)
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
 class CqrsCommand(BaseCommand):
     """Base of the reconciliation commands: model lookup, filters, batches, progress, exit codes."""
 

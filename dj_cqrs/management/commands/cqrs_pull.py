@@ -11,7 +11,13 @@ from django.core.management.base import CommandError, CommandParser
 
 from dj_cqrs.http import pull
 from dj_cqrs.http.client import PullClient, PullClientError
-from dj_cqrs.management.base import CqrsCommand, positive_int
+from dj_cqrs.management.base import (
+    CqrsCommand,
+    non_negative_int,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
 from dj_cqrs.process.lifecycle import StopFlag
 from dj_cqrs.registry import replica_registry
 
@@ -37,7 +43,7 @@ class Command(CqrsCommand):
         )
         parser.add_argument(
             "--interval",
-            type=float,
+            type=non_negative_seconds,
             default=1.0,
             help="Seconds between polls once caught up (--follow; default 1)",
         )
@@ -48,11 +54,14 @@ class Command(CqrsCommand):
             help="Items per page (default: the master's)",
         )
         parser.add_argument(
-            "--timeout", type=float, default=30.0, help="Seconds per HTTP request (default 30)"
+            "--timeout",
+            type=positive_seconds,
+            default=30.0,
+            help="Seconds per HTTP request (default 30)",
         )
         parser.add_argument(
             "--retries",
-            type=int,
+            type=non_negative_int,
             default=5,
             help="Retries of an unreachable or failing (5xx) master (default 5)",
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from dj_cqrs.management.base import non_negative_seconds, positive_int
 from dj_cqrs.process.lifecycle import StopFlag
 from dj_cqrs.webhooks.deliverer import Deliverer
 
@@ -24,13 +25,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--interval",
-            type=float,
+            type=non_negative_seconds,
             default=1.0,
             help="Seconds between looks at the feed when idle (default 1).",
         )
         parser.add_argument(
             "--concurrency",
-            type=int,
+            type=positive_int,
             default=None,
             help="Subscriptions delivered at once (default webhooks.concurrency).",
         )

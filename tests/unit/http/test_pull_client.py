@@ -254,3 +254,21 @@ def test_command_after_the_retention_says_to_reset(monkeypatch):
         call_command("cqrs_pull", reset=True, stderr=err, **options)
     assert "1 item(s) applied in 2 page(s); caught up." in err.getvalue()
     assert replica_state() == master_state()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--interval", "-1"),
+        ("--interval", "nan"),
+        ("--timeout", "0"),
+        ("--retries", "-1"),
+        ("--limit", "0"),
+    ],
+)
+def test_command_refuses_bad_numbers(monkeypatch, args):
+    # Regression: `--interval -1 --follow` polled the master without any pause (a busy loop);
+    # `--timeout 0` made every request fail; `--retries -1` was taken as 0.
+    monkeypatch.setenv("PULL_TOKEN_T", TOKEN)
+    with pytest.raises(CommandError, match=args[0]):
+        call_command("cqrs_pull", "--url", MOUNT, "--cqrs-id", "simplest", *args)

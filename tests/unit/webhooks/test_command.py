@@ -81,3 +81,10 @@ def test_failures_and_replay(subscriber):
     SubscriptionDelivery("default", sub.id, "me", send=subscriber).run_pass()
     assert json.loads(run("failures", "--json")) == []
     assert json.loads(run("list", "--json"))[0]["failed"] == 0
+
+
+@pytest.mark.parametrize("args", [("--interval", "-1"), ("--concurrency", "0")])
+def test_webhooks_command_refuses_bad_numbers(args):
+    # Regression: a negative --interval made idle threads look at the feed without any pause.
+    with pytest.raises(CommandError, match=args[0]):
+        call_command("cqrs_webhooks", *args)
