@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.management.base import CommandError, CommandParser
 
@@ -76,6 +77,11 @@ class Command(CqrsCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         cqrs_id = options["cqrs_id"]
+        url = urlsplit(options["url"])
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise CommandError(
+                f"--url must be the master's http:// or https:// mount, got {options['url']!r}."
+            )
         if replica_registry.get_model_by_cqrs_id(cqrs_id) is None:
             raise CommandError(f"No replica model has CQRS_ID {cqrs_id!r}.")
         token = os.environ.get(options["token_env"], "")

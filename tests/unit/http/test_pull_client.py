@@ -272,3 +272,13 @@ def test_command_refuses_bad_numbers(monkeypatch, args):
     monkeypatch.setenv("PULL_TOKEN_T", TOKEN)
     with pytest.raises(CommandError, match=args[0]):
         call_command("cqrs_pull", "--url", MOUNT, "--cqrs-id", "simplest", *args)
+
+
+def test_command_refuses_a_url_without_scheme(monkeypatch):
+    # Regression: "master:8000/cqrs/" was tried --retries times with back-off, then failed with
+    # "unknown url type".
+    monkeypatch.setenv("PULL_TOKEN_T", TOKEN)
+    with pytest.raises(CommandError, match="http:// or https://"):
+        call_command(
+            "cqrs_pull", url="127.0.0.1:8000/cqrs/", cqrs_id="simplest", token_env="PULL_TOKEN_T"
+        )
