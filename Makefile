@@ -32,6 +32,9 @@ PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR
 # Django 6.1) into $(UNIT_LANE_LOG), printed when both lanes are done. Either lane failing fails
 # `make test`; every pass still runs in full. Each lane uses its own databases and broker names.
 UNIT_LANE_LOG ?= .cache/test-unit-lane.log
+# Integration tests that run at the end of the unit lane instead (mostly waiting: the one-minute
+# database outage; the fuzz test), so that both lanes take about as long.
+IT_UNIT_LANE ?= integration_tests/test_database_outage.py integration_tests/test_fuzz_consumer.py
 
 test: install ## Run every test: integration and compat, and alongside them the unit passes (SQLite, PostgreSQL, Django 6.1)
 	@mkdir -p $(dir $(UNIT_LANE_LOG))
@@ -43,13 +46,14 @@ test: install ## Run every test: integration and compat, and alongside them the 
 
 .PHONY: test-lane-integration test-lane-unit test-unit-passes test-pg-unit
 test-lane-integration: install
-	$(BIN)/python -m pytest integration_tests
+	$(BIN)/python -m pytest integration_tests $(addprefix --ignore=,$(IT_UNIT_LANE))
 
 test-lane-unit: install
 	@$(MAKE) --no-print-directory test-unit-passes > $(UNIT_LANE_LOG) 2>&1
 
-# The unit passes in order: SQLite, the set-based ones on PostgreSQL, then Django 6.1. A failing
-# pass does not stop the next ones (all failures show in one run); the lane fails if any did.
+# The unit passes in order: SQLite, the set-based ones on PostgreSQL, then Django 6.1, then the
+# integration tests of $(IT_UNIT_LANE). A failing pass does not stop the next ones (all failures
+# show in one run); the lane fails if any did.
 test-unit-passes:
 	@failed=""; \
 	echo "== $$(date +%T) unit tests, SQLite"; \
@@ -58,8 +62,10 @@ test-unit-passes:
 	$(MAKE) --no-print-directory test-pg-unit || failed="$$failed PostgreSQL"; \
 	echo "== $$(date +%T) Django 6.1"; \
 	$(MAKE) --no-print-directory test-django61 || failed="$$failed Django-6.1"; \
-	echo "== $$(date +%T) unit passes done"; \
-	if [ -n "$$failed" ]; then echo "unit passes FAILED:$$failed"; exit 1; fi
+	echo "== $$(date +%T) integration tests of this lane: $(IT_UNIT_LANE)"; \
+	$(BIN)/python -m pytest $(IT_UNIT_LANE) || failed="$$failed integration($(IT_UNIT_LANE))"; \
+	echo "== $$(date +%T) unit lane done"; \
+	if [ -n "$$failed" ]; then echo "unit lane FAILED:$$failed"; exit 1; fi
 
 test-pg-unit: install
 	@if [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
