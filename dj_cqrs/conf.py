@@ -290,10 +290,11 @@ SECTION_CHECK_IDS: dict[str, str] = {
     "events": "dj_cqrs.E012",
     "http": "dj_cqrs.E015",
     "webhooks": "dj_cqrs.E016",
+    "status": "dj_cqrs.E090",
     "audit": "dj_cqrs.E017",
 }
 #: The sections of ``settings.CQRS`` (dicts of options).
-SECTIONS = ("master", "replica", "events", "http", "webhooks", "audit")
+SECTIONS = ("master", "replica", "events", "http", "webhooks", "status", "audit")
 
 
 class _Source:
@@ -417,6 +418,7 @@ _MasterSection = _section_class("master", MASTER_OPTIONS)
 _EventsSection = _section_class("events", EVENTS_OPTIONS)
 _HttpSection = _section_class("http", HTTP_OPTIONS)
 _WebhooksSection = _section_class("webhooks", WEBHOOKS_OPTIONS)
+_StatusSection = _section_class("status", STATUS_OPTIONS)
 _AuditSection = _section_class("audit", AUDIT_OPTIONS)
 _ReplicaSection = _section_class(
     "replica",
@@ -446,6 +448,7 @@ class CqrsSettings:
         self.events = _EventsSection("events", EVENTS_OPTIONS)
         self.http = _HttpSection("http", HTTP_OPTIONS)
         self.webhooks = _WebhooksSection("webhooks", WEBHOOKS_OPTIONS)
+        self.status = _StatusSection("status", STATUS_OPTIONS)
         self.audit = _AuditSection("audit", AUDIT_OPTIONS)
         self._values: dict[str, tuple[Any, Any]] = {}
 
@@ -492,6 +495,7 @@ class CqrsSettings:
         self.events._values.clear()
         self.http._values.clear()
         self.webhooks._values.clear()
+        self.status._values.clear()
         self.audit._values.clear()
 
 
@@ -574,6 +578,7 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         ("events", EVENTS_OPTIONS, SECTION_CHECK_IDS["events"]),
         ("http", HTTP_OPTIONS, SECTION_CHECK_IDS["http"]),
         ("webhooks", WEBHOOKS_OPTIONS, SECTION_CHECK_IDS["webhooks"]),
+        ("status", STATUS_OPTIONS, SECTION_CHECK_IDS["status"]),
         ("audit", AUDIT_OPTIONS, SECTION_CHECK_IDS["audit"]),
     ):
         value = raw.get(section)
