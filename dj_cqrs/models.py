@@ -235,6 +235,8 @@ class WebhookDelivery(models.Model):
     #: The object's primary key, or the domain event's key.
     object_key = models.CharField(max_length=255)
     body = models.TextField()
+    #: The change's W3C trace context (``traceparent``, ``tracestate``), sent again with it.
+    trace = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, default=FAILED)
     attempts = models.PositiveIntegerField(default=0)
     #: The HTTP status of the last answer (None: no answer: timeout, connection error).

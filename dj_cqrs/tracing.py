@@ -127,6 +127,34 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
+@contextlib.contextmanager
+def outgoing_request(
+    trace: dict[str, str] | None, name: str, attributes: dict[str, Any]
+) -> Iterator[tuple[dict[str, str], Any]]:
+    """The trace headers of an outgoing HTTP request (a webhook delivery) of a change that carried
+    ``trace``, and the span around it (None when tracing is off).
+
+    With tracing on and a valid ``trace``, a ``CLIENT`` span child of the change's span is opened
+    and its own context is sent, so the receiver continues the same trace; with tracing off (or
+    opentelemetry-api not installed) the stored headers are passed on as they are. No trace: no
+    headers and no span."""
+    if not trace:
+        yield {}, None
+        return
+    api = _api()
+    parent = _remote_context(api, trace) if api else None
+    if parent is None:
+        yield {k: v for k, v in trace.items() if k in (TRACEPARENT, TRACESTATE)}, None
+        return
+    tracer = api.trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(
+        name, context=parent, kind=api.trace.SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        carrier: dict[str, str] = {}
+        api.propagator.inject(carrier)
+        yield carrier, span
+
+
 class BatchSpans:
     """The spans of one consumed batch (see :func:`consume_spans`); :meth:`finish` records the
     per-message spans once the outcomes are known."""
@@ -213,5 +241,6 @@ __all__ = [
     "consume_spans",
     "current_context",
     "headers_of",
+    "outgoing_request",
     "reset",
 ]

@@ -57,6 +57,9 @@ class FeedItem:
     #: Stable across reads of the same state: the domain event's id, or a UUID derived from the
     #: CQRS_ID, signal, primary key and revision of a model change.
     event_id: str
+    #: The W3C trace context (``traceparent``, ``tracestate``) stored with the change when a span
+    #: was active at commit (see :mod:`dj_cqrs.tracing`); None otherwise.
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,5 +240,16 @@ def read(
             event_id = payload.id
         else:
             event_id = _event_id(row.cqrs_id, row.signal_type, row.object_pk, body)
-        items.append(FeedItem(row.pk, row.cqrs_id, row.signal_type, row.object_pk, body, event_id))
+        trace = payload.trace
+        items.append(
+            FeedItem(
+                row.pk,
+                row.cqrs_id,
+                row.signal_type,
+                row.object_pk,
+                body,
+                event_id,
+                dict(trace) if trace else None,
+            )
+        )
     return FeedPage(items, position, has_more)

@@ -19,13 +19,13 @@ change feed from the subscription's position, each item PUT in order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.utils import timezone
 
-from dj_cqrs import encoding
+from dj_cqrs import encoding, tracing
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.master import feed
 from dj_cqrs.process.lifecycle import StopFlag
@@ -33,7 +33,7 @@ from dj_cqrs.webhooks import leases, sender, store
 
 logger = logging.getLogger("django-cqrs.webhooks")
 
-Sender = Callable[[str, bytes, str, str, float], sender.Outcome]
+Sender = sender.Sender
 ObjectKey = tuple[str, str]
 
 
@@ -125,7 +125,7 @@ class SubscriptionDelivery:
                     )
                 continue
             outcome, tries = self._send(
-                row.body.encode("utf-8"), row.event_id, row.cqrs_id, row.object_key
+                row.body.encode("utf-8"), row.event_id, row.cqrs_id, row.object_key, row.trace
             )
             if outcome.ok:
                 deliveries.filter(id=row.id).delete()
@@ -157,6 +157,7 @@ class SubscriptionDelivery:
             cqrs_id=item.cqrs_id,
             object_key=item.key,
             body=body.decode("utf-8"),
+            trace=item.trace,
             status=status,
             attempts=tries,
             last_status=outcome.status if outcome else None,
@@ -194,7 +195,9 @@ class SubscriptionDelivery:
                     self._park(item, body, store.HELD, 0, None)
                     result.parked += 1
                 else:
-                    outcome, tries = self._send(body, item.event_id, item.cqrs_id, item.key)
+                    outcome, tries = self._send(
+                        body, item.event_id, item.cqrs_id, item.key, item.trace
+                    )
                     if outcome.ok:
                         delivered = True
                         acknowledged[key] = item.event_id
@@ -233,15 +236,22 @@ class SubscriptionDelivery:
     # -- sending -----------------------------------------------------------------------------------
 
     def _send(
-        self, body: bytes, event_id: str, cqrs_id: str, key: str
+        self,
+        body: bytes,
+        event_id: str,
+        cqrs_id: str,
+        key: str,
+        trace: dict[str, str] | None = None,
     ) -> tuple[sender.Outcome, int]:
-        """PUT with retries; ``(last outcome, tries)``. Raises :class:`Interrupted`."""
+        """PUT with retries; ``(last outcome, tries)``. Raises :class:`Interrupted`. A change that
+        carries a trace context sends it as ``traceparent``/``tracestate`` headers (one client span
+        per attempt when tracing is on)."""
         settings = cqrs_settings.webhooks
         attempts = int(settings.attempts)
         timeout = float(settings.timeout)
         outcome = sender.Outcome(None, "not sent")
         for attempt in range(1, attempts + 1):
-            outcome = self.send(self.sub.url, body, self.sub.secret, event_id, timeout)
+            outcome = self._attempt(body, event_id, cqrs_id, timeout, trace, attempt)
             if outcome.ok:
                 return outcome, attempt
             logger.warning(
@@ -260,6 +270,33 @@ class SubscriptionDelivery:
             if attempt < attempts:
                 self._wait(retry_delay(attempt))
         return outcome, attempts
+
+    def _attempt(
+        self,
+        body: bytes,
+        event_id: str,
+        cqrs_id: str,
+        timeout: float,
+        trace: dict[str, str] | None,
+        attempt: int,
+    ) -> sender.Outcome:
+        if not trace:
+            return self.send(self.sub.url, body, self.sub.secret, event_id, timeout)
+        attributes: dict[str, Any] = {
+            "http.request.method": "PUT",
+            "server.address": urlsplit(self.sub.url).hostname or "",
+            "cqrs.id": cqrs_id,
+            "cqrs.webhook": self.sub.name,
+            "http.request.resend_count": attempt - 1,
+        }
+        with tracing.outgoing_request(trace, f"{cqrs_id} webhook", attributes) as (headers, span):
+            outcome = self.send(self.sub.url, body, self.sub.secret, event_id, timeout, headers)
+            if span is not None:
+                if outcome.status is not None:
+                    span.set_attribute("http.response.status_code", outcome.status)
+                if not outcome.ok:
+                    span.set_attribute("error.type", str(outcome.status or "connection"))
+        return outcome
 
     def _wait(self, seconds: float) -> None:
         """Sleep, renewing the lease; raise :class:`Interrupted` when stopped or the lease is lost."""

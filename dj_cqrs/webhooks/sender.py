@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from dj_cqrs.webhooks.signing import sign
@@ -26,8 +28,30 @@ class Outcome:
         return self.status is not None and 200 <= self.status < 300
 
 
-def put(url: str, body: bytes, secret: str, event_id: str, timeout: float) -> Outcome:
-    """PUT ``body`` to ``url``, signed with ``secret``; never raises for network errors."""
+class Sender(Protocol):
+    """What sends one attempt (:func:`put`; tests pass their own)."""
+
+    def __call__(
+        self,
+        url: str,
+        body: bytes,
+        secret: str,
+        event_id: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Outcome: ...
+
+
+def put(
+    url: str,
+    body: bytes,
+    secret: str,
+    event_id: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> Outcome:
+    """PUT ``body`` to ``url``, signed with ``secret``, with the extra ``headers`` (the trace
+    context: ``traceparent``, ``tracestate``); never raises for network errors."""
     parts = urlsplit(url)
     connection_class = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -35,7 +59,8 @@ def put(url: str, body: bytes, secret: str, event_id: str, timeout: float) -> Ou
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    headers = {
+    request_headers = {
+        **(headers or {}),
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         **sign(body, secret, event_id),
@@ -45,7 +70,7 @@ def put(url: str, body: bytes, secret: str, event_id: str, timeout: float) -> Ou
     except (ValueError, http.client.HTTPException) as exc:  # a malformed port or host
         return Outcome(None, f"bad URL: {exc}")
     try:
-        connection.request("PUT", path, body=body, headers=headers)
+        connection.request("PUT", path, body=body, headers=request_headers)
         response = connection.getresponse()
         status = response.status
         detail = response.read(200).decode("utf-8", "replace").strip()

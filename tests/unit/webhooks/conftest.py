@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 from django.test import override_settings
@@ -24,13 +24,22 @@ class FakeSubscriber:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict, str]] = []
+        #: The extra headers (trace context) of each attempt.
+        self.headers: list[dict[str, str]] = []
         self.fail: Callable[[dict], int | None] = lambda body: None
 
     def __call__(
-        self, url: str, body: bytes, secret: str, event_id: str, timeout: float
+        self,
+        url: str,
+        body: bytes,
+        secret: str,
+        event_id: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
     ) -> sender.Outcome:
         data = json.loads(body)
         self.calls.append((url, data, event_id))
+        self.headers.append(dict(headers or {}))
         status = self.fail(data)
         if status is None:
             return sender.Outcome(200)
