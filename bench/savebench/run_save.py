@@ -24,6 +24,10 @@ prints one JSON object (the last line of stdout); progress goes to stderr.
 the relay loop of ``cqrs_relay`` (``BENCH_MODE=relayloop``: ``Relay(interval=0.01)`` until its stop
 file appears), so that the publishing cost is still paid on the same machine, in another process.
 
+``BENCH_MODE=observe`` (group ``observability``): plain and ``CqrsItem`` saves with the
+observability hooks off, tracing on without a span, inside a sampled span, and metrics on (see
+``observe``).
+
 ``BENCH_MODE=request``: plain and ``CqrsItem`` saves only, each operation wrapped in Django's
 ``request_started`` / ``request_finished`` signals as a web request would be (Django closes the
 connection at both ends when it is older than ``CONN_MAX_AGE``: with 0, each operation opens a new
@@ -305,11 +309,20 @@ def drain_dispatcher() -> None:
 
 
 def single_rows(
-    kinds: list[tuple[str, type]], n: int, category: Category, wrap: bool
+    kinds: list[tuple[str, type]],
+    n: int,
+    category: Category,
+    wrap: bool,
+    around=None,  # noqa: ANN001 - a context manager factory each operation runs (and is timed) in
 ) -> tuple[dict[str, float], int]:
     """create, update, delete ``n`` rows of each kind; medians (µs) and the events expected."""
 
     def timed(op):  # noqa: ANN001, ANN202
+        if around is not None:
+            start = time.perf_counter()
+            with around():
+                op()
+            return time.perf_counter() - start
         if wrap:
             start = time.perf_counter()
             request_started.send(sender=None)
@@ -515,9 +528,86 @@ def start_relay_process() -> tuple[object, str]:
     return subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=env), stop_file
 
 
+def observe(kinds: list[tuple[str, type]], n: int, category: Category) -> tuple[dict, int]:
+    """``BENCH_MODE=observe`` (issue 15): plain and master saves with the observability hooks in
+    each state, one pass per state in this process: ``off`` (``CQRS['tracing'] = False``,
+    ``CQRS['metrics'] = False``), ``tracing`` (opentelemetry-api installed and on, no span active:
+    what every save of a service that does not trace pays), ``span`` (each operation, plain ones
+    too, inside a sampled span of an OpenTelemetry SDK provider with no exporter: the context is
+    stored with each event), ``metrics`` (``CQRS['metrics'] = True``: Prometheus counters in the
+    publishing path). django-cqrs has none of these: it runs the ``off`` pass only."""
+    import contextlib
+
+    from django.test import override_settings
+
+    result: dict[str, float] = {}
+    events = 0
+    states = ["off", "tracing", "span", "metrics"] if OURS else ["off"]
+    tracer = None
+    if "span" in states:
+        try:
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import TracerProvider
+        except ImportError:
+            states.remove("span")
+            log("observe: opentelemetry-sdk is not installed: no 'span' pass")
+        else:
+            trace.set_tracer_provider(TracerProvider())
+            tracer = trace.get_tracer("bench")
+    def run_state(state: str, count: int) -> tuple[dict[str, float], int]:
+        cqrs = dict(settings.CQRS)
+        cqrs["tracing"] = state in ("tracing", "span")
+        cqrs["metrics"] = state == "metrics"
+        around = None
+        if state == "span":
+
+            def around():  # noqa: ANN202
+                return tracer.start_as_current_span("request")  # type: ignore[union-attr]
+
+        with override_settings(CQRS=cqrs) if OURS else contextlib.nullcontext():
+            figures, expected = single_rows(kinds, count, category, wrap=False, around=around)
+            drain_dispatcher()
+        return figures, expected
+
+    # A warm-up pass of every state (untimed), then ROUNDS rounds of every state in a rotating
+    # order (a slow moment of the machine hits each); the figure is the median of the rounds'
+    # medians.
+    rounds = max(int(os.environ.get("BENCH_OBSERVE_ROUNDS", "4")), 1)
+    per_round = max(n // rounds, 10)
+    for state in states:
+        events += run_state(state, 10)[1]
+    collected: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for state in rotate(states, r):
+            figures, expected = run_state(state, per_round)
+            events += expected
+            for key, value in figures.items():
+                collected.setdefault(f"{state}_{key}", []).append(value)
+    result = {key: statistics.median(values) for key, values in collected.items()}
+    return result, events
+
+
 def main() -> None:
     if MODE == "relayloop":
         relay_loop()
+        return
+    if MODE == "observe":
+        n = int(os.environ.get("BENCH_N", "1000"))
+        call_command("migrate", verbosity=0, run_syncdb=True)
+        sink_declare()
+        result: dict[str, object] = {"ours": OURS, "mode": MODE, "n": n}
+        try:
+            category = Category.objects.create(name="category")
+            figures, expected = observe([("plain", PlainItem), ("cqrs", CqrsItem)], n, category)
+            result.update(figures)
+            result["saves_drain_s"] = wait_for_sink(expected, "single-row saves")
+            result["sink_expected"] = expected
+            result["sink_count"] = sink_published()
+        finally:
+            result["mismatches"] = MISMATCHES
+            sink_delete()
+            connection.close()
+        print(json.dumps(result))
         return
     n = int(os.environ.get("BENCH_N", "1000"))
     bulk_rows = int(os.environ.get("BENCH_BULK", "5000"))
