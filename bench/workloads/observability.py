@@ -15,11 +15,13 @@ Columns: seconds per 1000 operations; ``plain`` is plain Django in the same stat
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from framework import Context, Result, log, workload
 
 from workloads.outbox import OPS, run_peer
+from workloads.replica import PRODUCT, apply_once, check_notes, rate_note, services
 
 SAVES = int(os.environ.get("BENCH_OBSERVE_SAVES", "1000"))
 STATES = {
@@ -82,4 +84,54 @@ def save_path(ctx: Context) -> list[Result]:
             + counts,
         )
     )
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Messages of the consumer figures (creates of the realistic model, pre-published).
+CONSUME_MESSAGES = int(os.environ.get("BENCH_OBSERVE_MESSAGES", "20000"))
+
+
+@workload("observability", "consume")
+def consume(ctx: Context) -> list[Result]:
+    """``cqrs_consume -w N`` applying a backlog of creates, without and with ``--metrics-port``
+    (every apply counted, histograms of batch size, apply time and lag; the workers' values in
+    the multi-process directory). Ours only: django-cqrs has no metrics (group ``replica`` has
+    its figures)."""
+    ours = ctx.peer("ours")
+    if ours is None:
+        return []
+    _master, replica = services(ctx, ours)
+    rows = []
+    for workers in (1, 2):
+        outcomes = {}
+        for label, args in (
+            ("no metrics", ()),
+            ("--metrics-port", ("--metrics-port", str(free_port()))),
+        ):
+            log(f"observability: cqrs_consume -w {workers} {label}, {CONSUME_MESSAGES} creates")
+            outcomes[label] = apply_once(
+                ctx, replica, PRODUCT, "creates", workers, CONSUME_MESSAGES, extra_args=args
+            )
+        off, on = outcomes["no metrics"], outcomes["--metrics-port"]
+        notes = []
+        if off["rate"] and on["rate"]:
+            notes.append(f"with metrics {on['rate'] / off['rate']:.2f}x the rate without")
+        notes += [rate_note(name, outcome) for name, outcome in outcomes.items()]
+        notes += check_notes(outcomes)
+        rows.append(
+            Result(
+                "observability",
+                f"apply creates, -w {workers}, with --metrics-port, s/1000 msgs",
+                1000 / on["rate"] if on["rate"] else None,
+                None,
+                "ours only; the 'plain' column is ours without metrics; " + "; ".join(notes),
+                plain=1000 / off["rate"] if off["rate"] else None,
+            )
+        )
     return rows

@@ -255,11 +255,12 @@ class Consumer:
         workers: int,
         label: str,
         conn_max_age: str = CONN_PERSISTENT,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.log_path = ctx.workdir / f"consume_{label}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [service.peer.python, "manage.py", "cqrs_consume", "-w", str(workers)],
+            [service.peer.python, "manage.py", "cqrs_consume", "-w", str(workers), *extra_args],
             cwd=service.dir,
             env={**service.env, "IT_CONN_MAX_AGE": conn_max_age},
             stdout=self._log,
@@ -374,6 +375,7 @@ def apply_once(
     workers: int,
     n: int,
     conn_max_age: str = CONN_PERSISTENT,
+    extra_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Pre-publish ``n`` creates or updates of ``model``, run ``cqrs_consume -w workers`` until
     the table holds them all; return seconds, seconds to the first applied row, and what was found."""
@@ -394,7 +396,9 @@ def apply_once(
     seen = 0
     start = time.perf_counter()
     label = f"{replica.peer.name}_{model.label}_{kind}_w{workers}_age{conn_max_age}"
-    consumer = Consumer(ctx, replica, workers, label, conn_max_age)
+    if extra_args:
+        label += "_" + "_".join(a.strip("-") for a in extra_args)
+    consumer = Consumer(ctx, replica, workers, label, conn_max_age, extra_args)
     try:
         with conn.cursor() as cur:
             while time.perf_counter() - start < APPLY_TIMEOUT:
