@@ -40,9 +40,10 @@ class QueueStats:
     consumers: int | None = None
     #: Acknowledgements per second (RabbitMQ's management API).
     ack_rate: float | None = None
-    #: Estimated seconds to work off the ready messages at ``ack_rate`` (0 when none is ready).
+    #: Estimated seconds to work off the ready and unacknowledged messages at ``ack_rate`` (0 when
+    #: there are none).
     lag: float | None = None
-    #: Ready messages and no acknowledgement: the queue is not being worked off.
+    #: Ready or unacknowledged messages and no acknowledgement: the queue is not being worked off.
     stalled: bool = False
 
 
@@ -93,23 +94,23 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
     import pika
     import pika.exceptions
 
-    from dj_cqrs.transport.rabbit_connection import (
-        CONNECTION_ERRORS,
-        connection_parameters,
-        display_url,
-    )
+    from dj_cqrs.transport.rabbit_connection import CONNECTION_ERRORS, display_url
+    from dj_cqrs.transport.rabbit_nodes import node_parameters
 
     timeout = float(cqrs_settings.status.timeout)
-    params = connection_parameters("status")
-    params.socket_timeout = timeout
-    params.stack_timeout = timeout
-    params.blocked_connection_timeout = timeout
-    params.connection_attempts = 1
-    params.retry_delay = 0
+    nodes = node_parameters("status")  # a cluster's nodes: the first that answers
+    for params in nodes:
+        params.socket_timeout = timeout
+        params.stack_timeout = timeout
+        params.blocked_connection_timeout = timeout
+        params.connection_attempts = 1
+        params.retry_delay = 0
     try:
-        connection = pika.BlockingConnection(params)
+        connection = pika.BlockingConnection(nodes[0] if len(nodes) == 1 else nodes)
     except CONNECTION_ERRORS as exc:
         raise ConnectionFailed(f"cannot connect to RabbitMQ at {display_url()}: {exc!r}") from exc
+    # The management API of the node that answered.
+    params = getattr(getattr(connection, "_impl", None), "params", None) or nodes[0]
     try:
         stats = QueueStats(queue)
         declared = _passive(connection, queue, pika.exceptions.ChannelClosedByBroker)
@@ -179,11 +180,15 @@ def fill_from_management(params: Any, queue: str, stats: QueueStats, notes: list
 
 
 def estimate_lag(stats: QueueStats) -> None:
-    """``lag``: seconds to work off the ready messages at the acknowledgement rate."""
-    if not stats.ready:
+    """``lag``: seconds to work off the queue's backlog at the acknowledgement rate. The backlog is
+    the ready messages and the unacknowledged ones: the consumers' prefetch (up to ``prefetch`` per
+    worker) holds delivered messages that are not applied yet, so a slow or hung consumer shows
+    them as unacknowledged while none is ready."""
+    backlog = (stats.ready or 0) + (stats.unacked or 0)
+    if not backlog:
         stats.lag = 0.0
     elif stats.ack_rate:
-        stats.lag = round(stats.ready / stats.ack_rate, 3)
+        stats.lag = round(backlog / stats.ack_rate, 3)
     else:
         stats.lag = None
         stats.stalled = True

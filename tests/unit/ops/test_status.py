@@ -148,6 +148,20 @@ def test_lag_estimate_and_stalled_queue():
     assert (stats.lag, stats.stalled) == (None, True)
 
 
+def test_lag_counts_the_messages_the_consumers_hold_unacknowledged():
+    # Each worker prefetches up to 1,000 messages: a slow consumer's backlog is unacknowledged
+    # while none is ready, and a hung one acknowledges nothing.
+    stats = QueueStats("q", ready=0, unacked=2000, ack_rate=10.0)
+    estimate_lag(stats)
+    assert (stats.lag, stats.stalled) == (200.0, False)
+    stats = QueueStats("q", ready=0, unacked=5, ack_rate=0.0)
+    estimate_lag(stats)
+    assert (stats.lag, stats.stalled) == (None, True)
+    stats = QueueStats("q", ready=0, unacked=0, ack_rate=0.0)
+    estimate_lag(stats)
+    assert (stats.lag, stats.stalled) == (0.0, False)
+
+
 def test_lag_threshold(transport, monkeypatch):
     from dj_cqrs.ops.broker import BrokerStats
 
