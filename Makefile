@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-django61 test-integration compat demo bench lint type clean
+.PHONY: help install test test-unit test-django61 test-integration compat demo bench lint type docs docs-serve clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -122,5 +122,22 @@ type: install ## mypy
 	$(BIN)/python -m pip install -q -r requirements/lint.txt
 	$(BIN)/mypy dj_cqrs
 
+# The documentation site (mkdocs.yml): MkDocs + Material + mkdocstrings, installed into .venv from
+# requirements/docs.txt. --strict: a broken link or anchor, a page missing from the nav or an API
+# reference that does not resolve fails the build. The site goes to site/ (not committed).
+DOCS_STAMP := $(VENV)/.docs-stamp
+DOCS_ADDR ?= 127.0.0.1:8000
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+$(DOCS_STAMP): $(STAMP) requirements/docs.txt
+	$(BIN)/python -m pip install -q -r requirements/docs.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP) ## Build the documentation site into site/ (mkdocs build --strict)
+	$(MKDOCS) build --strict --site-dir site
+
+docs-serve: $(DOCS_STAMP) ## Serve the documentation site on http://127.0.0.1:8000 (DOCS_ADDR), rebuilt on change
+	$(MKDOCS) serve --strict --dev-addr $(DOCS_ADDR)
+
 clean: ## Remove the virtualenvs and caches
-	rm -rf $(VENV) $(DJ61_VENV) .cache build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DJ61_VENV) .cache build dist site *.egg-info .pytest_cache .hypothesis

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "dj_cqrs",
     "tests.apps.master_app",
     "tests.apps.replica_app",
+    "tests.apps.quickstart",
 ]
 
 

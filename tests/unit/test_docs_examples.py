@@ -1,9 +1,9 @@
 """The examples of ``docs/testing.md`` and ``docs/transports.md``, run as tests so that the
 pages stay true.
 
-In the pages, ``Product`` is a master model and ``ProductRef`` its replica model in the same test
-project; here they are the test apps' ``SimplestModel`` / ``SimplestModelRef`` (CQRS_ID
-``simplest``, fields ``id`` and ``name``). ``test_every_example_of_the_pages_is_here`` checks that
+In the pages, ``Product`` is the master model of the README's Quick start and of
+docs/getting-started.md and ``ProductRef`` its replica model (CQRS_ID ``product``, fields ``name``
+and ``price``); here they are the same classes in the test app ``tests.apps.quickstart``. ``test_every_example_of_the_pages_is_here`` checks that
 each test, fixture and class shown in the pages appears in this file, character for character.
 """
 
@@ -35,8 +35,7 @@ from dj_cqrs.transport import get_transport, set_transport
 from dj_cqrs.transport.base import BaseTransport
 from dj_cqrs.transport.memory import DeadLetterError
 from dj_cqrs.transport.mock import TransportMock
-from tests.apps.master_app.models import SimplestModel as Product
-from tests.apps.replica_app.models import SimplestModelRef as ProductRef
+from tests.apps.quickstart.models import Product, ProductRef
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = [DOCS / "testing.md", DOCS / "transports.md"]
@@ -51,7 +50,7 @@ def cqrs_transport():
 @pytest.mark.django_db(transaction=True)
 def test_product_reaches_the_replica():
     with use_memory_transport() as transport:
-        product = Product.objects.create(name="chair")
+        product = Product.objects.create(name="chair", price="49.00")
         transport.join()  # applies what was published to the replica models of this project
 
     assert ProductRef.objects.get(pk=product.pk).name == "chair"
@@ -60,7 +59,7 @@ def test_product_reaches_the_replica():
 @pytest.mark.django_db(transaction=True)
 def test_one_event_per_object_per_transaction(cqrs_transport):
     with transaction.atomic():
-        product = Product.objects.create(name="chair")
+        product = Product.objects.create(name="chair", price="49.00")
         product.name = "table"
         product.save()
 
@@ -73,7 +72,7 @@ def test_one_event_per_object_per_transaction(cqrs_transport):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_late_duplicate_is_ignored(cqrs_transport):
-    product = Product.objects.create(name="v1")
+    product = Product.objects.create(name="v1", price="49.00")
     product.name = "v2"
     product.save()
     cqrs_transport.join()
@@ -94,6 +93,7 @@ def test_a_message_from_another_service(cqrs_transport):
         "instance_data": {
             "id": 7,
             "name": "lamp",
+            "price": "19.90",
             "cqrs_revision": 3,
             "cqrs_updated": "2024-05-01 10:00:00.123456+00:00",
         },
@@ -126,7 +126,7 @@ def test_fail_fast(cqrs_transport):
 @pytest.mark.django_db(transaction=True)
 def test_events_survive_a_broker_outage(cqrs_transport):
     cqrs_transport.fail_with = ConnectionError("broker down")
-    Product.objects.create(name="chair")  # committed; its event waits in the outbox
+    Product.objects.create(name="chair", price="49.00")  # committed; its event waits in the outbox
     assert cqrs_transport.published == []
 
     cqrs_transport.fail_with = None
@@ -139,7 +139,7 @@ def test_events_survive_a_broker_outage(cqrs_transport):
 @pytest.mark.django_db
 def test_without_transaction_true(cqrs_transport, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        Product.objects.create(name="chair")
+        Product.objects.create(name="chair", price="49.00")
 
     assert len(cqrs_transport.payloads) == 1
 
@@ -149,7 +149,7 @@ def test_with_transport_mock():
     cqrs = {**settings.CQRS, "transport": "dj_cqrs.transport.mock.TransportMock"}
     with override_settings(CQRS=cqrs):
         assert isinstance(get_transport(), TransportMock)
-        Product.objects.create(name="chair")  # published nowhere, and nothing fails
+        Product.objects.create(name="chair", price="49.00")  # published nowhere, and nothing fails
 
     assert ProductRef.objects.count() == 0
 
@@ -206,8 +206,8 @@ def test_the_queue_transport_of_the_transports_page():
 
     worker = threading.Thread(target=worker_main)
     try:
-        product = Product.objects.create(name="chair")
-        Product.objects.create(name="table").delete()
+        product = Product.objects.create(name="chair", price="49.00")
+        Product.objects.create(name="table", price="49.00").delete()
         transport.queue.put(InboundMessage(b"not json", Product.CQRS_ID))
         worker.start()
         for _ in range(100):  # at most 10 s; the malformed message is the last one
