@@ -118,6 +118,11 @@ MASTER_OPTIONS: dict[str, Option] = {
     "prepared_statements": Option(True, _bool, "a bool"),
 }
 
+#: The most partition queues of one replica service (``replica.partitions``).
+MAX_PARTITIONS = 1024
+#: RabbitMQ queue types of ``replica.queue_type``.
+QUEUE_TYPES = ("classic", "quorum")
+
 REPLICA_OPTIONS: dict[str, Option] = {
     "CQRS_MAX_RETRIES": Option(
         constants.DEFAULT_REPLICA_MAX_RETRIES, _non_negative_int_or_none, "an int >= 0 or None"
@@ -148,6 +153,18 @@ REPLICA_OPTIONS: dict[str, Option] = {
     ),
     # False: every message takes the per-message path (one transaction each), as django-cqrs.
     "CQRS_BATCH_APPLY": Option(True, _bool, "a bool"),
+    # Scaling on RabbitMQ (docs/scaling.md). ``partitions``: N queues ``<queue>.p0`` ...
+    # ``<queue>.p<N-1>`` fed by a consistent-hash exchange over (CQRS_ID, pk), each with a single
+    # active consumer (per-key order over any number of consumer processes); None: one queue.
+    "partitions": Option(
+        None,
+        lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_PARTITIONS),
+        f"None or an int from 1 to {MAX_PARTITIONS}",
+    ),
+    # x-queue-type of the replica, retry and dead-letter queues.
+    "queue_type": Option(
+        "classic", lambda v: v in QUEUE_TYPES, f"one of {', '.join(map(repr, QUEUE_TYPES))}"
+    ),
     "tombstone_horizon": Option(
         7 * 86400, _non_negative_int_or_none, "an int >= 0 (seconds) or None"
     ),
@@ -635,7 +652,29 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
                                 "Give a dotted path to a function, or the function itself.",
                             )
                         )
+    problems.extend(_scaling_problems(raw))
     return problems
+
+
+def _scaling_problems(raw: dict[str, Any]) -> list[Problem]:
+    """``replica.partitions`` and ``replica.queue_type`` are RabbitMQ topology (W100)."""
+    replica = raw.get("replica")
+    if not isinstance(replica, dict):
+        return []
+    used = [k for k in ("partitions", "queue_type") if replica.get(k) not in (None, "classic")]
+    transport = raw.get("transport")
+    name = TRANSPORT_ALIASES.get(transport, transport) if isinstance(transport, str) else ""
+    if not used or not name or "rabbit_mq" in name or "RabbitMQ" in name:
+        return []
+    return [
+        Problem(
+            "dj_cqrs.W100",
+            f"CQRS['replica'][{used[0]!r}] is only implemented by the RabbitMQ transport; the"
+            f" transport {transport!r} ignores it.",
+            "Use CQRS['transport'] = 'rabbitmq', or remove the setting (see docs/scaling.md).",
+            warning=True,
+        )
+    ]
 
 
 def resolve_callable(value: Any) -> Callable[..., Any] | None:

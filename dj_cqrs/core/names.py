@@ -163,6 +163,32 @@ def event_name_of(routing_key: str) -> str | None:
     return None
 
 
+#: The key a partitioned replica's consistent-hash exchange hashes on: ``<cqrs_id>:<pk>``, set by
+#: dj_cqrs masters on every message (django-cqrs masters send no headers: see docs/scaling.md).
+PARTITION_HEADER = "x-cqrs-partition-key"
+_PARTITION_INFIX = ".p"
+
+
+def partition_key(cqrs_id: str, pk: Any) -> str:
+    """The value of :data:`PARTITION_HEADER` for an event of ``cqrs_id`` about row ``pk``."""
+    return f"{cqrs_id}:{pk}"
+
+
+def partition_exchange_name(queue: str) -> str:
+    """``<queue>.partitions``: the consistent-hash exchange of a partitioned replica service."""
+    return f"{queue}.partitions"
+
+
+def partition_queue_name(queue: str, index: int) -> str:
+    """``<queue>.p<index>``: one partition queue of a partitioned replica service."""
+    return f"{queue}{_PARTITION_INFIX}{index}"
+
+
+def partition_queue_names(queue: str, partitions: int) -> list[str]:
+    """The ``partitions`` queues of a partitioned replica service, in order."""
+    return [partition_queue_name(queue, i) for i in range(partitions)]
+
+
 def retry_queue_name(queue: str) -> str:
     """kombu: ``<queue>.retry``, where retries wait for their ``x-cqrs-not-before`` time."""
     return f"{queue}.retry"
@@ -181,6 +207,7 @@ __all__ = [
     "HEADER_PREFIX",
     "LAST_FAILURE_HEADER",
     "NOT_BEFORE_HEADER",
+    "PARTITION_HEADER",
     "QUEUE_HEADER",
     "REASON_HEADER",
     "RETRIES_HEADER",
@@ -199,6 +226,10 @@ __all__ = [
     "event_name_of",
     "event_routing_key",
     "original_routing_key",
+    "partition_exchange_name",
+    "partition_key",
+    "partition_queue_name",
+    "partition_queue_names",
     "retry_queue_name",
     "routing_key_for",
 ]

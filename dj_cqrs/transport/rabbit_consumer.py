@@ -44,9 +44,13 @@ from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.transport.consume_loop import ConsumeLoop
 from dj_cqrs.transport.rabbit_connection import (
     CONNECTION_ERRORS,
-    declare_topology,
     message_properties,
     open_blocking_connection,
+)
+from dj_cqrs.transport.rabbit_topology import (
+    declare_replica_topology,
+    queue_type_arguments,
+    replica_queue_arguments,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +74,7 @@ def retry_queue_arguments(queue: str, delay_ms: int) -> dict[str, Any]:
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue,
         "x-expires": delay_ms + RETRY_QUEUE_EXPIRES_EXTRA_MS,
+        **queue_type_arguments(),
     }
 
 
@@ -120,7 +125,9 @@ class RabbitMQConsumer(ConsumeLoop):
         )
 
     def declare_topology(self, channel: BlockingChannel) -> None:
-        declare_topology(channel, self.exchange, self.queue, self.dead_letter_queue, self.cqrs_ids, self.route_binding_keys)
+        declare_replica_topology(
+            channel, self.exchange, self.queue, self.dead_letter_queue, self.cqrs_ids, self.route_binding_keys
+        )
 
     def close(self, error: BaseException | None = None) -> None:
         connection, self.connection = self.connection, None
@@ -222,8 +229,11 @@ class RabbitMQConsumer(ConsumeLoop):
         delay_ms = delay_of_queue(self.queue, name)
         if delay_ms is not None:
             self._declare_retry_queue(delay_ms)
+        elif name == self.dead_letter_queue:
+            self.channel.queue_declare(name, durable=True, arguments=queue_type_arguments() or None)
         else:
-            self.channel.queue_declare(name, durable=True)
+            arguments = replica_queue_arguments(self.dead_letter_queue, False)
+            self.channel.queue_declare(name, durable=True, arguments=arguments or None)
 
     def _publish(self, routing_key: str, body: bytes, headers: dict[str, Any], expiration: str | None = None) -> None:
         """Publish through the default exchange (straight into a queue), inside the transaction."""

@@ -25,10 +25,10 @@ from dj_cqrs.exceptions import ConnectionFailed, PublishFailed
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.transport.rabbit_connection import (
     CONNECTION_ERRORS,
-    declare_topology,
     message_properties,
     open_blocking_connection,
 )
+from dj_cqrs.transport.rabbit_topology import declare_replica_topology
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -96,7 +96,9 @@ class RabbitDeadLetterStore(DeadLetterStore):
         connection = open_blocking_connection("dead-letters")
         try:
             channel = connection.channel()
-            declare_topology(channel, self.exchange, self.queue, self.dead_letter_queue, sorted(replica_registry.models))
+            declare_replica_topology(
+                channel, self.exchange, self.queue, self.dead_letter_queue, sorted(replica_registry.models)
+            )
             channel.close()
             yield connection
         except CONNECTION_ERRORS as exc:

@@ -35,7 +35,7 @@ from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.core.messages import ConsumeHandler
-from dj_cqrs.core.names import routing_key_for
+from dj_cqrs.core.names import PARTITION_HEADER, partition_key, routing_key_for
 from dj_cqrs.exceptions import BrokerRefused, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.tracing import headers_of
@@ -74,6 +74,8 @@ _METHOD_FRAME = struct.Struct(">BHI")
 _PUBLISH_PREFIX = struct.Struct(">HHH").pack(60, 40, 0)  # Basic.Publish, ticket 0
 _HEADER = struct.Struct(">BHIHHQ")  # frame type, channel, size, class 60, weight 0, body size
 _MANDATORY = b"\x01"
+_PROPERTY_FLAGS = struct.Struct(">H")
+_LONG = struct.Struct(">I")
 
 
 def _short_string(value: str) -> bytes | None:
@@ -90,6 +92,20 @@ class _Marshaller:
         self.channel_number = channel_number
         self.body_max = body_max
         self._plain_properties = b"".join(message_properties().encode())
+        # Content header properties of a message whose only header is the partition key:
+        # ``content_type``, ``headers`` and ``delivery_mode`` (flags 0xB000), built without pika.
+        content_type, key_name = _short_string("text/plain"), _short_string(PARTITION_HEADER)
+        assert content_type is not None and key_name is not None
+        self._key_prefix = _PROPERTY_FLAGS.pack(0xB000) + content_type
+        self._key_name = key_name
+        self._key_suffix = b"\x02"  # delivery_mode 2
+
+    def key_properties(self, key: str) -> bytes:
+        """The encoded properties of a message whose only header is ``PARTITION_HEADER: key``
+        (the bytes ``pika.BasicProperties.encode()`` gives)."""
+        raw = key.encode("utf-8")
+        entry = self._key_name + b"S" + _LONG.pack(len(raw)) + raw
+        return self._key_prefix + _LONG.pack(len(entry)) + entry + self._key_suffix
         self._keys: dict[tuple[str, str], bytes] = {}
 
     def frames(self, exchange: str, routing_key: str, body: bytes, properties: bytes | None) -> bytes | None:
@@ -250,7 +266,9 @@ class _ThreadProducer:
             raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
         for index, (exchange, rk, body, headers, expiration) in enumerate(messages):
             props = None
-            if headers or expiration is not None:
+            if headers and expiration is None and len(headers) == 1 and PARTITION_HEADER in headers:
+                props = marshaller.key_properties(headers[PARTITION_HEADER])
+            elif headers or expiration is not None:
                 props = b"".join(message_properties(headers, expiration).encode())
             frames = marshaller.frames(exchange, rk, body, props)
             if frames is None:  # let pika build it (and raise for a name it cannot encode)
@@ -334,6 +352,16 @@ class _ThreadProducer:
             pass
 
 
+def _headers(payload: AnyPayload) -> dict[str, Any]:
+    """The AMQP headers of an event: the partition key (``<cqrs_id>:<pk>``, which a partitioned
+    replica hashes on: docs/scaling.md) and the trace context, if any."""
+    key = partition_key(payload.cqrs_id, payload.pk)
+    trace = headers_of(payload)
+    if trace:
+        return {**trace, PARTITION_HEADER: key}
+    return {PARTITION_HEADER: key}
+
+
 class RabbitMQTransport(BaseTransport):
     """RabbitMQ through pika; see the module docstring."""
 
@@ -376,7 +404,7 @@ class RabbitMQTransport(BaseTransport):
     def _messages(self, payloads: list[AnyPayload]) -> list[Message]:
         exchange = cqrs_settings.exchange
         dumps = encoding.dumps_bytes
-        return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), headers_of(p), None) for p in payloads]
+        return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), _headers(p), None) for p in payloads]
 
     def send_batch(self, payloads: list[AnyPayload]) -> SentBatch:
         """Write ``payloads`` to the broker without waiting for the confirms (the relay prepares
