@@ -1,6 +1,6 @@
 """System checks (``manage.py check``): settings, transport, and model configuration.
 
-Ids: E001-E009, E011, E012 settings and transport; E013, E014 domain event handlers; E020-E022 registries; E030, E031, E033, E034 master
+Ids: E001-E009, E011, E012, E018 settings and transport; E013, E014 domain event handlers; E020-E022 registries; E030, E031, E033, E034 master
 models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
 keys; E070, W070, W071 HTTP pull. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
@@ -17,6 +17,14 @@ from django.utils.module_loading import import_string
 
 from dj_cqrs.conf import cqrs_settings, validate
 from dj_cqrs.constants import ALL_BASIC_FIELDS
+from dj_cqrs.core.broker_urls import (
+    broker_urls,
+    is_cluster,
+    is_url_value,
+    url_scheme,
+    url_vhost,
+    without_password,
+)
 from dj_cqrs.events.registry import handlers as event_handlers
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import feed, hooks
@@ -96,6 +104,8 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
                 id=check_id,
             )
         ]
+    if is_url_value(raw.get("url")) and (isinstance(raw.get("url"), (list, tuple)) or is_cluster(raw.get("url"))):
+        return _check_broker_nodes(broker_urls(raw["url"]), cls)
     url = raw.get("url")
     if isinstance(url, str) and url and _is_rabbitmq(cls):
         import pika  # loaded already, with the RabbitMQ transport; not loaded by other services
@@ -111,6 +121,60 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
                 )
             ]
     return []
+
+
+def _check_broker_nodes(urls: list[str], cls: type) -> list[checks.CheckMessage]:
+    """``CQRS['url']`` naming the nodes of a cluster: every URL valid (RabbitMQ: E011), all of
+    them the same kind of broker and, for RabbitMQ, the same virtual host (E018)."""
+    errors: list[checks.CheckMessage] = []
+    rabbitmq = _is_rabbitmq(cls)
+    if rabbitmq:
+        import pika  # loaded already, with the RabbitMQ transport
+
+        for index, url in enumerate(urls):
+            scheme = url_scheme(url)
+            problem = None if scheme in ("amqp", "amqps") else "not an amqp:// or amqps:// URL"
+            if problem is None:
+                try:
+                    pika.URLParameters(url)
+                except Exception as exc:  # noqa: BLE001 - pika raises ValueError/TypeError for bad URLs
+                    problem = f"not a valid RabbitMQ URL: {exc}"
+            if problem is not None:
+                errors.append(
+                    checks.Error(
+                        f"Node {index + 1} of CQRS['url'] ({without_password(url)!r}) is {problem}.",
+                        hint="List one amqp://user:password@host:5672/vhost (or amqps://) URL per"
+                        " node of the RabbitMQ cluster.",
+                        id="dj_cqrs.E011",
+                    )
+                )
+        vhosts = sorted({url_vhost(url) for url in urls})
+        if not errors and len(vhosts) > 1:
+            errors.append(
+                checks.Error(
+                    f"The nodes of CQRS['url'] name different virtual hosts: {vhosts}.",
+                    hint="The URLs of CQRS['url'] are the nodes of one RabbitMQ cluster, which"
+                    " share their virtual hosts: give every URL the same vhost.",
+                    id="dj_cqrs.E018",
+                )
+            )
+        return errors
+    kinds = sorted({_broker_kind(url_scheme(url)) for url in urls})
+    if len(kinds) > 1:
+        errors.append(
+            checks.Error(
+                f"The URLs of CQRS['url'] name different kinds of broker: {kinds}.",
+                hint="A list of URLs is the failover list of one broker (kombu tries them in"
+                " turn): use URLs of one transport.",
+                id="dj_cqrs.E018",
+            )
+        )
+    return errors
+
+
+def _broker_kind(scheme: str) -> str:
+    """kombu's transports by scheme; amqp:// and amqps:// (and pyamqp) are one broker."""
+    return "amqp" if scheme in ("amqp", "amqps", "pyamqp") else scheme
 
 
 def _is_rabbitmq(cls: type) -> bool:

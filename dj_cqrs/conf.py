@@ -17,6 +17,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
+from dj_cqrs.core.broker_urls import is_url_value
 from dj_cqrs.core.names import dead_letter_queue_name
 from dj_cqrs.exceptions import ConfigurationError
 
@@ -274,7 +275,8 @@ STATUS_OPTIONS: dict[str, Option] = {
 
 ROOT_OPTIONS: dict[str, Option] = {
     "transport": Option(None),
-    "url": Option(None, lambda v: v is None or isinstance(v, str), "a URL string"),
+    # A URL, or the nodes of a cluster: a list of URLs or one ``;``-separated string (dj_cqrs).
+    "url": Option(None, is_url_value, "a URL string or a non-empty list of URL strings"),
     "host": Option(None, lambda v: v is None or isinstance(v, str), "a host name"),
     "port": Option(None, lambda v: v is None or _is_int(v), "an int"),
     "user": Option(None, lambda v: v is None or isinstance(v, str), "a string"),

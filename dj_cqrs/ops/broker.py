@@ -94,23 +94,23 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
     import pika
     import pika.exceptions
 
-    from dj_cqrs.transport.rabbit_connection import (
-        CONNECTION_ERRORS,
-        connection_parameters,
-        display_url,
-    )
+    from dj_cqrs.transport.rabbit_connection import CONNECTION_ERRORS, display_url
+    from dj_cqrs.transport.rabbit_nodes import node_parameters
 
     timeout = float(cqrs_settings.status.timeout)
-    params = connection_parameters("status")
-    params.socket_timeout = timeout
-    params.stack_timeout = timeout
-    params.blocked_connection_timeout = timeout
-    params.connection_attempts = 1
-    params.retry_delay = 0
+    nodes = node_parameters("status")  # a cluster's nodes: the first that answers
+    for params in nodes:
+        params.socket_timeout = timeout
+        params.stack_timeout = timeout
+        params.blocked_connection_timeout = timeout
+        params.connection_attempts = 1
+        params.retry_delay = 0
     try:
-        connection = pika.BlockingConnection(params)
+        connection = pika.BlockingConnection(nodes[0] if len(nodes) == 1 else nodes)
     except CONNECTION_ERRORS as exc:
         raise ConnectionFailed(f"cannot connect to RabbitMQ at {display_url()}: {exc!r}") from exc
+    # The management API of the node that answered.
+    params = getattr(getattr(connection, "_impl", None), "params", None) or nodes[0]
     try:
         stats = QueueStats(queue)
         declared = _passive(connection, queue, pika.exceptions.ChannelClosedByBroker)

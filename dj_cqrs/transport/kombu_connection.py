@@ -25,10 +25,14 @@ from dj_cqrs.transport.kombu_filesystem import Transport as FilesystemTransport
 
 
 def new_connection() -> Connection:
-    """A kombu connection for ``CQRS['url']`` with ``CQRS['transport_options']`` (a copy)."""
-    url = cqrs_settings.url or "amqp://localhost"
+    """A kombu connection for ``CQRS['url']`` with ``CQRS['transport_options']`` (a copy). A list
+    of URLs is handed to kombu as its failover list (kombu connects to the first that answers
+    and fails over to the next; a ``;``-separated string kombu splits itself)."""
+    setting = cqrs_settings.url
+    url: str | list[str] = list(setting) if isinstance(setting, (list, tuple)) else (setting or "amqp://localhost")
+    first = url[0] if isinstance(url, list) else url
     kwargs: dict[str, Any] = {}
-    if url.partition("://")[0] == "filesystem":
+    if first.partition("://")[0] == "filesystem":
         # kombu's own filesystem channel can hand a consumer a message file before its body is
         # written (the message is then lost); ours writes each file atomically.
         kwargs["transport"] = FilesystemTransport

@@ -15,8 +15,10 @@ import pika
 import pika.exceptions
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.core.broker_urls import broker_urls
 from dj_cqrs.core.names import binding_keys, dead_letter_binding_key
-from dj_cqrs.exceptions import BrokerRefused, ConfigurationError, ConnectionFailed, exception_chain
+from dj_cqrs.exceptions import BrokerRefused, ConnectionFailed, exception_chain
+from dj_cqrs.transport.rabbit_nodes import BrokerNodes, node_parameters
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -32,35 +34,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameters:
     """pika parameters from ``CQRS['url']`` (amqp:// or amqps://, vhost and query honoured) or
-    from the legacy ``host``/``port``/``user``/``password`` keys."""
-    url = cqrs_settings.url
-    params: pika.ConnectionParameters
-    if url:
-        try:
-            params = pika.URLParameters(url)
-        except (ValueError, TypeError, SyntaxError) as exc:  # what pika raises for bad URLs
-            raise ConfigurationError(f"dj_cqrs.E011: CQRS['url'] is not a valid RabbitMQ URL: {exc}") from exc
-        if params.ssl_options is not None and not params.ssl_options.server_hostname:
-            # Verify the certificate against the host name we connect to.
-            params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
-    else:
-        kwargs: dict[str, Any] = {}
-        if cqrs_settings.host:
-            kwargs["host"] = cqrs_settings.host
-        if cqrs_settings.port:
-            kwargs["port"] = cqrs_settings.port
-        if cqrs_settings.user:
-            kwargs["credentials"] = pika.PlainCredentials(cqrs_settings.user, cqrs_settings.password or "")
-        params = pika.ConnectionParameters(**kwargs)
-    if params.blocked_connection_timeout is None:
-        params.blocked_connection_timeout = 60
-    # A ``client_properties`` query option of the URL (e.g. its own connection_name) wins.
-    params.client_properties = {
-        "connection_name": f"dj_cqrs {purpose} {socket.gethostname()}:{os.getpid()}",
-        "product": "dj_cqrs",
-        **(params.client_properties or {}),
-    }
-    return params
+    from the legacy ``host``/``port``/``user``/``password`` keys; for a list of node URLs, the
+    first node's (:func:`~dj_cqrs.transport.rabbit_nodes.node_parameters` gives every node's)."""
+    return node_parameters(purpose)[0]
 
 
 #: AMQP reply codes of a refusal: 403 ACCESS_REFUSED (login, or no permission on a resource),
@@ -96,11 +72,13 @@ def refusal_reason(exc: BaseException) -> str | None:
 
 
 def display_url() -> str:
-    """The broker address for messages: ``CQRS['url']`` without its password (or the legacy
-    ``host``/``port``/``user`` keys)."""
+    """The broker address for messages: ``CQRS['url']`` without its password (each node's,
+    comma-separated, for a cluster), or the legacy ``host``/``port``/``user`` keys."""
     url = cqrs_settings.url
-    if url:
+    if isinstance(url, str) and url:
         return redact_password(url)
+    if url:
+        return ", ".join(redact_password(node) for node in broker_urls(url))
     user = f"{cqrs_settings.user}@" if cqrs_settings.user else ""
     return f"amqp://{user}{cqrs_settings.host or 'localhost'}:{cqrs_settings.port or 5672}/"
 
@@ -129,10 +107,11 @@ def message_properties(headers: dict[str, Any] | None = None, expiration: str | 
     )
 
 
-def open_blocking_connection(purpose: str) -> BlockingConnection:
-    """A connection for ``purpose`` (named so in the broker's UI); ``ConnectionFailed`` if none."""
+def open_blocking_connection(purpose: str, nodes: BrokerNodes | None = None) -> BlockingConnection:
+    """A connection for ``purpose`` (named so in the broker's UI) to the first node of ``nodes``
+    that answers (default: the nodes of ``CQRS['url']`` in order); ``ConnectionFailed`` if none."""
     try:
-        return pika.BlockingConnection(connection_parameters(purpose))
+        return (nodes or BrokerNodes(purpose)).connect()
     except CONNECTION_ERRORS as exc:
         raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc
 

@@ -47,6 +47,7 @@ from dj_cqrs.transport.rabbit_connection import (
     message_properties,
     open_blocking_connection,
 )
+from dj_cqrs.transport.rabbit_nodes import BrokerNodes
 from dj_cqrs.transport.rabbit_topology import (
     declare_replica_topology,
     queue_type_arguments,
@@ -94,6 +95,8 @@ class RabbitMQConsumer(ConsumeLoop):
         self.prefetch: int = cqrs_settings.replica.prefetch_count
         self.connection: BlockingConnection | None = None
         self.channel: BlockingChannel | None = None
+        #: The broker node(s): after a lost connection the next one tries another node first.
+        self.nodes = BrokerNodes("consumer")
         self._buffer: list[InboundMessage] = []
         self._retry_queues_declared: dict[int, float] = {}
         self._uncommitted = 0
@@ -108,7 +111,7 @@ class RabbitMQConsumer(ConsumeLoop):
         self._uncommitted = 0
         self._unsettled = False
         self._returned = []
-        self.connection = open_blocking_connection("consumer")
+        self.connection = open_blocking_connection("consumer", self.nodes)
         channel = self.connection.channel()
         self.declare_topology(channel)
         channel.basic_qos(prefetch_count=self.prefetch)
@@ -132,6 +135,8 @@ class RabbitMQConsumer(ConsumeLoop):
     def close(self, error: BaseException | None = None) -> None:
         connection, self.connection = self.connection, None
         self.channel = None
+        if isinstance(error, CONNECTION_ERRORS):
+            self.nodes.lost()  # a cluster's next connection starts with another node
         if connection is not None:
             try:
                 if connection.is_open:

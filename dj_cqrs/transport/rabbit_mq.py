@@ -43,7 +43,6 @@ from dj_cqrs.transport import pika_logging
 from dj_cqrs.transport.base import BaseTransport, every_instance
 from dj_cqrs.transport.rabbit_connection import (
     CONNECTION_ERRORS,
-    connection_parameters,
     display_url,
     message_properties,
     refusal_reason,
@@ -51,6 +50,7 @@ from dj_cqrs.transport.rabbit_connection import (
 )
 from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
+from dj_cqrs.transport.rabbit_nodes import BrokerNodes
 from dj_cqrs.transport.resolution import through_instance
 
 if TYPE_CHECKING:
@@ -154,6 +154,8 @@ class _ThreadProducer:
         self.pid = os.getpid()
         self.connection: BlockingConnection | None = None
         self.channel: BlockingChannel | None = None
+        #: The broker node(s) and which one this thread's next connection tries first.
+        self.nodes = BrokerNodes("producer")
         self.last_used = 0.0
         self.exchange: str | None = None
         self._next_tag = 0
@@ -188,10 +190,8 @@ class _ThreadProducer:
                 return self.channel
         self.close()
         self.pid = os.getpid()
-        params = connection_parameters("producer")
-        if fail_fast:
-            params.connection_attempts = 1  # the caller wants an answer now, not pika's retries
-        self.connection = pika.BlockingConnection(params)
+        # fail_fast: the caller wants an answer now, not pika's retries (each node tried once).
+        self.connection = self.nodes.connect(attempts=1 if fail_fast else None)
         self.generation += 1
         channel = self.connection.channel()
         exchange = cqrs_settings.exchange
@@ -334,6 +334,7 @@ class _ThreadProducer:
         self._outstanding = set()
         if connection is None or self.pid != os.getpid():
             return
+        self.nodes.lost()  # a cluster's next connection starts with another node
         # What pika itself does on a heartbeat timeout: terminate the stream, no Connection.Close.
         terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
         if terminate is None:  # not pika's usual adapter: fall back to the clean close
