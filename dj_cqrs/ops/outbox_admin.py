@@ -4,15 +4,21 @@ count) and Django's "delete" (with its confirmation page).
 
 Rows are read-only. The actions need the ``change`` permission (``delete``: the ``delete``
 permission) and each is recorded in the admin log.
+
+With several databases holding the outbox table (master models routed to more than one), the
+``database`` filter chooses which one the list, the detail pages and the actions work on (by
+default the one the router gives for ``OutboxEvent``).
 """
 
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections import defaultdict
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import connections
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -45,6 +51,36 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
+def selected_database(request: Any) -> str | None:
+    """The outbox database the request names with the ``database`` filter, also on a detail or
+    action page reached from a filtered list (``_changelist_filters``); None: the default one."""
+    value = request.GET.get(DatabaseFilter.parameter_name)
+    if value is None:
+        preserved = urllib.parse.parse_qs(request.GET.get("_changelist_filters", ""))
+        value = (preserved.get(DatabaseFilter.parameter_name) or [None])[0]
+    return value if value in connections.settings else None
+
+
+class DatabaseFilter(admin.SimpleListFilter):
+    """Which database's outbox is shown; offered when more than one has the outbox table."""
+
+    title = "database"
+    parameter_name = "database"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        from dj_cqrs.master.relay import outbox_databases
+
+        aliases = outbox_databases()
+        return [(alias, alias) for alias in aliases] if len(aliases) > 1 else []
+
+    def has_output(self) -> bool:
+        return len(self.lookup_choices) > 1
+
+    def queryset(self, request: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        alias = selected_database(request)
+        return queryset.using(alias) if alias else queryset
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"
@@ -68,12 +104,17 @@ class OutboxEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "attempts",
         "error",
     )
-    list_filter = (StateFilter, "cqrs_id", "signal_type")
+    list_filter = (DatabaseFilter, StateFilter, "cqrs_id", "signal_type")
     search_fields = ("=object_pk", "cqrs_id")
     ordering = ("-id",)
     actions = ("publish_now", "retry")
     list_per_page = 100
     show_full_result_count = False
+
+    def get_queryset(self, request: Any) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        alias = selected_database(request)
+        return queryset.using(alias) if alias else queryset
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
         return [field.name for field in self.model._meta.fields]
@@ -148,4 +189,4 @@ def _ids(by_db: dict[str, list[int]]) -> str:
     return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
 
 
-__all__ = ["OutboxEventAdmin", "StateFilter"]
+__all__ = ["DatabaseFilter", "OutboxEventAdmin", "StateFilter", "selected_database"]

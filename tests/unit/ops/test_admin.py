@@ -136,6 +136,40 @@ def test_delete_asks_for_confirmation(transport):
     assert LogEntry.objects.get().is_deletion()
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_outbox_of_another_database_is_listed_shown_and_acted_on(transport):
+    transport.fail_with = ConnectionError("broker down")
+    SimplestModel.objects.create(name="on default")
+    on_other = SimplestModel.objects.using("other").create(name="on other")
+    transport.fail_with = None
+    row = OutboxEvent.objects.using("other").get(published_at__isnull=True)
+    OutboxEvent.objects.using("other").filter(pk=row.pk).update(attempts=3, last_error="on other")
+    client = _client("view_outboxevent", "change_outboxevent", "delete_outboxevent")
+
+    listed = client.get(OUTBOX).content.decode()
+    assert "?database=other" in listed  # the filter is offered
+    assert "on other" not in listed
+    page = client.get(OUTBOX + "?database=other").content.decode()
+    assert page.count('class="field-state"') == 1 and "on other" in page
+    # the detail page reached from the filtered list is the other database's row
+    detail = client.get(f"{OUTBOX}{row.pk}/change/?_changelist_filters=database%3Dother")
+    assert detail.status_code == 200 and "on other" in detail.content.decode()
+
+    client.post(OUTBOX + "?database=other", {"action": "retry", "_selected_action": [row.pk]})
+    row.refresh_from_db(using="other")
+    assert (row.attempts, row.last_error) == (0, "")
+    client.post(OUTBOX + "?database=other", {"action": "publish_now", "_selected_action": [row.pk]})
+    row.refresh_from_db(using="other")
+    assert row.published_at is not None
+    assert [m.payload.pk for m in transport.published] == [on_other.pk]
+    assert OutboxEvent.objects.using("default").get(published_at__isnull=True)  # untouched
+    client.post(
+        OUTBOX + "?database=other",
+        {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"},
+    )
+    assert not OutboxEvent.objects.using("other").filter(pk=row.pk).exists()
+
+
 def test_actions_need_the_model_permission(transport):
     obj = _failed_save(transport)
     row = _pending(obj)
