@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-$(STAMP): pyproject.toml setup.py requirements/base.txt requirements/deps.txt requirements/test.txt requirements/test-tools.txt
+$(STAMP): pyproject.toml setup.py requirements/base.txt requirements/deps.txt requirements/test.txt requirements/test-tools.txt requirements/browser.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements/test.txt -e '.[postgres,redis,drf,progress]'
@@ -109,6 +109,9 @@ compat: install ## Mixed-fleet compatibility tests against django-cqrs 3.1.0 (it
 
 demo: install ## Master → replica end to end on SQLite and a server-less broker
 	$(BIN)/python examples/demo.py
+
+demo-web: install ## The same master and replica in a browser (prints the URL; Ctrl+C stops)
+	$(BIN)/python examples/demo_web.py $(DEMO_WEB_ARGS)
 
 bench: install ## Benchmarks against django-cqrs 3.1.0 (see bench/README.md)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

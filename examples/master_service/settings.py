@@ -16,6 +16,9 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# ``make demo-web`` serves this service's JSON API (urls.py) on 127.0.0.1 for its console.
+ROOT_URLCONF = "urls"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = ["django.contrib.contenttypes", "dj_cqrs", "inventory"]
 
 DATABASES = {

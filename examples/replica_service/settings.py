@@ -16,6 +16,9 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# ``make demo-web`` serves this service's JSON API (urls.py) on 127.0.0.1 for its console.
+ROOT_URLCONF = "urls"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = ["django.contrib.contenttypes", "dj_cqrs", "storefront"]
 
 DATABASES = {
@@ -53,6 +56,20 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "level": os.environ.get("DEMO_LOG_LEVEL", "WARNING"),
+        }
+    },
     "root": {"handlers": ["stderr"], "level": os.environ.get("DEMO_LOG_LEVEL", "WARNING")},
 }
+if os.environ.get("DEMO_OUTCOME_LOG"):
+    # ``make demo-web``: the consumer's one line per message (applied, ignored, retried,
+    # dead-lettered), with its cqrs_id, pk and revision, as JSON lines the console shows.
+    LOGGING["handlers"]["outcomes"] = {
+        "class": "storefront.outcomes.OutcomeFileHandler",
+        "path": os.environ["DEMO_OUTCOME_LOG"],
+    }
+    LOGGING["loggers"] = {"django-cqrs.consumer": {"handlers": ["outcomes"], "level": "INFO"}}
