@@ -51,6 +51,7 @@ from dj_cqrs.transport.rabbit_connection import (
 from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
 from dj_cqrs.transport.rabbit_nodes import BrokerNodes
+from dj_cqrs.transport.rabbit_nodes import BrokerNodes
 from dj_cqrs.transport.resolution import through_instance
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class _Marshaller:
         self._key_name = key_name
         self._key_suffix = b"\x02"  # delivery_mode 2
         self._keys: dict[tuple[str, str], bytes] = {}
+        self._keys: dict[tuple[str, str], bytes] = {}
 
     def key_properties(self, key: str) -> bytes:
         """The encoded properties of a message whose only header is ``PARTITION_HEADER: key``
@@ -107,7 +109,6 @@ class _Marshaller:
         raw = key.encode("utf-8")
         entry = self._key_name + b"S" + _LONG.pack(len(raw)) + raw
         return self._key_prefix + _LONG.pack(len(entry)) + entry + self._key_suffix
-        self._keys: dict[tuple[str, str], bytes] = {}
 
     def frames(self, exchange: str, routing_key: str, body: bytes, properties: bytes | None) -> bytes | None:
         """The frames of one message, or None when pika must build them (a name over 255 bytes:
@@ -335,6 +336,7 @@ class _ThreadProducer:
         self._outstanding = set()
         if connection is None or self.pid != os.getpid():
             return
+        self.nodes.lost()  # a cluster's next connection starts with another node
         self.nodes.lost()  # a cluster's next connection starts with another node
         # What pika itself does on a heartbeat timeout: terminate the stream, no Connection.Close.
         terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
