@@ -101,7 +101,6 @@ class _Marshaller:
         self._key_name = key_name
         self._key_suffix = b"\x02"  # delivery_mode 2
         self._keys: dict[tuple[str, str], bytes] = {}
-        self._keys: dict[tuple[str, str], bytes] = {}
 
     def key_properties(self, key: str) -> bytes:
         """The encoded properties of a message whose only header is ``PARTITION_HEADER: key``
