@@ -51,7 +51,6 @@ from dj_cqrs.transport.rabbit_connection import (
 from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
 from dj_cqrs.transport.rabbit_nodes import BrokerNodes
-from dj_cqrs.transport.rabbit_nodes import BrokerNodes
 from dj_cqrs.transport.resolution import through_instance
 
 if TYPE_CHECKING:
@@ -335,7 +334,6 @@ class _ThreadProducer:
         self._outstanding = set()
         if connection is None or self.pid != os.getpid():
             return
-        self.nodes.lost()  # a cluster's next connection starts with another node
         self.nodes.lost()  # a cluster's next connection starts with another node
         # What pika itself does on a heartbeat timeout: terminate the stream, no Connection.Close.
         terminate = getattr(getattr(connection, "_impl", None), "_terminate_stream", None)
