@@ -4,7 +4,15 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector("#csrf input[name=csrfmiddlewaretoken]").value;
-  const state = { editing: null, last: null, revisions: {}, deadLetters: null, busy: false };
+  const state = { editing: null, last: null, revisions: {}, deadLetters: null, busy: false, drawn: {} };
+
+  /* Redraw a part only when what it shows changed (keeps focus and hover steady). */
+  function changed(part, value) {
+    const signature = JSON.stringify(value);
+    if (state.drawn[part] === signature) return false;
+    state.drawn[part] = signature;
+    return true;
+  }
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -78,7 +86,7 @@
 
   function renderMaster(s) {
     const body = $("master-table").tBodies[0];
-    keepFocus(() => {
+    if (changed("master", [s.rows.map((r) => [r.id, r.master]), state.editing])) keepFocus(() => {
       body.replaceChildren(...s.rows.map((row) => {
         const m = row.master;
         if (!m) {
@@ -105,7 +113,7 @@
   function renderReplica(s) {
     const body = $("replica-table").tBodies[0];
     const flashes = [];
-    body.replaceChildren(...s.rows.map((row) => {
+    if (changed("replica", s.rows.map((r) => [r.id, r.replica, r.sync]))) body.replaceChildren(...s.rows.map((row) => {
       const r = row.replica;
       const pill = el("span", { class: "pill " + row.sync, text: SYNC_WORDS[row.sync] || row.sync });
       if (!r) {
@@ -138,6 +146,7 @@
   /* ---- event flow ---- */
   function renderFlow(s) {
     const list = $("flow");
+    if (!changed("flow", s.events)) return;
     if (!s.events.length) {
       list.replaceChildren(el("li", { class: "empty", text: "No events yet: change a product on the master." }));
       return;

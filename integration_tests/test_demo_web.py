@@ -1,0 +1,259 @@
+"""``make demo-web`` in a real browser: Playwright drives Debian's Chromium through the page.
+
+The demo starts as a user starts it (``examples/demo_web.py``, the entry point of ``make
+demo-web``, on the embedded default: SQLite and the server-less ``filesystem://`` broker), in a
+subprocess; the test reads the one URL it prints, then, in the page:
+
+1. edits a product on the master and waits for the replica's copy to show it (name, price,
+   revision), and for the event's line to reach "applied";
+2. pauses the consumer, edits a product and adds one with the keyboard, sees the events stop in
+   the broker while the replica stays as it was, resumes, and sees both changes arrive;
+3. cuts the broker, edits a product, sees the event kept in the master's outbox (outbox pending),
+   restores the broker and sees the change arrive;
+4. deletes a product and sees it leave the replica; adds 1,000 products in one bulk_create and
+   sees the replica count them;
+5. sends a malformed message, sees it dead-lettered with its reason, replays it, discards it;
+
+and keeps a screenshot of the page in ``.cache/artifacts/demo-web.png`` (the path is printed).
+Without Playwright or ``/usr/bin/chromium`` the test is skipped, and fails under ``CI=true``
+(``.ci/run`` installs Chromium from the OS packages).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration_tests.harness import in_ci
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_WEB = ROOT / "examples" / "demo_web.py"
+CHROMIUM = Path(os.environ.get("DEMO_WEB_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = ROOT / ".cache" / "artifacts"
+URL = re.compile(r"^open (http://127\.0\.0\.1:\d+/)$")
+
+
+def need_browser() -> None:
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install -r requirements/browser.txt)")
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if missing:
+        message = "the browser test needs " + " and ".join(missing)
+        if in_ci():
+            pytest.fail(message + " - CI=true requires it", pytrace=False)
+        pytest.skip(message)
+
+
+class DemoWeb:
+    """``examples/demo_web.py`` in a subprocess, its output collected by a thread."""
+
+    def __init__(self, workdir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
+        self.workdir = workdir
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self.ready = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, str(DEMO_WEB), "--port", "0", "--workdir", str(workdir)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            found = URL.match(line.strip())
+            if found:
+                self.url = found.group(1)
+                self.ready.set()
+        self.ready.set()
+
+    def output(self) -> str:
+        logs = []
+        for log in sorted(self.workdir.glob("*.log")):
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            logs.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(self.lines) + "\n" + "\n".join(logs)
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                return None
+        return self.process.returncode
+
+
+@pytest.fixture
+def demo_web(tmp_path: Path) -> Iterator[DemoWeb]:
+    need_browser()
+    demo = DemoWeb(tmp_path / "demo-web")
+    try:
+        started = time.monotonic()
+        demo.ready.wait(90)
+        assert demo.url is not None, f"no URL printed within 90 s:\n{demo.output()}"
+        print(f"demo-web served {demo.url} after {time.monotonic() - started:.1f}s")
+        yield demo
+    finally:
+        code = demo.stop()
+    assert code == 0, f"examples/demo_web.py exited with {code} after SIGTERM:\n{demo.output()}"
+    assert demo.lines[-1] == "stopped", demo.output()
+
+
+def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "demo-web.png"
+    timings: dict[str, float] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(20_000)
+        expect.set_options(timeout=20_000)
+
+        def master(pk: int, column: str = "name"):  # type: ignore[no-untyped-def]
+            return page.locator(f'#master-table tr[data-id="{pk}"] td.c-{column}')
+
+        def replica(pk: int, column: str = "name"):  # type: ignore[no-untyped-def]
+            return page.locator(f'#replica-table tr[data-id="{pk}"] td.c-{column}')
+
+        def event(pk: int, revision: int):  # type: ignore[no-untyped-def]
+            return page.locator(f'#flow li[data-pk="{pk}"][data-revision="{revision}"]')
+
+        def mark(step: str, since: float) -> None:
+            timings[step] = round(time.monotonic() - since, 2)
+
+        try:
+            t = time.monotonic()
+            page.goto(demo_web.url or "")
+            expect(page).to_have_title(re.compile("dj_cqrs live demo"))
+            expect(replica(2)).to_have_text("Desk lamp")
+            expect(page.locator("#sync-summary")).to_have_text(
+                "All 6 rows in sync with the master."
+            )
+            mark("page loaded, replica shown", t)
+
+            # 1. An edit on the master reaches the replica.
+            t = time.monotonic()
+            page.get_by_role("button", name="Edit product 2, Desk lamp").click()
+            name, price = page.get_by_label("Name"), page.get_by_label("Price")
+            expect(name).to_be_focused()
+            name.fill("Desk lamp (brass)")
+            price.fill("44.50")
+            page.get_by_role("button", name="Save changes").click()
+            expect(master(2)).to_have_text("Desk lamp (brass)")
+            expect(replica(2)).to_have_text("Desk lamp (brass)")
+            expect(replica(2, "price")).to_have_text("44.50")
+            expect(replica(2, "revision")).to_have_text("1")
+            expect(event(2, 1)).to_have_attribute("data-stage", "applied")
+            mark("edit reached the replica", t)
+
+            # 2. Consumer paused: changes wait in the broker, then arrive on resume.
+            t = time.monotonic()
+            page.get_by_role("button", name="Pause consumer").click()
+            expect(page.locator("#consumer-state")).to_have_text("stopped")
+            page.get_by_role("button", name="Edit product 3, Office chair").click()
+            name.fill("Office chair (mesh)")
+            page.get_by_role("button", name="Save changes").click()
+            expect(master(3)).to_have_text("Office chair (mesh)")
+            name.click()  # a new product, with the keyboard only
+            page.keyboard.type("Standing mat")
+            page.keyboard.press("Tab")
+            page.keyboard.type("29.00")
+            page.keyboard.press("Enter")
+            expect(master(7)).to_have_text("Standing mat")
+            expect(event(3, 1)).to_have_attribute("data-stage", "published")
+            expect(event(7, 0)).to_have_attribute("data-stage", "published")
+            page.wait_for_timeout(1500)  # the consumer is really stopped: nothing arrives
+            expect(replica(3)).to_have_text("Office chair")
+            expect(page.locator('#replica-table tr[data-id="7"]')).to_have_attribute(
+                "data-sync", "missing"
+            )
+            page.get_by_role("button", name="Resume consumer").click()
+            expect(page.locator("#consumer-state")).to_have_text("running")
+            expect(replica(3)).to_have_text("Office chair (mesh)")
+            expect(replica(7)).to_have_text("Standing mat")
+            expect(event(3, 1)).to_have_attribute("data-stage", "applied")
+            mark("paused, changed, resumed, arrived", t)
+
+            # 3. Broker cut: the event stays in the outbox, and arrives once restored.
+            t = time.monotonic()
+            page.get_by_role("button", name="Cut broker").click()
+            expect(page.locator("#broker-state")).to_have_text("cut")
+            page.get_by_role("button", name="Edit product 4, Bookshelf").click()
+            name.fill("Bookshelf (walnut)")
+            page.get_by_role("button", name="Save changes").click()
+            expect(master(4)).to_have_text("Bookshelf (walnut)")
+            expect(event(4, 1)).to_have_attribute("data-stage", "committed")
+            expect(page.locator("#m-pending")).to_have_text("1")
+            expect(replica(4)).to_have_text("Bookshelf")
+            page.get_by_role("button", name="Restore broker").click()
+            expect(page.locator("#broker-state")).to_have_text("connected")
+            expect(replica(4)).to_have_text("Bookshelf (walnut)")
+            expect(page.locator("#m-pending")).to_have_text("0")
+            mark("cut, changed, restored, arrived", t)
+
+            # 4. A delete, and 1,000 products in one bulk_create.
+            t = time.monotonic()
+            page.get_by_role("button", name="Delete product 6, Cable tray").click()
+            expect(page.locator('#replica-table tr[data-id="6"]')).to_have_count(0)
+            page.get_by_role("button", name="Add 1,000 products").click()
+            expect(page.locator("#master-count")).to_contain_text("1,006 products")
+            expect(page.locator("#replica-count")).to_have_text("1,006 copies", timeout=40_000)
+            expect(page.locator("#sync-summary")).to_have_text(
+                "All 1,006 rows in sync with the master."
+            )
+            mark("delete and 1,000-row bulk_create replicated", t)
+
+            # 5. A malformed message is dead-lettered with its reason; replay it, discard it.
+            t = time.monotonic()
+            page.get_by_role("button", name="Send a malformed message").click()
+            letter = page.locator('#letters li[data-reason="missing_required_fields"]')
+            expect(letter).to_have_count(1)
+            expect(page.locator("#m-dead")).to_have_text("1")
+            page.get_by_role("button", name="Replay dead letters").click()
+            expect(page.locator("#notice")).to_have_text(re.compile(r"^Replayed 1 dead letter"))
+            page.wait_for_timeout(1000)  # the consumer takes it again and dead-letters it again
+            expect(page.locator("#m-dead")).to_have_text("1")  # (still malformed)
+            expect(letter).to_have_count(1)
+            page.get_by_role("button", name="Discard dead letters").click()
+            expect(page.locator("#notice")).to_have_text(re.compile(r"^Discarded 1 dead letter"))
+            expect(page.locator("#m-dead")).to_have_text("0")
+            expect(page.locator("#letters")).to_have_text("No dead letters.")
+            mark("dead letter sent, replayed, discarded", t)
+
+            page.screenshot(path=str(screenshot), full_page=True)
+        except Exception:
+            failure = ARTIFACTS / "demo-web-failure.png"
+            page.screenshot(path=str(failure), full_page=True)
+            print(f"screenshot of the failure: {failure}")
+            print(demo_web.output())
+            raise
+        finally:
+            browser.close()
+    print(f"screenshot: {screenshot}")
+    print("timings (s): " + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()))
