@@ -1,7 +1,7 @@
 """System checks (``manage.py check``): settings, transport, and model configuration.
 
 Ids: E001-E009, E011, E012, E018 settings and transport; E013, E014 domain event handlers; E020-E022 registries; E030, E031, E033, E034 master
-models; E040-E042 replica models; E050, E051, W050, W051 database triggers; W001, W002 unknown
+models; E040-E043 replica models, E010 dj_cqrs not installed; E050, E051, W050, W051 database triggers; W001, W002 unknown
 keys; E070, W070, W071 HTTP pull. ``docs/settings.md`` lists them all. Every message carries a hint.
 """
 
@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from dj_cqrs.conf import cqrs_settings, validate
+from dj_cqrs.conf import cqrs_settings, effective_transport, validate
 from dj_cqrs.constants import ALL_BASIC_FIELDS
 from dj_cqrs.core.broker_urls import (
     broker_urls,
@@ -28,8 +28,9 @@ from dj_cqrs.core.broker_urls import (
 from dj_cqrs.events.registry import handlers as event_handlers
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import feed, hooks
-from dj_cqrs.master.serializers import serializer_class
+from dj_cqrs.master.serializers import serialized_fields, serializer_class
 from dj_cqrs.registry import master_registry, replica_registry
+from dj_cqrs.replica.values import required_fields
 from dj_cqrs.transport import resolve_transport_class
 
 _MISSING = object()
@@ -56,7 +57,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             None if raw is _MISSING else raw, has_masters=has_masters, has_replicas=has_replicas
         )
     ]
-    if isinstance(raw, dict) and raw.get("transport"):
+    if isinstance(raw, dict) and effective_transport(raw):
         result.extend(_check_transport(raw))
     return result
 
@@ -92,7 +93,7 @@ def check_event_handlers(app_configs: Any = None, **kwargs: Any) -> list[checks.
 
 def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
     try:
-        cls = resolve_transport_class(raw["transport"])
+        cls = resolve_transport_class(effective_transport(raw))
     except ConfigurationError as exc:
         text = str(exc)
         check_id, _, msg = text.partition(": ")
@@ -110,6 +111,20 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
     if isinstance(url, str) and url and _is_rabbitmq(cls):
         import pika  # loaded already, with the RabbitMQ transport; not loaded by other services
 
+        scheme = url_scheme(url)
+        if scheme not in ("amqp", "amqps"):
+            # pika reads any other scheme (redis://, http://, a bare host) as plain AMQP
+            return [
+                checks.Error(
+                    f"CQRS['url'] {without_password(url)!r} is not an AMQP URL: the RabbitMQ"
+                    f" transport speaks only amqp:// and amqps://"
+                    f"{f', not {scheme}://' if scheme else ''}.",
+                    hint="Use amqp://user:password@host:5672/vhost or amqps://... (TLS); for"
+                    " another broker use CQRS['transport'] = 'kombu' (or leave it out: the URL's"
+                    " scheme selects the transport).",
+                    id="dj_cqrs.E011",
+                )
+            ]
         try:
             pika.URLParameters(url)
         except Exception as exc:  # noqa: BLE001 - pika raises ValueError/TypeError for bad URLs
@@ -367,6 +382,7 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
     mapping = getattr(model, "CQRS_MAPPING", None)
     if meta is None:
         return errors
+    errors.extend(_check_required_fields(model, mapping))
     if mapping is not None:
         if not isinstance(mapping, dict):
             errors.append(
@@ -399,6 +415,48 @@ def _check_replica(model: Any) -> list[checks.CheckMessage]:
                 )
             )
     return errors
+
+
+#: Keys every SAVE carries whatever the master's fields.
+_ALWAYS_SENT = frozenset({"cqrs_revision", "cqrs_updated"})
+
+
+def _check_required_fields(model: Any, mapping: Any) -> list[checks.CheckMessage]:
+    """A non-null replica field that no message can fill makes every SAVE fail as
+    ``missing_required_fields``. What the replica can know: the targets of its ``CQRS_MAPPING``,
+    and the fields of a master model with the same ``CQRS_ID`` in this service."""
+    if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False) or getattr(model, "CQRS_NO_DB_OPERATIONS", False):
+        return []
+    master = master_registry.get_model_by_cqrs_id(model.CQRS_ID)
+    if isinstance(mapping, dict):
+        filled = set(mapping.values())
+        source = "CQRS_MAPPING"
+    elif master is not None and serializer_class(master) is None:
+        sent = {n for pair in serialized_fields(master) for n in pair}
+        filled = sent
+        source = f"the master model {master.__module__}.{master.__qualname__} (same CQRS_ID)"
+    else:
+        return []  # the master is elsewhere: its fields are not known here
+    pk = model._meta.pk.name  # a missing key is dj_cqrs.E042
+    missing = [
+        name
+        for name, attname in required_fields(model)
+        if name not in filled and attname not in filled and name not in _ALWAYS_SENT and name != pk
+    ]
+    if not missing:
+        return []
+    return [
+        checks.Error(
+            f"Replica field(s) {', '.join(missing)} of {model.__name__} are NOT NULL, but no message"
+            f" can fill them ({source} does not provide them): every SAVE would be dead-lettered as"
+            " missing_required_fields.",
+            hint="Make them null=True, map a master key to them in CQRS_MAPPING, add them to the"
+            " master's CQRS_FIELDS, or fill them yourself with CQRS_CUSTOM_SERIALIZATION and"
+            " cqrs_create/cqrs_update.",
+            obj=model,
+            id="dj_cqrs.E043",
+        )
+    ]
 
 
 @checks.register("dj_cqrs")

@@ -8,6 +8,8 @@ time raises :class:`~dj_cqrs.exceptions.ConfigurationError` carrying the same id
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from dj_cqrs import constants
-from dj_cqrs.core.broker_urls import is_url_value
+from dj_cqrs.core.broker_urls import broker_urls, is_url_value, url_scheme
 from dj_cqrs.core.names import dead_letter_queue_name
 from dj_cqrs.exceptions import ConfigurationError
 
@@ -251,6 +253,7 @@ AUDIT_OPTIONS: dict[str, Option] = {
     "trusted_proxies": Option(0, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
 }
 
+
 def _management_url(v: Any) -> bool:
     return v is None or v is False or (isinstance(v, str) and v.startswith(("http://", "https://")))
 
@@ -300,6 +303,72 @@ ROOT_OPTIONS: dict[str, Option] = {
 MISNAMED_KEYS: dict[str, str] = {
     "CQRS_DELAY_QUEUE_MAX_SIZE": "delay_queue_max_size",
 }
+
+
+def _section_options() -> dict[str, dict[str, Option]]:
+    return {
+        "master": MASTER_OPTIONS,
+        "replica": REPLICA_OPTIONS,
+        "events": EVENTS_OPTIONS,
+        "http": HTTP_OPTIONS,
+        "webhooks": WEBHOOKS_OPTIONS,
+        "status": STATUS_OPTIONS,
+        "audit": AUDIT_OPTIONS,
+    }
+
+
+def unknown_root_key_hint(key: str) -> str:
+    """The hint of ``dj_cqrs.W002``: where an unknown top-level key belongs, when it can be told.
+
+    django-cqrs users put section keys at the top level (``CQRS['CQRS_MAX_RETRIES']``, the
+    documented ``CQRS_DELAY_QUEUE_MAX_SIZE``) or misspell one (``CQRS['Queue']``)."""
+    lowered = key.lower()
+    for section, options in _section_options().items():
+        for name in options:
+            if key == name or lowered == name.lower():
+                return f"Did you mean CQRS[{section!r}][{name!r}]? It belongs in the {section!r} section."
+    if key in MISNAMED_KEYS:
+        return f"Did you mean CQRS['replica'][{MISNAMED_KEYS[key]!r}]?"
+    known = sorted([*ROOT_OPTIONS, *SECTIONS])
+    close = [k for k in known if k.lower() == lowered] or difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"Did you mean CQRS[{close[0]!r}]?"
+    return f"Known keys: {', '.join(known)}."
+
+
+def test_runner_active() -> bool:
+    """Whether Django's test environment is set up: ``django.test.utils.setup_test_environment()``
+    ran and ``teardown_test_environment()`` did not yet (``manage.py test`` and pytest-django both
+    call it). Nothing is imported: outside a test run ``django.test.utils`` is usually not loaded."""
+    utils = sys.modules.get("django.test.utils")
+    state = getattr(utils, "_TestState", None) if utils is not None else None
+    return state is not None and hasattr(state, "saved_data")
+
+
+def transport_from_url(url: Any) -> str | None:
+    """The transport a ``url`` names when ``CQRS['transport']`` is left out: ``amqp://`` and
+    ``amqps://`` the RabbitMQ transport, any other scheme kombu; None without a URL (of a
+    cluster's URLs, the first says)."""
+    urls = broker_urls(url) if is_url_value(url) else []
+    scheme = url_scheme(urls[0]) if urls else ""
+    if scheme in ("amqp", "amqps"):
+        return TRANSPORT_ALIASES["rabbitmq"]
+    return TRANSPORT_ALIASES["kombu"] if scheme else None
+
+
+def effective_transport(raw: Any) -> Any:
+    """What ``get_transport()`` resolves for ``settings.CQRS`` = ``raw``.
+
+    ``CQRS['transport']`` when it is set, always (tests included: a suite that names its
+    transport keeps it). Left out: the memory transport while Django's test environment is set
+    up (as Django switches e-mail to locmem), else the transport ``CQRS['url']`` names; None
+    when there is neither (``dj_cqrs.E002``)."""
+    named = raw.get("transport") if isinstance(raw, dict) else None
+    if named:
+        return named
+    if test_runner_active():
+        return "memory"
+    return transport_from_url(raw.get("url") if isinstance(raw, dict) else None)
 
 #: System-check ids of invalid values; a run-time ``ConfigurationError`` carries the same id.
 ROOT_CHECK_ID = "dj_cqrs.E005"
@@ -553,13 +622,14 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         )
         return problems
 
-    if not raw.get("transport"):
+    if not effective_transport(raw):
         problems.append(
             Problem(
                 "dj_cqrs.E002",
-                "CQRS['transport'] is not set.",
-                "Use a dotted path such as 'dj_cqrs.transport.RabbitMQTransport', or an alias:"
-                f" {', '.join(sorted(a for a in TRANSPORT_ALIASES if '.' not in a))}.",
+                "CQRS['transport'] is not set, and there is no CQRS['url'] to tell it from.",
+                "Set CQRS['url'] (amqp:// or amqps:// selects RabbitMQ, another kombu URL kombu), or"
+                " CQRS['transport'] to a dotted path such as 'dj_cqrs.transport.RabbitMQTransport'"
+                f" or an alias: {', '.join(sorted(a for a in TRANSPORT_ALIASES if '.' not in a))}.",
             )
         )
     for key in raw:
@@ -568,7 +638,7 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
                 Problem(
                     "dj_cqrs.W002",
                     f"Unknown setting CQRS[{key!r}] is ignored.",
-                    f"Known keys: {', '.join(sorted([*ROOT_OPTIONS, *SECTIONS]))}.",
+                    unknown_root_key_hint(str(key)),
                     warning=True,
                 )
             )

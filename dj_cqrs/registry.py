@@ -9,6 +9,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
+
+from dj_cqrs.exceptions import ConfigurationError
+
+#: The problem and hint of ``dj_cqrs.E010`` (a system check of every CQRS model, and the error a
+#: save raises when the check did not run).
+NOT_INSTALLED = (
+    "'dj_cqrs' is not in INSTALLED_APPS, so its tables (the outbox, tombstones) and checks are"
+    " missing."
+)
+NOT_INSTALLED_HINT = "Add 'dj_cqrs' to INSTALLED_APPS, then run manage.py migrate."
+
+
+def app_model(name: str) -> Any:
+    """A model of the ``dj_cqrs`` app, from the app registry; ``ConfigurationError`` (E010) when
+    the app is not installed."""
+    try:
+        return apps.get_model("dj_cqrs", name)
+    except LookupError as exc:
+        if apps.is_installed("dj_cqrs"):
+            raise
+        raise ConfigurationError(f"dj_cqrs.E010: {NOT_INSTALLED} {NOT_INSTALLED_HINT}") from exc
+
+
+def not_installed_errors(model: Any) -> list[Any]:
+    """``dj_cqrs.E010`` for ``model.check()``: the app's own checks do not run without it."""
+    from django.core import checks
+
+    if apps.is_installed("dj_cqrs"):
+        return []
+    return [checks.Error(NOT_INSTALLED, hint=NOT_INSTALLED_HINT, obj=model, id="dj_cqrs.E010")]
+
 
 class Registry:
     def __init__(self, kind: str) -> None:

@@ -163,7 +163,7 @@ def test_always_failing_is_dead_lettered_once_then_retried_by_command(backend, c
         assert [json.loads(line) for line in dumped.splitlines()] == [dict(original, retries=2)]
         assert command("count").strip() == "1"  # dump is non-destructive
         FlakyModelRef.fail_times = 0
-        assert command("retry").startswith("Retried 1 dead letters")
+        assert command("retry").startswith("Retried 1 dead letter ")
         assert backend.client.count(backend.dlq) == 0
         caplog.clear()
         run_consumer(max_messages=1, timeout=30)
@@ -320,7 +320,7 @@ def test_dead_letter_command(backend):
         assert list(OnlyDirectSyncModelRef.objects.values_list("pk", flat=True)) == [1]
         assert command("count").strip() == "4"
 
-        assert command("purge", "--limit", "1") == "Purged 1 dead letters\n"
+        assert command("purge", "--limit", "1") == "Purged 1 dead letter\n"
         assert command("count").strip() == "3"
         assert command("purge", "--cqrs-id", "simplest") == "Purged 0 dead letters\n"
         assert command("purge") == "Purged 3 dead letters\n"

@@ -73,7 +73,7 @@ def test_dead_letter_page_browse_replay_purge(backend):  # noqa: F811 - the impo
         response = client.post(
             DEAD, {"action": "replay_selected", "letter": [digest(seven)]}, follow=True
         )
-        assert "Replayed 1 dead letters (1 selected)" in response.content.decode()
+        assert "Replayed 1 dead letter (1 selected)" in response.content.decode()
         assert store.count() == 1
         run_consumer(max_messages=1, timeout=30)
         assert FlakyModelRef.objects.get(pk=7).name == "seven"
@@ -81,10 +81,10 @@ def test_dead_letter_page_browse_replay_purge(backend):  # noqa: F811 - the impo
         assert "Are you sure?" in client.post(DEAD, {"action": "purge_all"}).content.decode()
         assert store.count() == 1
         response = client.post(DEAD, {"action": "purge_all", "confirm": "yes"}, follow=True)
-        assert "Purged 1 dead letters (all)" in response.content.decode()
+        assert "Purged 1 dead letter (all)" in response.content.decode()
         assert store.count() == 0
         assert not FlakyModelRef.objects.filter(pk=8).exists()
         assert [e.change_message.split(" (")[0] for e in LogEntry.objects.order_by("id")] == [
-            "Dead letters: Replayed 1 dead letters",
-            "Dead letters: Purged 1 dead letters",
+            "Dead letters: Replayed 1 dead letter",
+            "Dead letters: Purged 1 dead letter",
         ]

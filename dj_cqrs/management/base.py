@@ -91,6 +91,19 @@ def non_negative_int(value: str) -> int:
     return number
 
 
+def cqrs_id_flags(*aliases: str) -> list[str]:
+    """The option names of a CQRS_ID in every command: ``--cqrs-id`` and ``-cid``, then the
+    aliases a command had in django-cqrs (kept)."""
+    flags = ["--cqrs-id", "-cid"]
+    flags.extend(a for a in aliases if a not in flags)
+    return flags
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 dead letter``, ``2 dead letters``."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
 class CqrsCommand(BaseCommand):
     """Base of the reconciliation commands: model lookup, filters, batches, progress, exit codes."""
 
@@ -101,9 +114,9 @@ class CqrsCommand(BaseCommand):
 
     @staticmethod
     def add_cqrs_id(parser: CommandParser, *flags: str, side: str = "master") -> None:
-        parser.add_argument(
-            "--cqrs-id", *flags, dest="cqrs_id", required=True, help=f"CQRS_ID of the {side} model"
-        )
+        """``--cqrs-id``/``-cid`` (every command), plus django-cqrs's own spelling of the command
+        in ``flags`` (``cqrs_bulk_dump -c``)."""
+        parser.add_argument(*cqrs_id_flags(*flags), dest="cqrs_id", required=True, help=f"CQRS_ID of the {side} model")
 
     @staticmethod
     def add_batch(parser: CommandParser) -> None:

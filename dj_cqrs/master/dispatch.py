@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from dj_cqrs import tracing
+from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.event import AnyPayload
 from dj_cqrs.core.payload import TransportPayload
@@ -19,6 +20,17 @@ from dj_cqrs.master import commit_listeners, committed, payloads, pending, publi
 from dj_cqrs.master.dispatcher import dispatcher
 from dj_cqrs.master.outbox import recording, store
 from dj_cqrs.master.pending import PendingEvent
+from dj_cqrs.transport import get_transport
+
+
+def _transport_resolves() -> None:
+    """Resolve the transport while the change's transaction is open: a bad ``CQRS['transport']``
+    (``dj_cqrs.E003``/``E004``, in a process where the system checks did not run) then fails the
+    write itself, rolled back, instead of raising from the commit hook after the row and its
+    outbox event were committed. Cached after the first call; not needed when only the relay
+    publishes (``outbox_publish = 'relay'``)."""
+    if cqrs_settings.master.outbox_publish != "relay":
+        get_transport()
 
 
 def _via_trigger(event: PendingEvent) -> bool:
@@ -27,6 +39,7 @@ def _via_trigger(event: PendingEvent) -> bool:
 
 def add(event: PendingEvent) -> PendingEvent:
     """Record an event of the current transaction."""
+    _transport_resolves()
     if _via_trigger(event):
         event.via_trigger = True
         return pending.add(event, publish_committed)
@@ -37,11 +50,13 @@ def add(event: PendingEvent) -> PendingEvent:
 
 def add_recorded(event: PendingEvent) -> PendingEvent:
     """Record an event whose outbox row the statement of the change already wrote."""
+    _transport_resolves()
     return pending.add(event, publish_committed)
 
 
 def add_many_recorded(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database) whose outbox rows its statements wrote."""
+    _transport_resolves()
     pending.add_many(events, publish_committed)
 
 
@@ -49,6 +64,7 @@ def add_many(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database)."""
     if not events:
         return
+    _transport_resolves()
     if _via_trigger(events[0]):
         for event in events:
             event.via_trigger = True

@@ -15,7 +15,7 @@ from dj_cqrs.master.managers import MasterManager
 from dj_cqrs.master.outbox import inline, inline_delete, recording, store
 from dj_cqrs.master.revision_bump import RevisionBump
 from dj_cqrs.master.signals import SAVE_CONTEXT_ATTR
-from dj_cqrs.registry import master_registry
+from dj_cqrs.registry import master_registry, not_installed_errors
 
 _SAVE_ARG_NAMES = ("force_insert", "force_update", "using", "update_fields")
 
@@ -47,6 +47,12 @@ class RawMasterMixin(models.Model):
 
     class Meta:
         abstract = True
+
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[Any]:
+        """Django's model checks, and ``dj_cqrs.E010`` when ``dj_cqrs`` is not installed (its own
+        checks, registered by the app, would not run)."""
+        return [*super().check(**kwargs), *not_installed_errors(cls)]
 
     # -- per-transaction save counting (django-cqrs helpers) -------------------------------------
 

@@ -51,6 +51,11 @@ def digest(letter: DeadLetter) -> str:
     return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:20]
 
 
+def _s(count: int) -> str:
+    """The plural ending: "1 dead letter", "2 dead letters"."""
+    return "" if count == 1 else "s"
+
+
 @dataclasses.dataclass
 class Row:
     digest: str
@@ -241,14 +246,14 @@ class DeadLetterViews:
             if action.startswith("replay"):
                 report = dead_letters.retry(store, where=where)
                 text = (
-                    f"Replayed {report.done} dead letters ({scope}); not replayed: {report.malformed} malformed,"
+                    f"Replayed {report.done} dead letter{_s(report.done)} ({scope}); not replayed: {report.malformed} malformed,"
                     f" {report.unknown} for unknown CQRS_IDs, {report.unroutable} unroutable;"
                     f" {report.expired} expired dropped"
                 )
             else:
                 unfiltered = action == "purge_all" and not cqrs_id and not reason
                 report = dead_letters.purge(store, where=None if unfiltered else where)
-                text = f"Purged {report.done} dead letters ({scope})"
+                text = f"Purged {report.done} dead letter{_s(report.done)} ({scope})"
         except CqrsError as exc:
             self.model_admin.message_user(request, f"Failed: {exc}", messages.ERROR)
             admin_log.record(request, self.model, f"Dead letters: {action} ({scope}) failed: {exc}")

@@ -188,6 +188,18 @@ class Supervisor:
                 process = slot.process
                 if process is not None and not process.is_alive():
                     code = process.exitcode
+                    if code == EXIT_CONFIG:
+                        # Restarting cannot help: every worker would stop on the same settings.
+                        logger.error(
+                            "CQRS worker %s stopped on a configuration error (logged above);"
+                            " stopping the %s instead of restarting it",
+                            process.pid,
+                            self.label,
+                        )
+                        slot.process = None
+                        self._exited(process.pid)
+                        self._stop_processes()
+                        return EXIT_CONFIG
                     lived = now - slot.started
                     slot.failures = slot.failures + 1 if lived < 10 else 1
                     delay = min(30.0, 0.5 * (2 ** (slot.failures - 1)))
@@ -208,6 +220,10 @@ class Supervisor:
         return 0
 
 
+#: A worker's exit code for settings it cannot run with (sysexits' EX_CONFIG): not restarted.
+EXIT_CONFIG = 78
+
+
 def _forked(target: Callable[..., None], args: tuple[Any, ...]) -> None:
     """A forked worker: the supervisor's signal handlers are not its own."""
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
@@ -216,4 +232,4 @@ def _forked(target: Callable[..., None], args: tuple[Any, ...]) -> None:
     target(*args)
 
 
-__all__ = ["Supervisor"]
+__all__ = ["EXIT_CONFIG", "Supervisor"]

@@ -188,7 +188,8 @@ def apply(payload: TransportPayload) -> Outcome:
         if error is not None and is_connection_lost(error):
             return database_unavailable(payload, error)
         reason = report.reason or (Reason.EXCEPTION if error is not None else Reason.HANDLER_RETURNED_FALSY)
-        return classify_failure(payload, error, reason=reason)
+        detail = f"{reason}: {report.detail}" if report.detail and error is None else None
+        return classify_failure(payload, error, reason=reason, detail=detail)
     return Outcome(Action.ACK, payload=payload, status=report.status or Status.APPLIED)
 
 

@@ -26,12 +26,14 @@ class ApplyReport:
     status: Status | None = None
     #: The database or validation error the hook caught (and logged) before returning None.
     exception: BaseException | None = None
+    #: What exactly failed, for ``x-cqrs-error`` (e.g. the required fields that were missing).
+    detail: str | None = None
     #: The message is a SYNC sent to this replica's queue: it passes over tombstones.
     direct_sync: bool = False
 
     def clear_result(self) -> None:
         """Forget the reason, status and exception (before the next row of a bulk apply)."""
-        self.reason = self.status = self.exception = None
+        self.reason = self.status = self.exception = self.detail = None
 
 
 _current: contextvars.ContextVar[ApplyReport | None] = contextvars.ContextVar("dj_cqrs_apply_report", default=None)

@@ -67,9 +67,13 @@ def _drop_connections() -> None:
             connections[alias].close()
 
 
-def classify_failure(payload: TransportPayload, exc: BaseException | None, reason: str) -> Outcome:
-    """RETRY (with the model's delay) or DEAD_LETTER, as the model's hooks decide."""
-    detail = f"{type(exc).__name__}: {exc}" if exc is not None else reason
+def classify_failure(
+    payload: TransportPayload, exc: BaseException | None, reason: str, detail: str | None = None
+) -> Outcome:
+    """RETRY (with the model's delay) or DEAD_LETTER, as the model's hooks decide. ``detail``
+    (``x-cqrs-error``): what failed, when known (default: the exception, else the reason)."""
+    if detail is None:
+        detail = f"{type(exc).__name__}: {exc}" if exc is not None else reason
     if reason in PERMANENT_REASONS:
         return Outcome(Action.DEAD_LETTER, reason=reason, detail=detail, payload=payload, exception=exc)
     model = replica_registry.get_model_by_cqrs_id(payload.cqrs_id)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from dj_cqrs.constants import SignalType
 from dj_cqrs.core.messages import Action, Outcome
 from dj_cqrs.core.payload import TransportPayload
-from dj_cqrs.core.reasons import Status
+from dj_cqrs.core.reasons import Reason, Status
 from dj_cqrs.replica import notify, tombstones
 from dj_cqrs.replica.bulk import MappingError, map_row
 from dj_cqrs.replica.consumer import apply
@@ -132,7 +132,8 @@ class _Group:
             try:
                 mapped = map_row(self.model, payload.instance_data)
             except MappingError as exc:
-                outcomes[index] = classify_failure(payload, None, exc.reason)
+                detail = f"{exc.reason}: {exc}" if exc.reason is Reason.MISSING_REQUIRED_FIELDS else None
+                outcomes[index] = classify_failure(payload, None, exc.reason, detail=detail)
                 continue
             pk = mapped_pk(self.model, mapped)  # a bad key raises: the per-message path decides
             ops.append((index, payload, pk, mapped))

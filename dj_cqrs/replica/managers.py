@@ -196,11 +196,18 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
             return None
         if not getattr(self.model, "CQRS_CUSTOM_SERIALIZATION", False):
             mapped = self._remove_excessive_data(mapped)
-            if not self._all_required_fields_are_filled(mapped):
+            missing = self._missing_required_fields(mapped)
+            if missing:
+                # django-cqrs's text, then the fields: a replica field the master never sends
+                # (an extra NOT NULL column) fails every message, and the name says which
                 logger.error(
-                    "Not all required CQRS fields are provided in data (%s).", self.model.CQRS_ID
+                    "Not all required CQRS fields are provided in data (%s). Missing: %s.",
+                    self.model.CQRS_ID,
+                    ", ".join(missing),
                 )
-                context.current().reason = Reason.MISSING_REQUIRED_FIELDS
+                report = context.current()
+                report.reason = Reason.MISSING_REQUIRED_FIELDS
+                report.detail = f"required field(s) missing: {', '.join(missing)}"
                 return None
         return mapped
 
@@ -226,10 +233,15 @@ class ReplicaManager(models.Manager):  # type: ignore[type-arg]
         return {k: v for k, v in data.items() if k in names}
 
     def _all_required_fields_are_filled(self, mapped_data: dict[str, Any]) -> bool:
-        for name, attname in required_fields(self.model):
-            if name not in mapped_data and attname not in mapped_data:
-                return False
-        return True
+        return not self._missing_required_fields(mapped_data)
+
+    def _missing_required_fields(self, mapped_data: dict[str, Any]) -> list[str]:
+        """The NOT NULL fields of the replica model that ``mapped_data`` does not fill."""
+        return [
+            name
+            for name, attname in required_fields(self.model)
+            if name not in mapped_data and attname not in mapped_data
+        ]
 
     def _cqrs_fields_are_filled(self, data: dict[str, Any]) -> bool:
         revision = data.get("cqrs_revision")

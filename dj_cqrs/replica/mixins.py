@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models.base import ModelBase
 
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.registry import replica_registry
+from dj_cqrs.registry import not_installed_errors, replica_registry
 from dj_cqrs.replica.managers import ReplicaManager
 from dj_cqrs.replica.retry import default_retry_delay, default_should_retry
 from dj_cqrs.replica.values import assignable
@@ -90,6 +90,11 @@ class ReplicaMixin(RawReplicaMixin, models.Model, metaclass=ReplicaMeta):
 
     class Meta:
         abstract = True
+
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[Any]:
+        """Django's model checks, and ``dj_cqrs.E010`` when ``dj_cqrs`` is not installed."""
+        return [*super().check(**kwargs), *not_installed_errors(cls)]
 
     @classmethod
     def cqrs_save(  # type: ignore[override]

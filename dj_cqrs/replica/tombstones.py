@@ -25,11 +25,11 @@ import logging
 import time
 from typing import Any
 
-from django.apps import apps
 from django.db import connections, router
 from django.utils import timezone
 
 from dj_cqrs.conf import cqrs_settings
+from dj_cqrs.registry import app_model
 from dj_cqrs.replica.pg_arrays import text_array
 from dj_cqrs.replica.rules import parse_updated
 
@@ -48,7 +48,7 @@ def pk_key(value: Any) -> str:
 
 
 def _model() -> Any:
-    return apps.get_model("dj_cqrs", "Tombstone")
+    return app_model("Tombstone")
 
 
 def _db(model: Any) -> str:

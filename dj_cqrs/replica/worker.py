@@ -14,13 +14,16 @@ import inspect
 import logging
 import os
 import signal
+import sys
 from typing import Any
 
 import django
 
 from dj_cqrs.core.handlers import default_handler
+from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.metrics import recorder
 from dj_cqrs.process.lifecycle import process_stop, stop_when_orphaned
+from dj_cqrs.process.supervisor import EXIT_CONFIG
 from dj_cqrs.transport import get_transport
 from dj_cqrs.transport.base import BaseTransport
 
@@ -39,12 +42,72 @@ def worker_main(cqrs_ids: list[str] | None) -> None:
     stop_when_orphaned(process_stop)
     logger.info("CQRS worker %s started", os.getpid())
     recorder().worker_started()
-    transport = get_transport()
-    if takes_handler(transport):
-        transport.consume(cqrs_ids=cqrs_ids or None, handler=default_handler())
-    else:  # a django-cqrs custom transport: ``consume(cqrs_ids=None)``, it applies messages itself
-        transport.consume(cqrs_ids=cqrs_ids or None)
+    try:
+        transport = get_transport()
+        if takes_handler(transport):
+            transport.consume(cqrs_ids=cqrs_ids or None, handler=default_handler())
+        else:  # a django-cqrs custom transport: ``consume(cqrs_ids=None)``, it applies messages itself
+            transport.consume(cqrs_ids=cqrs_ids or None)
+    except ConfigurationError as exc:
+        # e.g. started with --skip-checks: the supervisor stops instead of restarting for ever
+        logger.error("CQRS worker %s cannot run with these settings: %s", os.getpid(), exc)
+        sys.exit(EXIT_CONFIG)
     logger.info("CQRS worker %s stopped", os.getpid())
+
+
+def startup_problems(cqrs_ids: list[str] | None) -> list[str]:
+    """What stops ``cqrs_consume`` before any worker starts (the system checks may have been
+    skipped): no ``CQRS['queue']`` (E006), a transport that cannot be resolved (E002-E004), and
+    replica tables missing from their database (``migrate`` not run), each message saying what
+    to do. A database that cannot be reached is not a problem here: the workers wait for it."""
+    from dj_cqrs.conf import cqrs_settings
+    from dj_cqrs.events.registry import handlers
+    from dj_cqrs.registry import replica_registry
+
+    problems: list[str] = []
+    if (len(replica_registry) or handlers()) and not cqrs_settings.queue:
+        problems.append(
+            "dj_cqrs.E006: CQRS['queue'] is not set: the replica has no queue to consume. Set"
+            " CQRS['queue'] to this replica service's queue name, e.g. 'orders_replica'."
+        )
+    try:
+        get_transport()
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    problems.extend(_missing_tables(cqrs_ids))
+    return problems
+
+
+def _missing_tables(cqrs_ids: list[str] | None) -> list[str]:
+    from django.db import DatabaseError, connections, router
+
+    from dj_cqrs.database import is_outage
+    from dj_cqrs.registry import replica_registry
+    from dj_cqrs.replica.eligibility import is_db_model
+
+    wanted: dict[str, list[Any]] = {}
+    for cqrs_id, model in replica_registry.models.items():
+        if (cqrs_ids and cqrs_id not in cqrs_ids) or not is_db_model(model):
+            continue
+        wanted.setdefault(router.db_for_write(model), []).append(model)
+    problems = []
+    for alias, models in wanted.items():
+        try:
+            with connections[alias].cursor() as cursor:
+                tables = set(connections[alias].introspection.table_names(cursor))
+        except DatabaseError as exc:
+            if is_outage(exc):
+                continue  # the workers wait for the database
+            raise
+        missing = [m for m in models if m._meta.db_table not in tables]
+        if missing:
+            problems.append(
+                f"Database {alias!r} has no table for replica model(s)"
+                f" {', '.join(f'{m._meta.label} ({m._meta.db_table})' for m in missing)}:"
+                f" run manage.py migrate{'' if alias == 'default' else f' --database {alias}'} first."
+                " Consuming now would fail every message until it is dead-lettered."
+            )
+    return problems
 
 
 def takes_handler(transport: BaseTransport) -> bool:

@@ -8,6 +8,7 @@ instance of their class when called on the class, as django-cqrs's classmethods 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -16,16 +17,20 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from dj_cqrs.conf import TRANSPORT_ALIASES, cqrs_settings
+from dj_cqrs.conf import TRANSPORT_ALIASES, cqrs_settings, effective_transport, test_runner_active
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport.base import BaseTransport, ClassCallable
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+logger = logging.getLogger("django-cqrs.transport")
+
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 #: Instances made for class-level calls of a class that is not the configured transport.
 _class_defaults: dict[type, BaseTransport] = {}
+#: Transports already reported as reaching a broker under the test runner (once per process).
+_warned: set[str] = set()
 
 
 def resolve_transport_class(path: Any) -> type[BaseTransport]:
@@ -54,7 +59,7 @@ def get_transport() -> BaseTransport:
     explicit = _state.get("explicit")
     if explicit is not None:
         return explicit  # type: ignore[no-any-return]
-    path = cqrs_settings.transport
+    path = cqrs_settings.transport or effective_transport(cqrs_settings.raw)
     key = path if isinstance(path, str) else repr(path)
     current = _state.get("transport")
     if current is not None and _state.get("key") == key:
@@ -67,7 +72,28 @@ def get_transport() -> BaseTransport:
         instance = cls()
         _state["transport"] = instance
         _state["key"] = key
-        return instance
+    if getattr(instance, "supports_fail_fast", False) and test_runner_active():
+        _warn_broker_under_tests(path)
+    return instance
+
+
+def _warn_broker_under_tests(path: Any) -> None:
+    """The test settings name a transport that reaches a real broker: it is used (a suite that
+    tests against its broker keeps working), and said once per process, since a test run that
+    publishes to a development broker overwrites its replicas."""
+    key = path if isinstance(path, str) else repr(path)
+    if key in _warned:
+        return
+    _warned.add(key)
+    url = cqrs_settings.url
+    where = url.rsplit("@", 1)[-1] if isinstance(url, str) and url else "its default address"
+    logger.warning(
+        "Tests publish through CQRS['transport'] = %r, to the broker at %s: the test settings name"
+        " it. Leave CQRS['transport'] out of the test settings (the memory transport is then used)"
+        " or set it to 'memory', unless these tests mean to reach that broker.",
+        path,
+        where,
+    )
 
 
 def set_transport(transport: BaseTransport | None) -> None:

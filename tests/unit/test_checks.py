@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.conf import settings
 from django.core import checks
@@ -49,15 +51,29 @@ def test_e001_cqrs_not_a_dict():
     assert ids(run(["transport"])) == ["dj_cqrs.E001"]
 
 
-def test_nothing_is_required_without_cqrs_models():
+@pytest.fixture
+def outside_tests():
+    """The checks as ``manage.py check`` runs them, outside Django's test environment (under it,
+    a missing CQRS['transport'] means the memory transport)."""
+    with mock.patch("dj_cqrs.conf.test_runner_active", return_value=False):
+        yield
+
+
+def test_nothing_is_required_without_cqrs_models(outside_tests):
     assert validate(None, has_masters=False, has_replicas=False) == []
     assert validate({}, has_masters=False, has_replicas=False)[0].id == "dj_cqrs.E002"
 
 
-def test_e002_transport_missing():
+def test_e002_transport_missing(outside_tests):
     messages = run(cqrs_with(transport=None))
     assert ids(messages) == ["dj_cqrs.E002"]
     assert "rabbitmq" in messages[0].hint
+    assert "CQRS['url']" in messages[0].hint
+
+
+def test_no_e002_under_the_test_runner():
+    """pytest-django set the test environment up: no transport named means the memory transport."""
+    assert ids(run(cqrs_with(transport=None))) == []
 
 
 def test_e003_transport_path_cannot_be_imported_is_an_error_not_none():

@@ -9,6 +9,9 @@ from django.core.management import CommandError, call_command
 from dj_cqrs.process.supervisor import Supervisor
 from dj_cqrs.replica.worker import worker_main
 
+# the command checks that the replica tables exist before it starts the workers
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def runs(monkeypatch):

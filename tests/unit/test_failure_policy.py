@@ -293,7 +293,7 @@ def test_dead_letters_on_the_memory_transport(transport):
     assert retried["simplest"].data["expires"] > "2026"
     transport.join(fail_fast=True)
     assert FlakyModelRef.objects.filter(pk=3).exists() and SimplestModelRef.objects.filter(pk=4).exists()
-    assert _command("purge") == "Purged 1 dead letters\n"
+    assert _command("purge") == "Purged 1 dead letter\n"
     assert _command("count") == "0\n"
 
 

@@ -9,9 +9,9 @@ from django.db import connections
 
 from dj_cqrs import metrics
 from dj_cqrs.events.registry import handlers
-from dj_cqrs.process.supervisor import Supervisor
+from dj_cqrs.process.supervisor import EXIT_CONFIG, Supervisor
 from dj_cqrs.registry import replica_registry
-from dj_cqrs.replica.worker import worker_main
+from dj_cqrs.replica.worker import startup_problems, worker_main
 from dj_cqrs.sync import find_model
 
 
@@ -56,10 +56,13 @@ class Command(BaseCommand):
                 raise CommandError(f"Wrong CQRS ID: {', '.join(unknown)}!")
         if not len(replica_registry) and not handlers():
             raise CommandError("No replica models or event handlers are registered in this service.")
+        problems = startup_problems(cqrs_ids)
+        if problems:
+            raise CommandError("\n".join(problems))
         ignore = [p.strip() for p in (options["ignore_paths"] or "").split(",") if p.strip()]
 
         def supervise(server: metrics.MetricsServer | None = None) -> None:
-            Supervisor(
+            code = Supervisor(
                 worker_main,
                 args=(cqrs_ids,),
                 workers=workers,
@@ -72,6 +75,8 @@ class Command(BaseCommand):
                 on_started=server.start if server is not None else None,
                 on_worker_exit=metrics.mark_process_dead if server is not None else None,
             ).run()
+            if code == EXIT_CONFIG:
+                raise CommandError("A worker stopped on a configuration error (logged above).")
 
         if options["metrics_port"] is None:
             supervise()

@@ -12,23 +12,51 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 
+from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.events.registry import matching
 from dj_cqrs.exceptions import CqrsError
+from dj_cqrs.management.base import cqrs_id_flags, plural
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import dead_letters
 from dj_cqrs.transport import get_transport
 
+#: The subcommands, each with the line ``--help`` shows for it.
+SUBCOMMANDS = {
+    "dump": "print each letter (--headers: with its reason), removing none",
+    "retry": "re-publish letters to this replica's queue, then remove them",
+    "purge": "delete letters",
+    "count": "print how many letters there are",
+    "summary": "print how many letters there are per CQRS_ID and reason",
+}
+
+
+class _Formatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of the description: one line per subcommand."""
+
 
 class Command(BaseCommand):
-    help = "Dump, retry, purge or count this replica's dead letters."
+    help = "Inspect and handle this replica's dead letters (the queue of CQRS['queue']).\n\nsubcommands:\n" + "\n".join(
+        f"  {name:<8} {text}" for name, text in SUBCOMMANDS.items()
+    )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.formatter_class = _Formatter
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("command", choices=["dump", "retry", "purge", "count", "summary"], help="What to do.")
-        parser.add_argument("--cqrs-id", "-cid", dest="cqrs_id", default=None, help="Only letters for this CQRS_ID (or domain event name).")
+        parser.add_argument("command", choices=list(SUBCOMMANDS), help="What to do (see the list above).")
+        parser.add_argument(*cqrs_id_flags(), dest="cqrs_id", default=None, help="Only letters for this CQRS_ID (or domain event name).")
         parser.add_argument("--limit", "-l", type=int, default=None, help="At most this many letters.")
         parser.add_argument(
             "--headers", action="store_true", help="dump: one JSON object per letter, with its headers."
@@ -41,6 +69,11 @@ class Command(BaseCommand):
             raise CommandError("--limit must be >= 0")
         if cqrs_id is not None and cqrs_id not in replica_registry and not matching(cqrs_id):
             raise CommandError(f"Wrong CQRS ID: {cqrs_id}! (neither a replica model nor an event name a handler matches)")
+        if not cqrs_settings.queue:  # the dead-letter queue is named after it
+            raise CommandError(
+                "dj_cqrs.E006: CQRS['queue'] is not set, so this service has no dead-letter queue."
+                " Set CQRS['queue'] to this replica service's queue name, e.g. 'orders_replica'."
+            )
         try:
             store = dead_letters.store_for(get_transport())
             command = options["command"]
@@ -49,7 +82,7 @@ class Command(BaseCommand):
                 for letter in dead_letters.browse(store, cqrs_id, limit):
                     self.stdout.write(letter.as_json() if options["headers"] else letter.text())
                     shown += 1
-                self.stderr.write(f"{shown} dead letters shown")
+                self.stderr.write(f"{plural(shown, 'dead letter')} shown")
             elif command == "count":
                 self.stdout.write(str(dead_letters.count(store, cqrs_id)))
             elif command == "summary":
@@ -60,12 +93,12 @@ class Command(BaseCommand):
             elif command == "retry":
                 report = dead_letters.retry(store, cqrs_id, limit)
                 self.stdout.write(
-                    f"Retried {report.done} dead letters"
+                    f"Retried {plural(report.done, 'dead letter')}"
                     f" (not retried: {report.malformed} malformed, {report.unknown} for unknown CQRS_IDs,"
                     f" {report.unroutable} unroutable; {report.expired} expired dropped)"
                 )
             else:
                 report = dead_letters.purge(store, cqrs_id, limit)
-                self.stdout.write(f"Purged {report.done} dead letters")
+                self.stdout.write(f"Purged {plural(report.done, 'dead letter')}")
         except CqrsError as exc:
             raise CommandError(str(exc)) from exc

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dj_cqrs.management.base import cqrs_id_flags
 from dj_cqrs.webhooks import subscriptions
 from dj_cqrs.webhooks.subscriptions import SubscriptionError
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         add.add_argument("name")
         add.add_argument("url")
         add.add_argument(
-            "--cqrs-id",
+            *cqrs_id_flags(),
             action="append",
             dest="cqrs_ids",
             default=[],

@@ -8,12 +8,12 @@ import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from django.apps import apps
 from django.db import DatabaseError
 
 from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.constants import OUTBOX_TABLE
 from dj_cqrs.exceptions import ConfigurationError
+from dj_cqrs.registry import app_model
 
 if TYPE_CHECKING:
     from dj_cqrs.models import OutboxEvent
@@ -31,7 +31,7 @@ def enabled() -> bool:
 def outbox_model() -> type[OutboxEvent]:
     """The outbox model, from the app registry (the master layer is imported while the project's
     models are being defined, before ``dj_cqrs.models`` may be)."""
-    return cast("type[OutboxEvent]", apps.get_model("dj_cqrs", "OutboxEvent"))
+    return cast("type[OutboxEvent]", app_model("OutboxEvent"))
 
 
 @contextlib.contextmanager

@@ -236,14 +236,13 @@ def test_dead_letters_page_browse_and_replay_selected_applies_it(transport):
     response = client.post(
         DEAD, {"action": "replay_selected", "letter": [digest(letter)]}, follow=True
     )
-    assert "Replayed 1 dead letters (1 selected)" in response.content.decode()
+    assert "Replayed 1 dead letter (1 selected)" in response.content.decode()
     assert len(transport.dead_letters) == 2  # the other two stay
     transport.join(fail_fast=True)
     assert FlakyModelRef.objects.get(pk=3).name == "flaky 3"  # the replay applied it
     assert not FlakyModelRef.objects.filter(pk=4).exists()
     assert (
-        "Dead letters: Replayed 1 dead letters (1 selected)"
-        in LogEntry.objects.get().change_message
+        "Dead letters: Replayed 1 dead letter (1 selected)" in LogEntry.objects.get().change_message
     )
 
 
