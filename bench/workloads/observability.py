@@ -94,7 +94,7 @@ def free_port() -> int:
 
 
 #: Messages of the consumer figures (creates of the realistic model, pre-published).
-CONSUME_MESSAGES = int(os.environ.get("BENCH_OBSERVE_MESSAGES", "20000"))
+CONSUME_MESSAGES = int(os.environ.get("BENCH_OBSERVE_MESSAGES", "60000"))
 
 
 @workload("observability", "consume")
