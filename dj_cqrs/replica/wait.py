@@ -17,6 +17,7 @@ How it waits, without a busy loop against the database:
 
 from __future__ import annotations
 
+import inspect
 import select
 import time
 from typing import Any
@@ -120,7 +121,15 @@ def _wait_notification(raw: Any, timeout: float) -> None:
     """Block until a notification arrives on ``raw`` or ``timeout`` passes; drop what arrived."""
     notifies = raw.notifies
     if callable(notifies):  # psycopg 3
-        for _ in notifies(timeout=timeout, stop_after=1):
+        if "timeout" in inspect.signature(notifies).parameters:
+            for _ in notifies(timeout=timeout, stop_after=1):
+                pass
+            return
+        # psycopg 3.1 (Django 4.2 and 5.x accept it): notifies() takes no timeout and blocks
+        # until a notification comes, so wait on the socket and drain libpq's queue.
+        select.select([raw.fileno()], [], [], timeout)
+        raw.pgconn.consume_input()
+        while raw.pgconn.notifies() is not None:
             pass
         return
     if not notifies:  # psycopg2: a list filled by poll()

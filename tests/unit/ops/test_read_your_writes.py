@@ -136,6 +136,58 @@ def test_postgresql_wakes_on_the_notification_not_the_safety_net(transport):
     assert 1.25 <= elapsed < 1.8, elapsed
 
 
+class _PGconn:
+    """libpq's connection as psycopg exposes it: input read from the socket, the queue of
+    received notifications (``notifies()``: one or None)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.queued = []
+        self.consumed = 0
+
+    def consume_input(self):
+        self.consumed += 1
+        self.sock.setblocking(False)
+        try:
+            self.queued += [b"notify"] * len(self.sock.recv(100))
+        except BlockingIOError:
+            pass
+
+    def notifies(self):
+        return self.queued.pop() if self.queued else None
+
+
+class _Psycopg31Connection:
+    """What ``wait_for`` uses of a psycopg 3.1 connection: ``notifies()`` without a timeout
+    (a generator blocking until a notification), the socket, libpq's notification queue."""
+
+    def __init__(self):
+        import socket
+
+        self.ours, self.server = socket.socketpair()
+        self.pgconn = _PGconn(self.ours)
+
+    def notifies(self):
+        raise AssertionError("psycopg 3.1's notifies() blocks until a notification comes")
+        yield  # a generator, as psycopg's
+
+    def fileno(self):
+        return self.ours.fileno()
+
+
+def test_psycopg_31_connection_waits_on_its_socket():
+    from dj_cqrs.replica import wait
+
+    raw = _Psycopg31Connection()
+    started = time.monotonic()
+    wait._wait_notification(raw, 0.2)  # nothing comes: the timeout
+    assert 0.15 < time.monotonic() - started < 2 and raw.pgconn.consumed == 1
+    raw.server.send(b"xx")  # two notifications arrive
+    started = time.monotonic()
+    wait._wait_notification(raw, 5)
+    assert time.monotonic() - started < 1 and raw.pgconn.queued == []
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY: PostgreSQL only")
 def test_postgresql_notify_can_be_turned_off(transport):
     assert notify.enabled("default")
