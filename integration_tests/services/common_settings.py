@@ -5,8 +5,13 @@ virtualenv), so it only uses the API both packages share. Everything comes from 
 
   IT_DB_NAME, IT_DB_ENGINE (postgresql|sqlite3), IT_CQRS_TRANSPORT, IT_CQRS_URL, IT_CQRS_EXCHANGE,
   IT_CQRS_QUEUE, IT_CQRS_MAX_RETRIES, IT_CQRS_RETRY_DELAY, IT_CQRS_MESSAGE_TTL, IT_LOG_LEVEL, IT_USE_TZ
+
+dj_cqrs only (never set for a django-cqrs peer): IT_CQRS_URLS (a JSON list of broker URLs, the
+nodes of a cluster: CQRS['url'] becomes that list), IT_REPLICA_OPTIONS (a JSON dict merged into
+CQRS['replica'], e.g. {"queue_type": "quorum", "partitions": 8}).
 """
 
+import json
 import os
 
 SECRET_KEY = "dj-cqrs-integration"
@@ -45,11 +50,14 @@ def cqrs_settings(role):
         "url": os.environ.get("IT_CQRS_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
         "exchange": os.environ.get("IT_CQRS_EXCHANGE", "cqrs"),
     }
+    if os.environ.get("IT_CQRS_URLS"):
+        settings["url"] = json.loads(os.environ["IT_CQRS_URLS"])
     if role == "replica":
         settings["queue"] = os.environ.get("IT_CQRS_QUEUE", "replica")
         settings["replica"] = {
             "CQRS_MAX_RETRIES": int(os.environ.get("IT_CQRS_MAX_RETRIES", "3")),
             "CQRS_RETRY_DELAY": int(os.environ.get("IT_CQRS_RETRY_DELAY", "1")),
+            **json.loads(os.environ.get("IT_REPLICA_OPTIONS") or "{}"),
         }
     else:
         # A callable, not a dotted path: django-cqrs 3.1.0 accepts only a callable here.
