@@ -51,6 +51,7 @@ from dj_cqrs.transport.rabbit_connection import (
 from dj_cqrs.transport.rabbit_consumer import RabbitMQConsumer
 from dj_cqrs.transport.rabbit_dead_letters import RabbitDeadLetterStore
 from dj_cqrs.transport.rabbit_nodes import BrokerNodes
+from dj_cqrs.transport.rabbit_partitions import PartitionedRabbitMQConsumer
 from dj_cqrs.transport.resolution import through_instance
 
 if TYPE_CHECKING:
@@ -555,7 +556,8 @@ class RabbitMQTransport(BaseTransport):
     def consume(self, cqrs_ids: list[str] | None = None, handler: ConsumeHandler | None = None, **kwargs: Any) -> None:
         """Run the consume loop (see :mod:`dj_cqrs.transport.rabbit_consumer`) with ``handler``
         (default: the replica's, :func:`dj_cqrs.core.handlers.default_handler`)."""
-        RabbitMQConsumer(cqrs_ids=cqrs_ids, handler=handler, **kwargs).run()
+        consumer = PartitionedRabbitMQConsumer if cqrs_settings.replica.partitions else RabbitMQConsumer
+        consumer(cqrs_ids=cqrs_ids, handler=handler, **kwargs).run()
 
 
 __all__ = ["RabbitMQTransport", "SentBatch"]

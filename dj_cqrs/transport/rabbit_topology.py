@@ -122,10 +122,16 @@ def _declare(
     channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
     channel.queue_declare(dead_letter_queue, durable=True, arguments=queue_type_arguments() or None)
     for cqrs_id in cqrs_ids:
-        channel.queue_bind(dead_letter_queue, exchange, routing_key=dead_letter_binding_key(dead_letter_queue, cqrs_id))
+        channel.queue_bind(
+            dead_letter_queue,
+            exchange,
+            routing_key=dead_letter_binding_key(dead_letter_queue, cqrs_id),
+        )
     keys = [key for cqrs_id in cqrs_ids for key in binding_keys(queue, cqrs_id)] + list(extra_keys)
     if not partitions:
-        channel.queue_declare(queue, durable=True, arguments=replica_queue_arguments(dead_letter_queue, False))
+        channel.queue_declare(
+            queue, durable=True, arguments=replica_queue_arguments(dead_letter_queue, False)
+        )
         for key in keys:
             channel.queue_bind(queue, exchange, routing_key=key)
         return

@@ -30,3 +30,7 @@ CQRS = {
         "CQRS_BATCH_SIZE": int(os.environ.get("IT_BATCH_SIZE", "100")),
     },
 }
+
+# IT_REPLICA_OPTIONS (JSON): more CQRS['replica'] keys, e.g. {"partitions": 8, "queue_type": "quorum"}
+# (integration_tests/test_partitions.py).
+CQRS["replica"].update(json.loads(os.environ.get("IT_REPLICA_OPTIONS", "{}")))

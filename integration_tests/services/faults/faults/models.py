@@ -14,9 +14,10 @@ and every real application (create or update) to ``Applied`` inside the apply tr
 
 import os
 
-from django.db import models
+from django.db import models, transaction
 
-from dj_cqrs.mixins import ReplicaMixin
+from dj_cqrs.metas import ReplicaMeta
+from dj_cqrs.mixins import RawReplicaMixin, ReplicaMixin
 
 
 class Journal(models.Model):
@@ -107,3 +108,57 @@ class FaultRef(ReplicaMixin):
         delay = super().get_cqrs_retry_delay(current_retry)
         record("delay", retries=current_retry, delay=delay)
         return delay
+
+
+# -- the partition tests' recorder (integration_tests/test_partitions.py) ------------------------
+#
+# ``SeqRecorder`` (CQRS_ID ``it_seq``, a RawReplicaMixin handler) keeps, per key, the last revision
+# applied (``SeqState``) and writes every revision it applies to ``SeqApplied`` in the apply
+# transaction, with the revision it followed. A redelivery of a revision already applied (a worker
+# killed between its commit and its acknowledgement) is skipped, as the revision guard of a
+# replica model would; anything else is recorded as it comes, so a revision applied out of order
+# shows as a gap. ``fail: N`` in the data fails the first N attempts of that (key, revision).
+
+
+class SeqState(models.Model):
+    key = models.BigIntegerField(primary_key=True)
+    revision = models.IntegerField()
+    value = models.TextField(default="")
+
+
+class SeqApplied(models.Model):
+    key = models.BigIntegerField()
+    revision = models.IntegerField()
+    previous = models.IntegerField(null=True)
+    pid = models.IntegerField()
+
+
+class SeqRecorder(RawReplicaMixin):
+    CQRS_ID = "it_seq"
+
+    @classmethod
+    def cqrs_save(cls, master_data, previous_data=None, sync=False, meta=None, **kwargs):
+        key, revision = int(master_data["id"]), int(master_data["cqrs_revision"])
+        fail = int(master_data.get("fail") or 0)
+        if fail:
+            record("seq_attempt", key, revision)
+            attempts = Journal.objects.using("journal").filter(kind="seq_attempt", object_id=key, revision=revision).count()
+            if attempts <= fail:
+                raise RuntimeError(f"planned failure {attempts} of {fail} for key={key}")
+        with transaction.atomic():
+            state = SeqState.objects.select_for_update().filter(key=key).first()
+            if state is not None and revision <= state.revision:
+                return True  # a redelivery of what is applied already
+            SeqApplied.objects.create(
+                key=key, revision=revision, previous=state.revision if state else None, pid=os.getpid()
+            )
+            SeqState.objects.update_or_create(key=key, defaults={"revision": revision, "value": str(master_data.get("value", ""))})
+        return True
+
+    @classmethod
+    def cqrs_delete(cls, master_data, meta=None, **kwargs):
+        SeqState.objects.filter(key=int(master_data["id"])).delete()
+        return True
+
+
+ReplicaMeta.register(SeqRecorder)
