@@ -1,0 +1,168 @@
+"""The code of the site's guide pages, run as tests.
+
+* ``docs/coming-from.md``: each Python block is executed here as it is on the page, against the
+  Quick start's models (``tests.apps.quickstart``), and what it promises is checked;
+* ``docs/getting-started.md`` and the README's Quick start declare the models of
+  ``tests.apps.quickstart`` (the examples of docs/testing.md run against those), and every block
+  of the tutorial is one that ``integration_tests/test_getting_started.py`` runs;
+* ``docs/concepts.md`` has no code to run (its one block is the lifecycle diagram).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.apps import apps
+
+from dj_cqrs.events import registry, sources
+from dj_cqrs.testing import use_memory_transport
+from dj_cqrs.webhooks import sign
+from tests.apps.quickstart import models as quickstart_models
+from tests.apps.quickstart.models import Product, ProductRef
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+FENCE = re.compile(r'^```(\w*)(?: title="([^"]*)")?\n(.*?)^```', re.S | re.M)
+
+
+def blocks(page: Path, language: str | None = None) -> list[tuple[str, str | None, str]]:
+    """``(language, title, code)`` of the fenced blocks of a page, in order."""
+    found = [
+        (lang, title, code) for lang, title, code in FENCE.findall(page.read_text(encoding="utf-8"))
+    ]
+    return [b for b in found if language is None or b[0] == language]
+
+
+def run(code: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    exec(compile(code, "docs/coming-from.md", "exec"), namespace)  # noqa: S102 - our own pages
+    return namespace
+
+
+# -- docs/coming-from.md ----------------------------------------------------------------------------
+
+COMING_FROM = DOCS / "coming-from.md"
+
+
+def coming_from(*indexes: int) -> dict[str, Any]:
+    """Run the page's Python blocks ``indexes`` in one namespace (a module of its own)."""
+    code = [c for _, _, c in blocks(COMING_FROM, "python")]
+    namespace: dict[str, Any] = {"__name__": "docs_coming_from"}
+    for index in indexes:
+        run(code[index], namespace)
+    return namespace
+
+
+@pytest.mark.django_db(transaction=True)
+def test_from_outbox_pattern_emit_and_handler(mailoutbox):
+    page = coming_from(0, 1)
+    label = f"{page['__name__']}.tell_the_buyers"
+    try:
+        with use_memory_transport() as transport:
+            product = Product.objects.create(name="chair", price="49.00")
+            page["reprice"](product, Decimal("45.00"))
+            transport.join(fail_fast=True)
+    finally:
+        registry.unregister(label)
+
+    assert [event.name for event in transport.events] == ["product.repriced"]
+    assert [mail.subject for mail in mailoutbox] == ["New price: 45.00"]
+    assert mailoutbox[0].body == f"Product {product.pk}"
+    # the same commit also replicated the row, as a model event
+    assert ProductRef.objects.get(pk=product.pk).price == Decimal("45.00")
+
+
+def test_from_pubsubpull_the_receiver_check():
+    accept = coming_from(2)["accept"]
+    body = b'{"signal_type": "SAVE", "cqrs_id": "product", "instance_pk": 1}'
+    headers = sign(body, "s3cret")
+
+    assert accept(body, headers, "s3cret") is True
+    assert accept(body, headers, "another secret") is False
+    assert accept(body.replace(b"SAVE", b"SYNC"), headers, "s3cret") is False
+    assert accept(body, {}, "s3cret") is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_from_spark_event_source():
+    page = coming_from(3, 4)
+    config = page["CatalogConfig"]("tests.apps.quickstart", quickstart_models)
+    config.apps = apps
+    config.models = apps.get_app_config("quickstart").models
+    try:
+        config.ready()
+        with use_memory_transport() as transport:
+            lamp = Product.objects.create(name="lamp", price=Decimal("8.00"))
+            lamp.name = "desk lamp"
+            lamp.save()  # (name, key) already emitted: nothing new
+            chair = Product.objects.create(name="chair", price=Decimal("49.00"))
+    finally:
+        sources.unregister_sources(Product)
+
+    emitted = sorted((event.name, event.key) for event in transport.events)
+    assert emitted == sorted(
+        [
+            ("product.listed", str(lamp.pk)),
+            ("product.bargain", str(lamp.pk)),
+            ("product.listed", str(chair.pk)),
+        ]
+    )
+
+
+def test_every_block_of_coming_from_runs():
+    """The tests above run every Python block of the page (read from their ``coming_from(...)``
+    calls, so that a block added to the page without a test fails here)."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    run_by_tests = {
+        arg.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "coming_from"
+        for arg in node.args
+        if isinstance(arg, ast.Constant)
+    }
+    assert run_by_tests == set(range(len(blocks(COMING_FROM, "python"))))
+
+
+# -- the Quick start's models ------------------------------------------------------------------------
+
+
+def _classes(code: str) -> dict[str, str]:
+    """Source of each top-level class of a block."""
+    tree = ast.parse(code)
+    return {
+        node.name: ast.get_source_segment(code, node) or ""
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_the_quick_start_models_are_the_test_app_models():
+    readme = ROOT / "README.md"
+    tutorial = DOCS / "getting-started.md"
+    declared: dict[str, list[str]] = {}
+    for page in (readme, tutorial):
+        for _, _, code in blocks(page, "python"):
+            for name, source in _classes(code).items():
+                if name in ("Product", "ProductRef"):
+                    declared.setdefault(name, []).append(source)
+    app = _classes(Path(quickstart_models.__file__).read_text(encoding="utf-8"))
+
+    assert set(declared) == {"Product", "ProductRef"}
+    for name, sources_of_pages in declared.items():
+        assert len(sources_of_pages) == 2, (
+            f"{name} should be declared by the README and the tutorial"
+        )
+        for source in sources_of_pages:
+            assert textwrap.dedent(source) == app[name], (
+                f"{name} differs from tests/apps/quickstart/models.py"
+            )
+
+
+def test_concepts_has_no_code_to_run():
+    assert [lang for lang, _, _ in blocks(DOCS / "concepts.md")] == [""]
