@@ -14,7 +14,10 @@ subprocess; the test reads the one URL it prints, then, in the page:
    sees the replica count them;
 5. sends a malformed message, sees it dead-lettered with its reason, replays it, discards it;
 
-and keeps a screenshot of the page in ``.cache/artifacts/demo-web.png`` (the path is printed).
+and keeps screenshots of the page in ``.cache/artifacts/`` (``demo-web.png`` at the end,
+``demo-web-broker-cut.png`` and ``demo-web-dead-letter.png`` on the way; the paths are printed).
+The same runs on RabbitMQ and PostgreSQL (``DEMO_BROKER_URL``, ``DEMO_DATABASE_URL``), skipped
+when they are down, except under ``CI=true``.
 Without Playwright or ``/usr/bin/chromium`` the test is skipped, and fails under ``CI=true``
 (``.ci/run`` installs Chromium from the OS packages).
 """
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_tests.harness import in_ci
+from integration_tests.harness import PG_HOST, PG_PORT, RABBIT_HOST, RABBIT_PORT, in_ci, require
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_WEB = ROOT / "examples" / "demo_web.py"
@@ -60,9 +63,11 @@ def need_browser() -> None:
 class DemoWeb:
     """``examples/demo_web.py`` in a subprocess, its output collected by a thread."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, **demo_env: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
+        env.update(demo_env)
         self.workdir = workdir
+        self.name = "embedded"
         self.lines: list[str] = []
         self.url: str | None = None
         self.ready = threading.Event()
@@ -105,10 +110,21 @@ class DemoWeb:
         return self.process.returncode
 
 
-@pytest.fixture
-def demo_web(tmp_path: Path) -> Iterator[DemoWeb]:
+@pytest.fixture(params=["embedded", "rabbitmq-postgres"])
+def demo_web(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoWeb]:
+    """The demo on the embedded default, and on RabbitMQ and PostgreSQL (as ``DEMO_BROKER_URL``
+    and ``DEMO_DATABASE_URL`` set it up: through the demo's TCP proxy, on two new databases)."""
     need_browser()
-    demo = DemoWeb(tmp_path / "demo-web")
+    env: dict[str, str] = {}
+    if request.param == "rabbitmq-postgres":
+        require(RABBIT_HOST, RABBIT_PORT, "RabbitMQ")
+        require(PG_HOST, PG_PORT, "PostgreSQL")
+        env = {
+            "DEMO_BROKER_URL": f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/%2F",
+            "DEMO_DATABASE_URL": f"postgres://postgres@{PG_HOST}:{PG_PORT}/",
+        }
+    demo = DemoWeb(tmp_path / "demo-web", **env)
+    demo.name = request.param
     try:
         started = time.monotonic()
         demo.ready.wait(90)
@@ -125,7 +141,9 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    screenshot = ARTIFACTS / "demo-web.png"
+    suffix = "" if demo_web.name == "embedded" else f"-{demo_web.name}"
+    screenshot = ARTIFACTS / f"demo-web{suffix}.png"
+    shots: list[Path] = []
     timings: dict[str, float] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -211,6 +229,8 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
             expect(event(4, 1)).to_have_attribute("data-stage", "committed")
             expect(page.locator("#m-pending")).to_have_text("1")
             expect(replica(4)).to_have_text("Bookshelf")
+            shots.append(ARTIFACTS / f"demo-web{suffix}-broker-cut.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
             page.get_by_role("button", name="Restore broker").click()
             expect(page.locator("#broker-state")).to_have_text("connected")
             expect(replica(4)).to_have_text("Bookshelf (walnut)")
@@ -223,7 +243,7 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
             expect(page.locator('#replica-table tr[data-id="6"]')).to_have_count(0)
             page.get_by_role("button", name="Add 1,000 products").click()
             expect(page.locator("#master-count")).to_contain_text("1,006 products")
-            expect(page.locator("#replica-count")).to_have_text("1,006 copies", timeout=40_000)
+            expect(page.locator("#replica-count")).to_have_text("1,006 copies", timeout=90_000)
             expect(page.locator("#sync-summary")).to_have_text(
                 "All 1,006 rows in sync with the master."
             )
@@ -235,6 +255,8 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
             letter = page.locator('#letters li[data-reason="missing_required_fields"]')
             expect(letter).to_have_count(1)
             expect(page.locator("#m-dead")).to_have_text("1")
+            shots.append(ARTIFACTS / f"demo-web{suffix}-dead-letter.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
             page.get_by_role("button", name="Replay dead letters").click()
             expect(page.locator("#notice")).to_have_text(re.compile(r"^Replayed 1 dead letter"))
             page.wait_for_timeout(1000)  # the consumer takes it again and dead-letters it again
@@ -248,12 +270,12 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
 
             page.screenshot(path=str(screenshot), full_page=True)
         except Exception:
-            failure = ARTIFACTS / "demo-web-failure.png"
+            failure = ARTIFACTS / f"demo-web{suffix}-failure.png"
             page.screenshot(path=str(failure), full_page=True)
             print(f"screenshot of the failure: {failure}")
             print(demo_web.output())
             raise
         finally:
             browser.close()
-    print(f"screenshot: {screenshot}")
+    print(f"screenshot: {screenshot} (and {', '.join(str(shot) for shot in shots)})")
     print("timings (s): " + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()))

@@ -56,7 +56,11 @@ def _stage(
             "in the broker" if consumer_running else "in the broker, waiting for the consumer",
         )
     if event["attempts"]:
-        return "committed", f"kept in the outbox after {event['attempts']} failed publish(es)"
+        attempts = event["attempts"]
+        return (
+            "committed",
+            f"kept in the outbox after {attempts} failed publish{'es' if attempts != 1 else ''}",
+        )
     return "committed", "in the outbox"
 
 

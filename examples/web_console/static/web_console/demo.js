@@ -50,6 +50,7 @@
   const seconds = (value) => (value === null || value === undefined ? "–" : value < 10 ? `${value.toFixed(1)} s` : `${Math.round(value)} s`);
   const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false }) + "." + String(Math.floor(ms % 1000)).padStart(3, "0");
   const delta = (from, to) => { const d = Math.max(0, to - from); return d < 1000 ? `+${Math.round(d)} ms` : `+${(d / 1000).toFixed(1)} s`; };
+  const plural = (n, word) => `${number(n)} ${word}${n === 1 ? "" : "s"}`;
   const number = (n) => (n === null || n === undefined ? "?" : n.toLocaleString("en"));
 
   /* ---- switches ---- */
@@ -343,11 +344,11 @@
     `Sent product ${a.pk} without its required fields: the consumer will dead-letter it.`));
   $("dl-retry").addEventListener("click", (event) => action(event.currentTarget, "api/dead-letters/retry", {}, (a) => {
     state.deadLetters = null;
-    return `Replayed ${a.retried} dead letter(s) to the replica's queue` + (a.malformed ? ` (${a.malformed} unreadable, kept)` : "") + ".";
+    return `Replayed ${plural(a.retried, "dead letter")} to the replica's queue` + (a.malformed ? ` (${a.malformed} unreadable, kept)` : "") + ".";
   }));
   $("dl-purge").addEventListener("click", (event) => action(event.currentTarget, "api/dead-letters/purge", {}, (a) => {
     state.deadLetters = null;
-    return `Discarded ${a.purged} dead letter(s).`;
+    return `Discarded ${plural(a.purged, "dead letter")}.`;
   }));
 
   poll();
