@@ -96,6 +96,7 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
 
     from dj_cqrs.transport.rabbit_connection import CONNECTION_ERRORS, display_url
     from dj_cqrs.transport.rabbit_nodes import node_parameters
+    from dj_cqrs.transport.rabbit_topology import consumed_queues
 
     timeout = float(cqrs_settings.status.timeout)
     nodes = node_parameters("status")  # a cluster's nodes: the first that answers
@@ -113,11 +114,16 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
     params = getattr(getattr(connection, "_impl", None), "params", None) or nodes[0]
     try:
         stats = QueueStats(queue)
-        declared = _passive(connection, queue, pika.exceptions.ChannelClosedByBroker)
-        if declared is None:
-            stats.exists = False
-        else:
-            stats.ready, stats.consumers = declared
+        # A partitioned service (replica.partitions): the sum over its partition queues; every
+        # worker subscribes to each of them, so the consumers are those of one partition.
+        partitions = consumed_queues(queue)
+        for name in partitions:
+            declared = _passive(connection, name, pika.exceptions.ChannelClosedByBroker)
+            if declared is None:
+                stats.exists = False
+                break
+            stats.ready = (stats.ready or 0) + declared[0]
+            stats.consumers = max(stats.consumers or 0, declared[1])
         letters = _passive(connection, dlq, pika.exceptions.ChannelClosedByBroker)
     except CONNECTION_ERRORS as exc:
         raise ConnectionFailed(f"RabbitMQ at {display_url()} failed: {exc!r}") from exc
@@ -125,7 +131,11 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
         with contextlib.suppress(Exception):
             connection.close()
     result = BrokerStats(stats, dlq, letters[0] if letters is not None else 0)
-    if stats.exists:
+    if stats.exists and len(partitions) > 1:
+        result.notes.append(
+            f"{len(partitions)} partition queues {partitions[0]} ... {partitions[-1]}: ready is their sum"
+        )
+    elif stats.exists:
         fill_from_management(params, queue, stats, result.notes)
     return result
 
