@@ -2,11 +2,11 @@
 
     from dj_cqrs.testing import use_memory_transport
 
-    def test_order_reaches_replica(db):
+    def test_product_reaches_the_replica(transactional_db):  # events are published at commit
         with use_memory_transport() as transport:
-            Order.objects.create(id=1, total=10)
-            transport.join()            # applies the published events to local replica models
-        assert ReplicaOrder.objects.get(id=1).total == 10
+            product = Product.objects.create(name="chair", price="49.00")
+            transport.join()  # applies the published events to the replica models of the project
+        assert ProductRef.objects.get(pk=product.pk).name == "chair"
 
 ``transport.payloads`` lists what was published; ``transport.dead_letters`` what was rejected.
 """

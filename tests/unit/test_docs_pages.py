@@ -41,7 +41,7 @@ def blocks(page: Path, language: str | None = None) -> list[tuple[str, str | Non
 
 
 def run(code: str, namespace: dict[str, Any]) -> dict[str, Any]:
-    exec(compile(code, "docs/coming-from.md", "exec"), namespace)  # noqa: S102 - our own pages
+    exec(compile(code, "<documentation example>", "exec"), namespace)  # noqa: S102 - our own pages
     return namespace
 
 
@@ -166,3 +166,20 @@ def test_the_quick_start_models_are_the_test_app_models():
 
 def test_concepts_has_no_code_to_run():
     assert [lang for lang, _, _ in blocks(DOCS / "concepts.md")] == [""]
+
+
+# -- the example of the API reference -------------------------------------------------------------
+
+
+def test_the_example_of_dj_cqrs_testing_runs(transactional_db):
+    """The module docstring of ``dj_cqrs.testing`` (shown on the API reference page) with the
+    Quick start's models."""
+    import dj_cqrs.testing
+
+    docstring = dj_cqrs.testing.__doc__ or ""
+    code = textwrap.dedent(
+        docstring[docstring.index("    from dj_cqrs") : docstring.index("``transport.payloads``")]
+    )
+    namespace = run(code, {"Product": Product, "ProductRef": ProductRef})
+    namespace["test_product_reaches_the_replica"](transactional_db)
+    assert ProductRef.objects.get().price == Decimal("49.00")
