@@ -183,3 +183,42 @@ def test_the_example_of_dj_cqrs_testing_runs(transactional_db):
     namespace = run(code, {"Product": Product, "ProductRef": ProductRef})
     namespace["test_product_reaches_the_replica"](transactional_db)
     assert ProductRef.objects.get().price == Decimal("49.00")
+
+
+# -- the settings examples of every page ------------------------------------------------------------
+
+
+def _settings_examples() -> list[tuple[str, str]]:
+    """``(page, code)`` of the Python blocks that set ``CQRS = {...}`` (``...`` standing for the
+    rest of the user's settings)."""
+    found = []
+    for page in sorted(DOCS.glob("*.md")):
+        for _, _, code in blocks(page, "python"):
+            code = textwrap.dedent(code)
+            if code.startswith("CQRS = {"):
+                found.append((page.name, code))
+    return found
+
+
+@pytest.mark.parametrize(("page", "code"), _settings_examples(), ids=lambda value: value[:20])
+def test_settings_examples_pass_the_system_checks(page, code, settings):
+    from django.core import checks
+
+    namespace = run(code.replace("    ...,\n", ""), {})
+    # Over the test project's settings: it has replica models, so a master-only example (no
+    # "queue") would be E006 here, and "..." stands for keys such as "transport".
+    settings.CQRS = {**settings.CQRS, **namespace["CQRS"]}
+    problems = [
+        message
+        for message in checks.run_checks(include_deployment_checks=False)
+        if message.id and message.id.startswith("dj_cqrs.") and message.level >= checks.WARNING
+    ]
+    assert problems == [], f"{page}: {code}"
+
+
+def test_the_settings_examples_are_found():
+    assert {page for page, _ in _settings_examples()} >= {
+        "settings.md",
+        "transports.md",
+        "events.md",
+    }
