@@ -278,14 +278,23 @@ def run(args: argparse.Namespace) -> int:
             seed(apis[0])
 
             def flush_outbox() -> None:
-                with open(workdir / "master-relay.log", "ab") as log:
-                    subprocess.Popen(  # noqa: S603 - our own manage.py
-                        master.command("cqrs_relay", "--once", "--min-age", "0", "--no-webhooks"),
-                        cwd=master.directory,
-                        env=master.env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+                """``cqrs_relay --once`` in the background: publish what the outbox kept now."""
+
+                def relay_once() -> None:
+                    with open(workdir / "master-relay.log", "ab") as log:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            subprocess.run(  # noqa: S603 - our own manage.py
+                                master.command(
+                                    "cqrs_relay", "--once", "--min-age", "0", "--no-webhooks"
+                                ),
+                                cwd=master.directory,
+                                env=master.env,
+                                stdout=log,
+                                stderr=subprocess.STDOUT,
+                                timeout=120,
+                            )
+
+                threading.Thread(target=relay_once, name="demo-relay-once", daemon=True).start()
 
             runtime.install(
                 runtime.Runtime(
