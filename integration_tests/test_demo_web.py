@@ -44,6 +44,36 @@ CHROMIUM = Path(os.environ.get("DEMO_WEB_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / ".cache" / "artifacts"
 URL = re.compile(r"^open (http://127\.0\.0\.1:\d+/)$")
 
+#: Every visible element with text of its own whose contrast with its background (the first
+#: opaque one up the tree) is below WCAG AA (4.5:1; 3:1 for large text), as "text (ratio)".
+LOW_CONTRAST_JS = """
+() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.offsetParent || el.closest(".sr-only, :disabled, .flash")) continue;
+    const style = getComputedStyle(el);
+    const [a, b] = [lum(rgb(style.color)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.5 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) low.push(`${el.textContent.trim().slice(0, 40)} (${ratio.toFixed(2)})`);
+  }
+  return low;
+}
+"""
+
 
 def need_browser() -> None:
     missing = []
@@ -175,6 +205,13 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
             )
             mark("page loaded, replica shown", t)
 
+            # Accessible: every text meets WCAG AA contrast; a bad value is announced on its field.
+            assert page.evaluate(LOW_CONTRAST_JS) == []
+            page.get_by_role("button", name="Add product").click()
+            expect(page.get_by_role("alert").filter(has_text="Name: enter a name.")).to_be_visible()
+            expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+            expect(page.get_by_label("Name")).to_be_focused()
+
             # 1. An edit on the master reaches the replica.
             t = time.monotonic()
             page.get_by_role("button", name="Edit product 2, Desk lamp").click()
@@ -268,6 +305,7 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
             expect(page.locator("#letters")).to_have_text("No dead letters.")
             mark("dead letter sent, replayed, discarded", t)
 
+            assert page.evaluate(LOW_CONTRAST_JS) == []
             page.screenshot(path=str(screenshot), full_page=True)
         except Exception:
             failure = ARTIFACTS / f"demo-web{suffix}-failure.png"
