@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "tests.apps.master_app",
     "tests.apps.replica_app",
     "tests.apps.quickstart",
+    "tests.apps.eventsdoc",
 ]
 
 

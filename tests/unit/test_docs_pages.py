@@ -5,6 +5,10 @@
 * ``docs/getting-started.md`` and the README's Quick start declare the models of
   ``tests.apps.quickstart`` (the examples of docs/testing.md run against those), and every block
   of the tutorial is one that ``integration_tests/test_getting_started.py`` runs;
+* ``docs/events.md``: each Python block is executed against the models of ``tests.apps.eventsdoc``
+  (the page's ``Order``, ``Payment``, ``LedgerEntry``, ``Challenge``);
+* every ``CQRS = {...}`` example of the pages passes the system checks;
+* the example of ``dj_cqrs.testing``'s docstring (shown in the API reference) runs;
 * ``docs/concepts.md`` has no code to run (its one block is the lifecycle diagram).
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -222,3 +227,114 @@ def test_the_settings_examples_are_found():
         "transports.md",
         "events.md",
     }
+
+
+# -- docs/events.md ----------------------------------------------------------------------------------
+
+EVENTS = DOCS / "events.md"
+
+
+def events_page(*indexes: int, **names: Any) -> dict[str, Any]:
+    """Run the Python blocks ``indexes`` of docs/events.md in one namespace, with ``names`` (the
+    models and objects the page's fragments refer to) defined."""
+    from tests.apps.eventsdoc import models as eventsdoc
+
+    code = [c for _, _, c in blocks(EVENTS, "python")]
+    namespace: dict[str, Any] = {
+        "__name__": "docs_events",
+        "Order": eventsdoc.Order,
+        "Payment": eventsdoc.Payment,
+        "LedgerEntry": eventsdoc.LedgerEntry,
+        "Challenge": eventsdoc.Challenge,
+        **names,
+    }
+    for index in indexes:
+        run(code[index], namespace)
+    return namespace
+
+
+@pytest.fixture
+def unregister_page_handlers() -> Iterator[None]:
+    before = {h.name for h in registry.handlers()}
+    yield
+    for h in registry.handlers():
+        if h.name not in before:
+            registry.unregister(h.name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_emit_and_handle(unregister_page_handlers):
+    from tests.apps.eventsdoc.models import Order, Payment
+
+    order = Order.objects.create(total=Decimal("10.00"))
+    with use_memory_transport() as transport:
+        events_page(1)  # registers record_payment
+        events_page(0, order=order)  # emits order.paid in the transaction that marks it paid
+        transport.join(fail_fast=True)
+
+    assert Order.objects.get().status == "paid"
+    assert transport.events[0].data == {"total": "10.00", "currency": "EUR"}
+    assert Payment.objects.get(order_id=order.pk).total == Decimal("10.00")
+
+
+def test_events_the_signature_of_emit():
+    import inspect
+
+    from dj_cqrs.events import emit
+
+    (shown,) = [
+        c.strip() for _, _, c in blocks(EVENTS, "python") if c.startswith("dj_cqrs.events.emit(")
+    ]
+    parameters = []
+    for parameter in inspect.signature(emit).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY and "*" not in parameters:
+            parameters.append("*")
+        default = "" if parameter.default is parameter.empty else f"={parameter.default!r}"
+        parameters.append(f"{parameter.name}{default}")
+    assert shown == f"dj_cqrs.events.emit({', '.join(parameters)}) -> str"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_sources_handlers_and_the_testing_example(unregister_page_handlers):
+    from datetime import date, timedelta
+
+    from django.apps import AppConfig
+
+    from tests.apps.eventsdoc import models as eventsdoc
+
+    sent: list[tuple[Any, ...]] = []
+    # the page's send_mail(...) stands for a real call: recorded here
+    page = events_page(3, 4, 6, AppConfig=AppConfig, send_mail=lambda *args: sent.append(args))
+
+    config = page["ChallengesConfig"]("tests.apps.eventsdoc", eventsdoc)
+    config.apps = apps
+    config.models = apps.get_app_config("eventsdoc").models
+    try:
+        config.ready()
+        # the page's own test: emit order.paid, join, the ledger has it
+        page["test_paid_orders_reach_the_ledger"]()
+        with use_memory_transport() as transport:
+            challenge = eventsdoc.Challenge.objects.create(
+                title="Run 5k", end_date=date.today() + timedelta(days=1)
+            )
+            transport.join(fail_fast=True)
+    finally:
+        sources.unregister_sources(eventsdoc.Challenge)
+
+    assert [event.name for event in transport.events] == [
+        "challenge.created",
+        "challenge.ends_soon",
+    ]
+    challenge.refresh_from_db()
+    assert challenge.state == "challenge.ends_soon"  # the ordered projection saw both, in order
+    assert eventsdoc.LedgerEntry.objects.get().kind == "order.paid"
+    assert len(sent) == 1  # notify (order.*) ran for order.paid
+
+
+def test_every_python_block_of_events_is_run():
+    """Blocks 0, 1, 3, 4, 6 run above, block 2 is the signature of emit() (compared above),
+    block 5 a settings example (``test_settings_examples_pass_the_system_checks``)."""
+    code = [c for _, _, c in blocks(EVENTS, "python")]
+    assert len(code) == 7
+    assert code[2].startswith("dj_cqrs.events.emit(")
+    assert code[5].startswith("CQRS = {")
