@@ -326,7 +326,7 @@ def unknown_root_key_hint(key: str) -> str:
     for section, options in _section_options().items():
         for name in options:
             if key == name or lowered == name.lower():
-                return f"Did you mean CQRS[{section!r}][{name!r}]? It belongs in the {section!r} section."
+                return f"Did you mean CQRS[{section!r}][{name!r}]?"
     if key in MISNAMED_KEYS:
         return f"Did you mean CQRS['replica'][{MISNAMED_KEYS[key]!r}]?"
     known = sorted([*ROOT_OPTIONS, *SECTIONS])

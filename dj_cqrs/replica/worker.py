@@ -55,17 +55,16 @@ def worker_main(cqrs_ids: list[str] | None) -> None:
     logger.info("CQRS worker %s stopped", os.getpid())
 
 
-def startup_problems(cqrs_ids: list[str] | None) -> list[str]:
+def startup_problems(cqrs_ids: list[str] | None, needs_queue: bool = True) -> list[str]:
     """What stops ``cqrs_consume`` before any worker starts (the system checks may have been
-    skipped): no ``CQRS['queue']`` (E006), a transport that cannot be resolved (E002-E004), and
+    skipped): no ``CQRS['queue']`` (E006; ``needs_queue``: replica models or event handlers are
+    registered), a transport that cannot be resolved (E002-E004), and
     replica tables missing from their database (``migrate`` not run), each message saying what
     to do. A database that cannot be reached is not a problem here: the workers wait for it."""
     from dj_cqrs.conf import cqrs_settings
-    from dj_cqrs.events.registry import handlers
-    from dj_cqrs.registry import replica_registry
 
     problems: list[str] = []
-    if (len(replica_registry) or handlers()) and not cqrs_settings.queue:
+    if needs_queue and not cqrs_settings.queue:
         problems.append(
             "dj_cqrs.E006: CQRS['queue'] is not set: the replica has no queue to consume. Set"
             " CQRS['queue'] to this replica service's queue name, e.g. 'orders_replica'."

@@ -56,7 +56,7 @@ class Command(BaseCommand):
                 raise CommandError(f"Wrong CQRS ID: {', '.join(unknown)}!")
         if not len(replica_registry) and not handlers():
             raise CommandError("No replica models or event handlers are registered in this service.")
-        problems = startup_problems(cqrs_ids)
+        problems = startup_problems(cqrs_ids, needs_queue=True)  # models or handlers: checked above
         if problems:
             raise CommandError("\n".join(problems))
         ignore = [p.strip() for p in (options["ignore_paths"] or "").split(",") if p.strip()]

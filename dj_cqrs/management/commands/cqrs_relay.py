@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--database", action="append", dest="databases", help="Database alias (repeatable; default: every database with the outbox table).")
         parser.add_argument("--batch", "-b", type=int, default=None, help="Events per batch (default master.outbox_batch_size).")
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds to wait when the outbox is empty (default 1).")
-        parser.add_argument("--min-age", type=float, default=None, metavar="SECONDS", help="Only publish events at least this many seconds old (default: master.outbox_grace, 2 seconds).")
+        parser.add_argument("--min-age", type=float, default=None, metavar="SECONDS", help="Only publish events at least this many seconds old (default: master.outbox_grace, 2 seconds; 0 with outbox_publish='relay').")
         parser.add_argument("--once", action="store_true", help="Publish what is pending now, then exit (waiting through database outages).")
         parser.add_argument("--metrics-port", type=int, default=None, help="Serve Prometheus metrics (publishing, outbox backlog) at http://ADDR:PORT/metrics (needs prometheus-client).")
         parser.add_argument("--metrics-addr", default="127.0.0.1", help="Address the metrics server binds (default 127.0.0.1).")
