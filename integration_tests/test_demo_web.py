@@ -11,7 +11,7 @@ subprocess; the test reads the one URL it prints, then, in the page:
 3. cuts the broker, edits a product, sees the event kept in the master's outbox (outbox pending),
    restores the broker and sees the change arrive;
 4. deletes a product and sees it leave the replica; adds 1,000 products in one bulk_create and
-   sees the replica count them;
+   sees the replica count them; raises every price in one bulk_update and sees the replica match;
 5. sends a malformed message, sees it dead-lettered with its reason, replays it, discards it;
 
 and keeps screenshots of the page in ``.cache/artifacts/`` (``demo-web.png`` at the end,
@@ -285,6 +285,15 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
                 "All 1,006 rows in sync with the master."
             )
             mark("delete and 1,000-row bulk_create replicated", t)
+            t = time.monotonic()
+            page.get_by_role("button", name="Raise every price by 1.00").click()
+            expect(page.locator("#notice")).to_have_text("Raised 1,006 prices in one bulk_update.")
+            expect(replica(1, "price")).to_have_text("250.00", timeout=90_000)
+            expect(replica(1, "revision")).to_have_text("1")
+            expect(page.locator("#sync-summary")).to_have_text(
+                "All 1,006 rows in sync with the master.", timeout=90_000
+            )
+            mark("1,006-row bulk_update replicated", t)
 
             # 5. A malformed message is dead-lettered with its reason; replay it, discard it.
             t = time.monotonic()
