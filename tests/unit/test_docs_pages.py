@@ -8,6 +8,9 @@
 * ``docs/events.md``: each Python block is executed against the models of ``tests.apps.eventsdoc``
   (the page's ``Order``, ``Payment``, ``LedgerEntry``, ``Challenge``);
 * every ``CQRS = {...}`` example of the pages passes the system checks;
+* ``docs/operations.md``: the read-your-writes middleware and decorator examples, end to end;
+* ``docs/http.md``: the pull endpoint's urls and settings, the audit middleware order, and the
+  plain-Python webhook receiver (served on a free port, sent signed and unsigned deliveries);
 * the example of ``dj_cqrs.testing``'s docstring (shown in the API reference) runs;
 * ``docs/concepts.md`` has no code to run (its one block is the lifecycle diagram).
 """
@@ -338,3 +341,141 @@ def test_every_python_block_of_events_is_run():
     assert len(code) == 7
     assert code[2].startswith("dj_cqrs.events.emit(")
     assert code[5].startswith("CQRS = {")
+
+
+# -- docs/operations.md: read-your-writes -----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_read_your_writes_middleware_and_decorator():
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+    from django.utils.module_loading import import_string
+
+    from dj_cqrs.ops.read_your_writes import wait_for_revision
+
+    master_block, replica_block = [
+        c
+        for _, _, c in blocks(DOCS / "operations.md", "python")
+        if c.startswith("MIDDLEWARE = [...,")
+    ]
+
+    def create(request):
+        Product.objects.create(name="chair", price="49.00")
+        return HttpResponse(status=201)
+
+    def show(request, pk):
+        return HttpResponse(
+            ProductRef.objects.filter(pk=pk).values_list("name", flat=True).first() or ""
+        )
+
+    master = run(master_block, {})["MIDDLEWARE"]
+    # the page's view body is "...": here it shows the replica's row
+    view = "def order_detail(request, pk): ..."
+    assert view in replica_block
+    replica = run(
+        replica_block.replace(view, "def order_detail(request, pk): return show(request, pk)"),
+        {"wait_for_revision": wait_for_revision, "show": show},
+    )
+    assert master[0] is Ellipsis and replica["MIDDLEWARE"][0] is Ellipsis  # "the rest of yours"
+    header_middleware = import_string(master[1])
+    wait_middleware = import_string(replica["MIDDLEWARE"][1])
+
+    factory = RequestFactory()
+    with use_memory_transport() as transport:
+        created = header_middleware(create)(factory.post("/products/"))
+        token = created["X-CQRS-Revision"]
+        assert token == "product:1:0"  # the page: X-CQRS-Revision: <cqrs_id>:<pk>:<revision>
+
+        request = factory.get("/products/1", HTTP_X_CQRS_REVISION=token)
+        stale = wait_middleware(lambda request: show(request, 1))(request)
+        assert stale["X-CQRS-Stale"] == "1"  # not applied in time: served anyway, and said so
+        assert stale.content == b""
+
+        transport.join()
+        fresh = replica["order_detail"](factory.get("/products/1", HTTP_X_CQRS_REVISION=token), 1)
+        assert "X-CQRS-Stale" not in fresh
+        assert fresh.content == b"chair"
+
+
+# -- docs/http.md ----------------------------------------------------------------------------------
+
+HTTP = DOCS / "http.md"
+
+
+def _http_block(start: str) -> str:
+    (code,) = [c for _, _, c in blocks(HTTP, "python") if c.startswith(start)]
+    return code
+
+
+def test_http_serving_the_pull_endpoint(settings, monkeypatch):
+    import os
+
+    from django.core import checks
+    from django.urls import URLResolver, include, path
+
+    monkeypatch.setenv("CQRS_PULL_TOKEN", "t0ken")
+    page = run(
+        _http_block("# urls.py").replace("    ...,\n", ""),
+        {"path": path, "include": include, "os": os},
+    )
+    (resolver,) = page["urlpatterns"]
+    assert (
+        isinstance(resolver, URLResolver) and resolver.url_patterns
+    )  # dj_cqrs.urls imports and has views
+    settings.CQRS = {**settings.CQRS, **page["CQRS"]}
+    assert settings.CQRS["http"] == {"tokens": ["t0ken"]}
+    errors = [
+        m
+        for m in checks.run_checks()
+        if (m.id or "").startswith("dj_cqrs.") and m.level >= checks.WARNING
+    ]
+    assert errors == []
+
+
+def test_http_the_audit_middleware_setting():
+    from django.utils.module_loading import import_string
+
+    middleware = run(_http_block("MIDDLEWARE = ["), {})["MIDDLEWARE"]
+    for dotted in middleware:
+        import_string(dotted)
+    names = [dotted.rsplit(".", 1)[-1] for dotted in middleware]
+    assert names.index("AuditMiddleware") > names.index("AuthenticationMiddleware")
+
+
+def test_http_the_plain_python_receiver(capsys):
+    import http.server
+    import threading
+    import urllib.error
+    import urllib.request
+
+    code = _http_block("import http.server")
+    last = 'http.server.ThreadingHTTPServer(("127.0.0.1", 8080), Hook).serve_forever()'
+    assert code.rstrip().endswith(last)
+    page = run(code.rstrip()[: -len(last)], {"__name__": "docs_http_receiver"})
+    page["SECRET"] = "s3cret"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), page["Hook"])  # any free port
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def put(body: bytes, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_port}/", body, headers, method="PUT"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    body = b'{"signal_type": "SAVE", "cqrs_id": "product", "instance_pk": 1, "instance_data": {"id": 1}}'
+    try:
+        assert put(body, sign(body, "s3cret", event_id="e-1")) == 204
+        assert (
+            put(body, sign(body, "s3cret", event_id="e-1")) == 204
+        )  # redelivered: acknowledged again
+        assert put(body, sign(body, "wrong", event_id="e-2")) == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().out.splitlines() == ["SAVE product 1"]  # handled once
