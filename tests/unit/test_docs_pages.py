@@ -360,8 +360,10 @@ def test_read_your_writes_middleware_and_decorator():
         if c.startswith("MIDDLEWARE = [...,")
     ]
 
+    created_pks = []
+
     def create(request):
-        Product.objects.create(name="chair", price="49.00")
+        created_pks.append(Product.objects.create(name="chair", price="49.00").pk)
         return HttpResponse(status=201)
 
     def show(request, pk):
@@ -385,15 +387,18 @@ def test_read_your_writes_middleware_and_decorator():
     with use_memory_transport() as transport:
         created = header_middleware(create)(factory.post("/products/"))
         token = created["X-CQRS-Revision"]
-        assert token == "product:1:0"  # the page: X-CQRS-Revision: <cqrs_id>:<pk>:<revision>
+        (pk,) = created_pks
+        assert token == f"product:{pk}:0"  # the page: X-CQRS-Revision: <cqrs_id>:<pk>:<revision>
 
-        request = factory.get("/products/1", HTTP_X_CQRS_REVISION=token)
-        stale = wait_middleware(lambda request: show(request, 1))(request)
+        request = factory.get(f"/products/{pk}", HTTP_X_CQRS_REVISION=token)
+        stale = wait_middleware(lambda request: show(request, pk))(request)
         assert stale["X-CQRS-Stale"] == "1"  # not applied in time: served anyway, and said so
         assert stale.content == b""
 
         transport.join()
-        fresh = replica["order_detail"](factory.get("/products/1", HTTP_X_CQRS_REVISION=token), 1)
+        fresh = replica["order_detail"](
+            factory.get(f"/products/{pk}", HTTP_X_CQRS_REVISION=token), pk
+        )
         assert "X-CQRS-Stale" not in fresh
         assert fresh.content == b"chair"
 
