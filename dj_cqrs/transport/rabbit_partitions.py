@@ -54,9 +54,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django-cqrs.transport.rabbitmq")
 
 #: How often a worker compares the partitions it serves with its fair share.
-BALANCE_SECONDS = 2.0
+BALANCE_SECONDS = 1.0
 #: A partition that delivered within this many seconds counts as one the worker serves.
-ACTIVE_WINDOW_SECONDS = 4.0
+ACTIVE_WINDOW_SECONDS = 2.0
 _RETURN_ATTEMPTS = 3
 
 
