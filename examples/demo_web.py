@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = Path(args.workdir).resolve()
     run_id = uuid.uuid4().hex[:8]
+    # The page's port first: a port in use fails before anything is started.
+    server = serve(console_app(), args.port)
     prepare_workdir(workdir)
     broker = Broker(os.environ.get("DEMO_BROKER_URL"), workdir, run_id)
     base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
@@ -311,7 +313,6 @@ def run(args: argparse.Namespace) -> int:
                     },
                 )
             )
-            server = serve(console_app(), args.port)
             port = server.server_address[1]
             say(f"  logs       {_rel(workdir)}/*.log")
             say(f"  ready in {time.monotonic() - started:.1f}s; Ctrl+C stops everything")
@@ -329,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
             say("stopping ...")
             server.shutdown()
     finally:
+        server.server_close()
         for process in reversed(processes):
             process.stop()
         broker.cleanup()
