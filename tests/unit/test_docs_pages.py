@@ -484,3 +484,62 @@ def test_http_the_plain_python_receiver(capsys):
         server.shutdown()
         server.server_close()
     assert capsys.readouterr().out.splitlines() == ["SAVE product 1"]  # handled once
+
+
+def test_http_audit_context_for_commands_and_tasks():
+    from types import SimpleNamespace
+
+    from dj_cqrs import audit
+
+    seen = []
+    page = run(
+        _http_block("from dj_cqrs import audit"),
+        {"import_prices": lambda: seen.append(audit.current())},
+    )
+    assert seen == [{"job": "nightly-import", "triggered_by": "cron"}]
+
+    def task(*args, **kwargs):
+        seen.append(audit.current())
+        return args, kwargs
+
+    task.name = "prices.refresh"
+    task.request = SimpleNamespace(id="f00")
+    assert page["run_task"](task, 1, force=True) == ((1,), {"force": True})
+    assert seen[-1] == {"task": "prices.refresh", "task_id": "f00"}
+    assert audit.current() is None  # restored on exit
+
+
+# -- docs/transports.md: the filesystem options (a block inside a list item) --------------------------
+
+
+def test_transports_filesystem_options(settings, tmp_path):
+    from django.core import checks
+
+    page = (DOCS / "transports.md").read_text(encoding="utf-8")
+    (code,) = re.findall(
+        r'^  ```python\n(  CQRS\["transport_options"\] = \{.*?)^  ```', page, re.S | re.M
+    )
+    namespace = run(
+        textwrap.dedent(code),
+        {"CQRS": {"transport": "kombu", "url": "filesystem://", "queue": "q"}},
+    )
+    options = namespace["CQRS"]["transport_options"]
+    assert set(options) == {"data_folder_in", "data_folder_out", "control_folder"}
+    assert (
+        options["data_folder_in"] == options["data_folder_out"]
+    )  # one folder: every service reads it
+
+    # the same keys, on folders of this test, pass the checks
+    settings.CQRS = {
+        **settings.CQRS,
+        **namespace["CQRS"],
+        "transport_options": {
+            key: str(tmp_path / Path(value).name) for key, value in options.items()
+        },
+    }
+    errors = [
+        m
+        for m in checks.run_checks()
+        if (m.id or "").startswith("dj_cqrs.") and m.level >= checks.WARNING
+    ]
+    assert errors == []
