@@ -93,7 +93,7 @@ def _missing_tables(cqrs_ids: list[str] | None) -> list[str]:
     for alias, models in wanted.items():
         try:
             with connections[alias].cursor() as cursor:
-                tables = set(connections[alias].introspection.table_names(cursor))
+                tables = set(connections[alias].introspection.table_names(cursor, include_views=True))
         except DatabaseError as exc:
             if is_outage(exc):
                 continue  # the workers wait for the database
