@@ -543,3 +543,90 @@ def test_transports_filesystem_options(settings, tmp_path):
         if (m.id or "").startswith("dj_cqrs.") and m.level >= checks.WARNING
     ]
     assert errors == []
+
+
+# -- every Python example of the site has its test ---------------------------------------------------
+
+# page -> for each of its Python blocks in order (fenced at any indentation): the test that runs it.
+# A block added, removed or moved fails test_every_python_example_of_the_site_has_a_test until this
+# list says which test runs it. "x.py::name" names a test function of another file.
+SETTINGS_TEST = "test_settings_examples_pass_the_system_checks"
+EXAMPLES = "tests/unit/test_docs_examples.py::"
+COVERAGE: dict[str, list[str]] = {
+    "coming-from.md": [
+        "test_from_outbox_pattern_emit_and_handler",
+        "test_from_outbox_pattern_emit_and_handler",
+        "test_from_pubsubpull_the_receiver_check",
+        "test_from_spark_event_source",
+        "test_from_spark_event_source",
+    ],
+    "events.md": [
+        "test_events_emit_and_handle",
+        "test_events_emit_and_handle",
+        "test_events_the_signature_of_emit",
+        "test_events_sources_handlers_and_the_testing_example",
+        "test_events_sources_handlers_and_the_testing_example",
+        SETTINGS_TEST,
+        "test_events_sources_handlers_and_the_testing_example",
+    ],
+    "getting-started.md": [
+        "integration_tests/test_getting_started.py::test_the_tutorial_from_start_to_end"
+    ]
+    * 8,
+    "http.md": [
+        "test_http_serving_the_pull_endpoint",
+        # the attribute of the fragment, on a model of the test project
+        "tests/unit/http/test_pull_view.py::test_model_token_restriction",
+        "test_http_the_plain_python_receiver",
+        "test_http_the_audit_middleware_setting",
+        "test_http_audit_context_for_commands_and_tasks",
+        "tests/unit/audit/test_docs_replica_example.py::test_the_documented_extra_field_is_not_required_in_messages",
+    ],
+    "operations.md": ["test_read_your_writes_middleware_and_decorator"] * 2,
+    # the attribute of the fragment, on the integration services' trigger models
+    "outbox.md": ["integration_tests/test_db_triggers.py::"],
+    "scaling.md": [SETTINGS_TEST, "test_scaling_the_quorum_fragment"],
+    "settings.md": [SETTINGS_TEST],
+    "testing.md": [SETTINGS_TEST] + [f"{EXAMPLES}test_every_example_of_the_pages_is_here"] * 11,
+    "transports.md": [SETTINGS_TEST] * 3
+    + ["test_transports_filesystem_options"]
+    + [f"{EXAMPLES}test_the_queue_transport_of_the_transports_page"] * 2,
+}
+
+ANY_FENCE = re.compile(r'^ *```python(?: title="[^"]*")?\n(.*?)^ *```', re.S | re.M)
+
+
+def test_every_python_example_of_the_site_has_a_test():
+    found = {
+        str(page.relative_to(DOCS)): len(ANY_FENCE.findall(page.read_text(encoding="utf-8")))
+        for page in sorted(DOCS.rglob("*.md"))
+    }
+    assert {page: n for page, n in found.items() if n} == {
+        page: len(tests) for page, tests in COVERAGE.items()
+    }
+    here = Path(__file__).read_text(encoding="utf-8")
+    for tests in COVERAGE.values():
+        for test in tests:
+            path, _, name = test.rpartition("::") if "::" in test else ("", "", test)
+            source = (ROOT / path).read_text(encoding="utf-8") if path else here
+            assert not name or f"def {name}(" in source, f"{test} does not exist"
+
+
+def test_scaling_the_quorum_fragment(settings):
+    from django.core import checks
+
+    (_, fragment) = [c for _, _, c in blocks(DOCS / "scaling.md", "python")]
+    replica = run(f"SETTING = {{\n{fragment.strip()}\n}}", {})["SETTING"]["replica"]
+    assert replica == {"queue_type": "quorum"}
+    settings.CQRS = {
+        **settings.CQRS,
+        "transport": "rabbitmq",
+        "url": "amqp://127.0.0.1/",
+        "replica": replica,
+    }
+    errors = [
+        m
+        for m in checks.run_checks()
+        if (m.id or "").startswith("dj_cqrs.") and m.level >= checks.WARNING
+    ]
+    assert errors == []
