@@ -336,6 +336,17 @@ def unknown_root_key_hint(key: str) -> str:
     return f"Known keys: {', '.join(known)}."
 
 
+def _unknown_section_key_hint(section: str, key: Any, options: dict[str, Option]) -> str:
+    """The hint of ``dj_cqrs.W001``: the right name (``CQRS_DELAY_QUEUE_MAX_SIZE``), or the
+    section a key belongs to (``CQRS['master']['CQRS_MAX_RETRIES']``), else the known keys."""
+    if key in MISNAMED_KEYS:
+        return f"Did you mean {MISNAMED_KEYS[key]!r}?"
+    for other, other_options in _section_options().items():
+        if other != section and key in other_options:
+            return f"Did you mean CQRS[{other!r}][{key!r}]? It is a key of that section."
+    return f"Known keys: {', '.join(sorted(options))}."
+
+
 def test_runner_active() -> bool:
     """Whether Django's test environment is set up: ``django.test.utils.setup_test_environment()``
     ran and ``teardown_test_environment()`` did not yet (``manage.py test`` and pytest-django both
@@ -681,11 +692,7 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         for key, item in value.items():
             known = options.get(key)
             if known is None:
-                hint = (
-                    f"Did you mean {MISNAMED_KEYS[key]!r}?"
-                    if key in MISNAMED_KEYS
-                    else f"Known keys: {', '.join(sorted(options))}."
-                )
+                hint = _unknown_section_key_hint(section, key, options)
                 problems.append(
                     Problem(
                         "dj_cqrs.W001",

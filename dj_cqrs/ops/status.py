@@ -119,6 +119,11 @@ class Status:
         return data
 
 
+def _count(number: int | None, noun: str) -> str:
+    """``1 event``, ``2 events``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def collect(
     thresholds: Thresholds | None = None, *, master: bool = True, replica: bool = True
 ) -> Status:
@@ -204,7 +209,7 @@ def _check(status: Status) -> None:
                     subject,
                     item.pending,
                     limits.max_outbox_pending,
-                    f"{subject}: {item.pending} events pending (limit {limits.max_outbox_pending})",
+                    f"{subject}: {_count(item.pending, 'event')} pending (limit {limits.max_outbox_pending})",
                 )
             )
     stats = status.replica
@@ -230,7 +235,7 @@ def _check(status: Status) -> None:
                     subject,
                     None,
                     limits.max_lag,
-                    f"{subject}: {queue.ready} messages ready and none acknowledged lately",
+                    f"{subject}: {_count(queue.ready, 'message')} ready and none acknowledged lately",
                 )
             )
         elif queue.lag is not None and queue.lag > limits.max_lag:

@@ -464,3 +464,27 @@ def test_e011_hides_the_password():
     ):
         [error] = [m for m in checks.run_checks(tags=["dj_cqrs"]) if m.id == "dj_cqrs.E011"]
     assert "hunter2" not in error.msg
+
+
+def test_w001_says_which_section_a_key_belongs_to():
+    [problem] = validate(
+        {"transport": "memory", "master": {"CQRS_MAX_RETRIES": 5}},
+        has_masters=False,
+        has_replicas=False,
+    )
+    assert problem.id == "dj_cqrs.W001"
+    assert (
+        problem.hint
+        == "Did you mean CQRS['replica']['CQRS_MAX_RETRIES']? It is a key of that section."
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cqrs_status_counts_one_event_in_the_singular(transport):
+    from tests.unit.ops.test_status import _pending, _run
+
+    _pending(age=1)
+    with override_settings(CQRS=cqrs_with(status={"max_outbox_pending": 0})):
+        code, out = _run()
+    assert code == 1
+    assert "outbox default/simplest: 1 event pending (limit 0)" in out
