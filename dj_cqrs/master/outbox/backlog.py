@@ -40,16 +40,22 @@ def pending_by_cqrs_id(databases: Iterable[str]) -> list[tuple[str, int, float]]
 
 
 def pending_everywhere(close_connections: bool = False) -> list[tuple[str, int, float]]:
-    """:func:`pending_by_cqrs_id` over every database with the outbox table. ``close_connections``:
-    the caller's thread does nothing else with the database (a metrics server's thread)."""
+    """:func:`pending_by_cqrs_id` over every database with the outbox table, and ``(cqrs_id, 0,
+    0.0)`` for each master model with nothing pending: an empty backlog reads 0, not "no data".
+    ``close_connections``: the caller's thread does nothing else with the database (a metrics
+    server's thread)."""
     from dj_cqrs.master.relay import outbox_databases
+    from dj_cqrs.registry import master_registry
 
     try:
-        return pending_by_cqrs_id(outbox_databases())
+        found = pending_by_cqrs_id(outbox_databases())
     finally:
         if close_connections:
             for alias in connections:
                 connections[alias].close()
+    seen = {cqrs_id for cqrs_id, _, _ in found}
+    idle = {model.CQRS_ID for model in master_registry} - seen
+    return sorted(found + [(cqrs_id, 0, 0.0) for cqrs_id in idle])
 
 
 __all__ = ["pending_by_cqrs_id", "pending_everywhere"]

@@ -49,11 +49,20 @@ def test_outbox_backlog_is_read_when_scraped(tokens, transport):
     text = response.content.decode()
     assert 'cqrs_outbox_pending{cqrs_id="simplest"} 2.0' in text
     oldest = [
-        line for line in text.splitlines() if line.startswith("cqrs_outbox_oldest_pending_seconds{")
+        line
+        for line in text.splitlines()
+        if line.startswith('cqrs_outbox_oldest_pending_seconds{cqrs_id="simplest"}')
     ]
     assert len(oldest) == 1 and 0 <= float(oldest[0].split()[-1]) < 60
     assert 'cqrs_published_total{cqrs_id="simplest"}' in text
     assert 'cqrs_publish_failures_total{cqrs_id="simplest"}' in text
+
+
+def test_an_empty_backlog_reads_zero_for_every_master_model(tokens, transport):
+    SimplestModel.objects.create(name="published")
+    text = get({"Authorization": "Bearer s3cret"}).content.decode()
+    assert 'cqrs_outbox_pending{cqrs_id="simplest"} 0.0' in text
+    assert 'cqrs_outbox_oldest_pending_seconds{cqrs_id="simplest"} 0.0' in text
 
 
 def test_staff_session_may_read(tokens):
