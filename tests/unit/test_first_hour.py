@@ -275,15 +275,12 @@ def test_cqrs_consume_with_skip_checks_and_no_queue_stops(tmp_path):
     assert "dj_cqrs.E006: CQRS['queue'] is not set" in result.stderr
 
 
-def _exits_on_configuration() -> None:
-    sys.exit(EXIT_CONFIG)
-
-
-def test_the_supervisor_does_not_restart_a_worker_stopped_by_its_settings():
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "spawned"])
+def test_the_supervisor_does_not_restart_a_worker_stopped_by_its_settings(fork):
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         started = time.monotonic()
-        code = Supervisor(_exits_on_configuration, workers=2, fork=True).run()
+        code = Supervisor(sys.exit, args=(EXIT_CONFIG,), workers=2, fork=fork).run()
     finally:
         for number, handler in saved.items():
             signal.signal(number, handler)
