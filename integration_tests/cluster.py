@@ -394,22 +394,17 @@ class RabbitCluster:
         )
 
     def queues(self) -> list[dict[str, Any]]:
+        """Every queue: name, type, messages (ready, unacknowledged), consumers, leader."""
         via = next(n for n in self.nodes if n.running())
-        return list(
-            json.loads(
-                self.ctl(
-                    via,
-                    "list_queues",
-                    "name",
-                    "type",
-                    "messages",
-                    "leader",
-                    "--formatter",
-                    "json",
-                    "-q",
-                )
-            )
-        )
+        columns = [
+            "name",
+            "type",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+            "leader",
+        ]
+        return list(json.loads(self.ctl(via, "list_queues", *columns, "--formatter", "json", "-q")))
 
     # -- tear-down -----------------------------------------------------------------------------
 
@@ -450,9 +445,9 @@ def start_cluster(size: int = 3) -> RabbitCluster:
     return cluster
 
 
-@pytest.fixture(scope="module")
-def rabbit_cluster() -> Iterator[RabbitCluster]:
-    """A three-node RabbitMQ cluster for the tests of a module (see the module docstring)."""
+def running_cluster() -> Iterator[RabbitCluster]:
+    """A started three-node cluster, torn down when the generator is closed; skips (fails under
+    ``CI=true``) when it cannot start. The body of the :func:`rabbit_cluster` fixture."""
     try:
         cluster = start_cluster()
     except (ClusterError, OSError) as exc:
@@ -467,6 +462,12 @@ def rabbit_cluster() -> Iterator[RabbitCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """A three-node RabbitMQ cluster for the tests of a module (see the module docstring)."""
+    yield from running_cluster()
 
 
 class Stopwatch(threading.Thread):

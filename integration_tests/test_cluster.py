@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import tempfile
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from integration_tests.cluster import RabbitCluster, rabbit_cluster  # noqa: F401 - the fixture
+from integration_tests.cluster import RabbitCluster, running_cluster
 from integration_tests.harness import (
     OUR_PYTHON,
     PG_HOST,
@@ -39,6 +40,12 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(autouse=True)
 def _postgres() -> None:
     require(PG_HOST, PG_PORT, "PostgreSQL")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RabbitCluster]:
+    """One three-node cluster for this module's tests (about 15 s to start)."""
+    yield from running_cluster()
 
 
 class ClusterFleet:
@@ -164,11 +171,10 @@ def updates(count: int, chunk: int, label: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_quorum_queue_leader_killed_mid_stream_loses_nothing(rabbit_cluster: RabbitCluster) -> None:  # noqa: F811
+def test_quorum_queue_leader_killed_mid_stream_loses_nothing(cluster: RabbitCluster) -> None:
     """20,000 changes; two consumer processes on a quorum replica queue; the node leading the
     queue (with the relay and one consumer connected to it) is killed mid-stream and restarted
     later: every event is applied, the replica equals the master, nothing is dead-lettered."""
-    cluster = rabbit_cluster
     count = 5000
     with cluster_fleet(cluster, IT_REPLICA_OPTIONS=json.dumps({"queue_type": "quorum"})) as fleet:
         # The first consumer declares the quorum queue, which gets its leader on that consumer's
@@ -208,8 +214,12 @@ def test_quorum_queue_leader_killed_mid_stream_loses_nothing(rabbit_cluster: Rab
         )
         assert new_leader.name != leader.name
         # The node stays down while the master writes and the consumers apply; then it comes back.
+        # (at least 5 s, and until 12,000 events are applied or 20 s have passed)
         wait_until(
-            lambda: applied_events(fleet) >= 12000 or time.monotonic() - killed_at > 20, 120, 0.2
+            lambda: time.monotonic() - killed_at > 20
+            or (time.monotonic() - killed_at > 5 and applied_events(fleet) >= 12000),
+            120,
+            0.2,
         )
         down_for = time.monotonic() - killed_at
         restart_seconds = cluster.restart(leader)
@@ -248,3 +258,110 @@ def _leader_or_none(cluster: RabbitCluster, queue: str) -> Any:
     except Exception:  # noqa: BLE001 - no leader yet during the election
         return None
     return leader if leader.running() else None
+
+
+def diagnosis(fleet: ClusterFleet, processes: list[Any]) -> str:
+    """What a failed wait reports: revisions recorded, the cluster's queues, the logs' tails."""
+    lines = [
+        f"recorded: {recorded(fleet)}",
+        *(str(q) for q in fleet.cluster.queues() if fleet.queue in q["name"]),
+    ]
+    for process in processes:
+        lines.append(
+            f"--- {process.args[-1] if process.args else process.pid} (exit {process.poll()}): {process.log_path}"
+        )
+        lines.append(log_text(process)[-1500:])
+    return "\n".join(lines)
+
+
+def recorded(fleet: ClusterFleet) -> int:
+    return int(
+        pg_query(fleet.replica.env["IT_DB_NAME"], "SELECT count(*) FROM it_order_orderapplied")[0][
+            0
+        ]
+    )
+
+
+def test_partitions_keep_per_key_order_while_consumers_die_and_come_back(
+    cluster: RabbitCluster,
+) -> None:
+    """partitions = 8 (quorum queues) on the cluster, four consumer processes, two of them
+    SIGKILLed mid-stream and started again: the recorder saw every product's revisions applied
+    in increasing order with no gap, and ends equal to the master."""
+    keys, rounds = 400, 24  # 400 creates + 24 x 400 updates = 10,000 changes
+    options = {"partitions": 8, "queue_type": "quorum"}
+    with cluster_fleet(
+        cluster, IT_REPLICA_OPTIONS=json.dumps(options), IT_ORDER_RECORDER="1"
+    ) as fleet:
+        # Every revision published on its own, at its commit (the outbox relay publishes an
+        # object's state as it is when it catches up: a lagging relay sends the latest revision).
+        fleet.master.env["IT_MASTER_OPTIONS"] = json.dumps({"CQRS_OUTBOX": False})
+        consumers = []
+        for i in range(4):  # spread over the nodes: consumer i connects to node i % 3 first
+            fleet.replica.env["IT_CQRS_URLS"] = fleet.urls_from(i % 3)
+            consumers.append(
+                fleet.replica.start("cqrs_consume", log_name=f"{unique(f'c16_part{i}')}.log")
+            )
+            if i == 0:
+                wait_until(
+                    lambda: sum(q["name"].startswith(f"{fleet.queue}.p") for q in cluster.queues())
+                    >= 8,
+                    60,
+                    0.5,
+                    "the 8 partition queues declared",
+                )
+        started = time.monotonic()
+        steps = products(keys, keys) + [
+            {"op": "bulk_update", "ids": list(range(1, keys + 1)), "fields": {"name": f"r{r}"}}
+            for r in range(1, rounds + 1)
+        ]
+        scenario = fleet.start_scenario(steps)
+        total = keys * (rounds + 1)
+        wait_until(
+            lambda: recorded(fleet) >= total * 0.25, 120, 0.2, "a quarter applied before the kills"
+        )
+        for process in consumers[:2]:
+            stop_process(process, signal.SIGKILL)
+        wait_until(lambda: recorded(fleet) >= total * 0.5, 120, 0.2, "half applied by the two left")
+        for i in range(2):
+            fleet.replica.env["IT_CQRS_URLS"] = fleet.urls_from(i % 3)
+            consumers.append(
+                fleet.replica.start("cqrs_consume", log_name=f"{unique(f'c16_again{i}')}.log")
+            )
+
+        assert scenario.wait(180) == 0, Path(scenario.log_path).read_text()[-3000:]  # type: ignore[attr-defined]
+        try:
+            wait_until(lambda: recorded(fleet) >= total, 120, 0.5, "every revision applied")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnosis(fleet, consumers)}") from None
+        elapsed = time.monotonic() - started
+        time.sleep(1)  # anything applied twice or late would show now
+
+        db = fleet.replica.env["IT_DB_NAME"]
+        rows = pg_query(
+            db, "SELECT key, revision, previous, pid FROM it_order_orderapplied ORDER BY id"
+        )
+        by_key: dict[int, list[tuple[int, int | None]]] = {}
+        for key, revision, previous, _pid in rows:
+            by_key.setdefault(key, []).append((revision, previous))
+        assert len(rows) == total
+        assert sorted(by_key) == list(range(1, keys + 1))
+        for key, applied in by_key.items():
+            # increasing, no gap
+            assert [r for r, _p in applied] == list(range(rounds + 1)), (key, applied)
+            assert [p for _r, p in applied] == [None, *range(rounds)], (key, applied)
+        state = {
+            k: (r, n)
+            for k, r, n in pg_query(db, "SELECT key, revision, name FROM it_order_orderstate")
+        }
+        master = fleet.master.state()["it_product"]
+        assert state == {int(pk): (p["cqrs_revision"], p["name"]) for pk, p in master.items()}
+        # The first consumer (active on every partition until others share them) was killed:
+        # other processes took its partitions over.
+        assert len({pid for *_kr, pid in rows}) >= 2
+        assert fleet.queue_depth(f"dead_letter_{fleet.queue}") == 0
+        print(
+            f"\n{total:,} changes over 8 partitions in {elapsed:.1f} s, 2 of 4 consumers killed and restarted"
+        )
+        for process in consumers[2:]:
+            assert stop_process(process) == 0, log_text(process)[-3000:]

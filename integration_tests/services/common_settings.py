@@ -78,6 +78,7 @@ def cqrs_settings(role):
             settings["master"]["outbox_grace"] = float(os.environ["IT_OUTBOX_GRACE"])
         if os.environ.get("IT_PUBLISH_RETRIES"):
             settings["master"]["publish_retries"] = int(os.environ["IT_PUBLISH_RETRIES"])
+        settings["master"].update(json.loads(os.environ.get("IT_MASTER_OPTIONS") or "{}"))
     return settings
 
 
