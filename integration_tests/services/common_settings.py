@@ -8,7 +8,8 @@ virtualenv), so it only uses the API both packages share. Everything comes from 
 
 dj_cqrs only (never set for a django-cqrs peer): IT_CQRS_URLS (a JSON list of broker URLs, the
 nodes of a cluster: CQRS['url'] becomes that list), IT_REPLICA_OPTIONS (a JSON dict merged into
-CQRS['replica'], e.g. {"queue_type": "quorum", "partitions": 8}).
+CQRS['replica'], e.g. {"queue_type": "quorum", "partitions": 8}), IT_MASTER_OPTIONS (a JSON dict merged
+into CQRS['master'], e.g. {"CQRS_OUTBOX": false}).
 """
 
 import json
