@@ -114,7 +114,21 @@ def _listening(cqrs_id: str, pk: Any, revision: int, db: str, deadline: float) -
                 return False
             _wait_notification(raw, min(left, MAX_PAUSE))
     finally:
+        _unlisten(listener)
         listener.close()
+
+
+def _unlisten(listener: Any) -> None:
+    """Stop listening before the connection is closed: with Django's psycopg pool
+    (``OPTIONS["pool"]``) closing gives it back to the pool, which would keep the LISTEN and
+    hand it to the application's next queries."""
+    if listener.connection is None:
+        return
+    try:
+        with listener.connection.cursor() as cursor:
+            cursor.execute("UNLISTEN *")
+    except listener.Database.Error:  # a broken connection: closed anyway
+        pass
 
 
 def _wait_notification(raw: Any, timeout: float) -> None:

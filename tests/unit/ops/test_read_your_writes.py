@@ -136,6 +136,34 @@ def test_postgresql_wakes_on_the_notification_not_the_safety_net(transport):
     assert 1.25 <= elapsed < 1.8, elapsed
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY: PostgreSQL only")
+def test_the_listener_stops_listening_before_it_is_closed(transport, monkeypatch):
+    """With Django's psycopg pool, closing the listener gives the connection back to the pool:
+    it must not keep listening for the application's next queries."""
+    from django.db import connections
+
+    obj = SimplestModel.objects.create(name="a")
+    channels = []
+    create = connections.create_connection
+
+    def create_connection(alias):
+        listener = create(alias)
+        close = listener.close
+
+        def close_and_look():
+            with listener.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_listening_channels()")
+                channels.append(cursor.fetchall())
+            close()
+
+        listener.close = close_and_look
+        return listener
+
+    monkeypatch.setattr(connections, "create_connection", create_connection)
+    assert wait_for("simplest", obj.pk, 5, timeout=0.1) is False
+    assert channels == [[]]
+
+
 class _PGconn:
     """libpq's connection as psycopg exposes it: input read from the socket, the queue of
     received notifications (``notifies()``: one or None)."""
