@@ -3,6 +3,8 @@ docs/commands.md have the sections the ops code points to."""
 
 from __future__ import annotations
 
+import pytest
+
 from dj_cqrs import conf
 from tests.unit import test_docs_reference as reference
 
@@ -54,3 +56,22 @@ def test_management_commands_named_in_the_operations_docs_exist():
     [action] = [a for a in parser._actions if a.dest == "command"]
     used = {m.group(1) for text in texts for m in re.finditer(r"cqrs_dead_letters (\w+)", text)}
     assert used and used <= set(action.choices), used - set(action.choices)
+
+
+@pytest.mark.django_db
+def test_status_json_example_has_the_keys_of_the_real_output(transport):
+    """docs/operations.md's ``cqrs_status --json`` example shows the keys ``Status.as_dict()``
+    has, at every level."""
+    import json
+    import re
+
+    from dj_cqrs.ops import status
+
+    text = (reference.DOCS / "operations.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```json\n(\{\"thresholds\".*?)```", text, flags=re.S)
+    example = json.loads(block)
+    real = status.collect().as_dict()
+    assert set(example) == set(real)
+    assert set(example["thresholds"]) == set(real["thresholds"])
+    assert set(example["replica"]) == set(real["replica"])
+    assert set(example["replica"]["queue"]) == set(real["replica"]["queue"])
