@@ -37,7 +37,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -468,19 +467,3 @@ def running_cluster() -> Iterator[RabbitCluster]:
 def rabbit_cluster() -> Iterator[RabbitCluster]:
     """A three-node RabbitMQ cluster for the tests of a module (see the module docstring)."""
     yield from running_cluster()
-
-
-class Stopwatch(threading.Thread):
-    """Runs ``action`` after ``delay`` seconds in the background (used to kill and restart)."""
-
-    def __init__(self, delay: float, action: Any) -> None:
-        super().__init__(daemon=True)
-        self.delay, self.action = delay, action
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        time.sleep(self.delay)
-        try:
-            self.action()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
