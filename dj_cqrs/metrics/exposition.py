@@ -116,9 +116,29 @@ def make_server(port: int, addr: str = "127.0.0.1", extra: Iterable[Any] = ()) -
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
             logger.debug("metrics %s - " + format, self.address_string(), *args)
 
-    server = http.server.ThreadingHTTPServer((addr, port), Handler)
+    server = _server_class(addr)((addr, port), Handler)
     server.daemon_threads = True
     return server
+
+
+def _server_class(addr: str) -> Any:
+    """``ThreadingHTTPServer``, over IPv6 for an IPv6 address (``::`` binds every address, IPv4
+    ones included where the system maps them); host names and IPv4 addresses stay on IPv4."""
+    import http.server
+    import ipaddress
+    import socket
+
+    try:
+        version = ipaddress.ip_address(addr.split("%", 1)[0]).version
+    except ValueError:  # a host name
+        version = 4
+    if version == 4:
+        return http.server.ThreadingHTTPServer
+
+    class IPv6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    return IPv6Server
 
 
 @contextlib.contextmanager

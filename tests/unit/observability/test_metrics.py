@@ -298,3 +298,23 @@ def test_an_existing_multiprocess_dir_is_kept(tmp_path, monkeypatch):
     with metrics.multiprocess_dir() as path:
         assert path == str(tmp_path / "m")
     assert os.path.isdir(path)
+
+
+def test_metrics_server_binds_an_ipv6_address(enabled):
+    import socket
+    import urllib.request
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    try:
+        server = metrics.MetricsServer(0, "::1")
+    except OSError as exc:  # IPv6 turned off in this kernel
+        if "Address family" in str(exc):
+            raise  # the server did not ask for IPv6
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{server.port}/metrics", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
