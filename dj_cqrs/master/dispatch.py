@@ -23,7 +23,7 @@ from dj_cqrs.master.pending import PendingEvent
 from dj_cqrs.transport import get_transport
 
 
-def _transport_resolves() -> None:
+def transport_resolves() -> None:
     """Resolve the transport while the change's transaction is open: a bad ``CQRS['transport']``
     (``dj_cqrs.E003``/``E004``, in a process where the system checks did not run) then fails the
     write itself, rolled back, instead of raising from the commit hook after the row and its
@@ -39,7 +39,7 @@ def _via_trigger(event: PendingEvent) -> bool:
 
 def add(event: PendingEvent) -> PendingEvent:
     """Record an event of the current transaction."""
-    _transport_resolves()
+    transport_resolves()
     if _via_trigger(event):
         event.via_trigger = True
         return pending.add(event, publish_committed)
@@ -50,13 +50,13 @@ def add(event: PendingEvent) -> PendingEvent:
 
 def add_recorded(event: PendingEvent) -> PendingEvent:
     """Record an event whose outbox row the statement of the change already wrote."""
-    _transport_resolves()
+    transport_resolves()
     return pending.add(event, publish_committed)
 
 
 def add_many_recorded(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database) whose outbox rows its statements wrote."""
-    _transport_resolves()
+    transport_resolves()
     pending.add_many(events, publish_committed)
 
 
@@ -64,7 +64,7 @@ def add_many(events: list[PendingEvent]) -> None:
     """Record events of one bulk operation (one database)."""
     if not events:
         return
-    _transport_resolves()
+    transport_resolves()
     if _via_trigger(events[0]):
         for event in events:
             event.via_trigger = True

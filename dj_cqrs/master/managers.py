@@ -28,6 +28,8 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
         The objects must have primary keys after the insert (returned by the database, or set
         by the caller).
         """
+        if self.model.CQRS_PRODUCE:
+            dispatch.transport_resolves()
         objs = list(objs)
         # With conflicts ignored or updated, memory does not tell what the database kept.
         must_read = bool(kwargs.get("ignore_conflicts") or kwargs.get("update_conflicts"))
@@ -57,6 +59,8 @@ class MasterManager(models.Manager):  # type: ignore[type-arg]
         Note the signature (django-cqrs's): a queryset and the values to set, not Django's
         ``bulk_update(objs, fields)``. ``previous_data`` holds every tracked value before the update.
         """
+        if self.model.CQRS_PRODUCE:
+            dispatch.transport_resolves()
         model = self.model
         using = queryset.db
         data = _constant_inline_data(model, using)

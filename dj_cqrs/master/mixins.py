@@ -103,6 +103,10 @@ class RawMasterMixin(models.Model):
             update_fields = list(update_fields)
         publish = update_fields is None or auto or "cqrs_revision" in update_fields
 
+        if publish and self.CQRS_PRODUCE:
+            # Before anything is written: on PostgreSQL an autocommit save writes its row and its
+            # outbox row in one statement, committed before post_save could fail
+            dispatch.transport_resolves()
         autocommit = not connections[using].in_atomic_block
         self._count_cqrs_save(using)
         try:
@@ -212,6 +216,8 @@ class RawMasterMixin(models.Model):
 
     def delete(self, using: str | None = None, keep_parents: bool = False) -> Any:
         using = using or router.db_for_write(type(self), instance=self)
+        if self.CQRS_PRODUCE:  # before the (possibly one-statement, autocommit) delete
+            dispatch.transport_resolves()
         collector = None
         plan = inline_delete.plan(self, using, signals.on_post_delete)
         if plan is not None:

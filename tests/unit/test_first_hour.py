@@ -239,13 +239,43 @@ def test_e010_dj_cqrs_missing_from_installed_apps(tmp_path):
     assert "rows 0" in shell.stdout  # the write failed with it: nothing half-done
 
 
+def _create():
+    SimplestModel.objects.create(id=2, name="new")
+
+
+def _update():
+    obj = SimplestModel.objects.get(id=1)
+    obj.name = "changed"
+    obj.save()
+
+
+def _delete():
+    SimplestModel.objects.get(id=1).delete()
+
+
+def _bulk_create():
+    SimplestModel.cqrs.bulk_create([SimplestModel(id=2, name="new")])
+
+
+def _bulk_update():
+    SimplestModel.cqrs.bulk_update(SimplestModel.objects.filter(id=1), name="changed")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_bad_transport_fails_the_write_before_commit(configured):
-    """Checks did not run (a script, a worker): the write itself fails, rolled back."""
+@pytest.mark.parametrize(
+    "write", [_create, _update, _delete, _bulk_create, _bulk_update], ids=lambda f: f.__name__[1:]
+)
+def test_a_bad_transport_fails_the_write_before_commit(configured, write):
+    """Checks did not run (a script, a worker): the write itself fails and nothing is kept,
+    on PostgreSQL too, where an autocommit save writes its row and its outbox row in one
+    statement."""
+    with use_memory_transport():
+        SimplestModel.objects.create(id=1, name="kept")
+    OutboxEvent.objects.all().delete()
     with override_settings(CQRS=cqrs_with(transport="no.such.Transport")):
         with pytest.raises(ConfigurationError, match="dj_cqrs.E003"):
-            SimplestModel.objects.create(name="lost?")
-    assert not SimplestModel.objects.exists()
+            write()
+    assert list(SimplestModel.objects.values_list("id", "name")) == [(1, "kept")]
     assert not OutboxEvent.objects.exists()
 
 
