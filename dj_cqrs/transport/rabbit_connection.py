@@ -7,7 +7,6 @@ Shared by the publisher (:mod:`dj_cqrs.transport.rabbit_mq`), the consumer
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import TYPE_CHECKING, Any
 
