@@ -162,6 +162,20 @@ def _state(faults: Any) -> dict[int, tuple[int, str]]:
     }
 
 
+def _diagnosis(faults: Any, queues: list[str], processes: list[Any]) -> str:
+    """Where the messages are (per partition: ready, unacknowledged, consumers) and the logs."""
+    lines = [f"applied: {_applied_count(faults)}"]
+    for name in queues:
+        with contextlib.suppress(Exception):
+            info = _queue_info(name)
+            lines.append(
+                f"{name}: ready={info.get('messages_ready')} unacked={info.get('messages_unacknowledged')}"
+                f" consumers={info.get('consumers')}"
+            )
+    lines += [f"--- {process.pid}:\n{log_text(process)[-1500:]}" for process in processes]
+    return "\n".join(lines)
+
+
 def _wait_subscribed(
     rabbit: Rabbit, queues: list[str], consumers: int, processes: list[Any], timeout: float = 30
 ) -> None:
@@ -175,14 +189,18 @@ def _wait_subscribed(
 
 
 def test_eight_partitions_four_processes_two_killed_keep_every_key_in_order() -> None:
+    """Four ``cqrs_consume`` processes (6 workers), two of the busiest SIGKILLed mid-run and
+    started again: every key's revisions applied once each, in order, no gap."""
     keys, revisions = 120, 25
     with (
         partitioned_replica({"partitions": 8, "CQRS_BATCH_SIZE": 50}) as faults,
         contextlib.closing(Rabbit()) as rabbit,
     ):
         queues = _partition_queues(faults, 8)
-        processes = [faults.start() for _ in range(4)]
-        _wait_subscribed(rabbit, queues, 4, processes)
+        # Two processes with two workers each (the supervisor's -w), two with one: 6 workers.
+        arguments = [("-w", "2"), (), ("-w", "2"), ()]
+        processes = [faults.start(*args) for args in arguments]
+        _wait_subscribed(rabbit, queues, 6, processes)
         # Interleaved: revision r of every key before revision r + 1 of any.
         messages = [
             (key, revision, {}) for revision in range(revisions) for key in range(1, keys + 1)
@@ -209,13 +227,18 @@ def test_eight_partitions_four_processes_two_killed_keep_every_key_in_order() ->
                 message="progress after the kill",
             )
             for process in victims:
-                processes[processes.index(process)] = faults.start()
+                index = processes.index(process)
+                processes[index] = faults.start(*arguments[index])
+            _wait_subscribed(rabbit, queues, 6, processes)
             publisher.join(60)
-            wait_for(
-                lambda: _applied_count(faults) >= len(messages),
-                timeout=40,
-                message="every revision applied",
-            )
+            try:
+                wait_for(
+                    lambda: _applied_count(faults) >= len(messages),
+                    timeout=40,
+                    message="every revision applied",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_diagnosis(faults, queues, processes)}") from None
             time.sleep(0.5)  # nothing more may come
         finally:
             publisher.join(60)
@@ -400,3 +423,31 @@ def test_a_direct_sync_reaches_the_partitions_from_a_real_master() -> None:
     finally:
         rabbit_cleanup(exchange, [queue, f"dead_letter_{queue}"])
         _delete_exchanges(f"{queue}.partitions", f"{queue}.partitions.unkeyed")
+
+
+def test_messages_without_the_header_all_go_to_one_partition_in_order() -> None:
+    """A django-cqrs master sends no headers: its messages share one partition and are applied in
+    order (docs/scaling.md, mixed fleets)."""
+    import pika
+
+    with partitioned_replica({"partitions": 4}) as faults, contextlib.closing(Rabbit()) as rabbit:
+        queues = _partition_queues(faults, 4)
+        process = faults.start()
+        _wait_subscribed(rabbit, queues, 1, [process])
+        stop_process(process)
+        wait_for(lambda: all(_consumers(rabbit, q) == 0 for q in queues), timeout=20)
+        plain = pika.BasicProperties(content_type="text/plain", delivery_mode=2)
+        for revision in range(5):
+            for key in range(1, 11):
+                rabbit.channel.basic_publish(
+                    faults.exchange, "it_seq", _seq_message(key, revision), plain, mandatory=True
+                )
+        waiting = [rabbit.count(q) for q in queues]
+        assert sorted(waiting) == [0, 0, 0, 50], waiting
+        process = faults.start()
+        wait_for(lambda: _applied_count(faults) == 50, timeout=30, message="50 applied")
+        stop_process(process)
+        applied = _applied(faults)
+        assert all([r for r, _p, _pid in applied[key]] == list(range(5)) for key in range(1, 11)), (
+            applied
+        )
