@@ -42,11 +42,17 @@ MAX_TOKENS = 20
 
 
 def header_value(revisions: Iterable[Revision]) -> str:
-    """The header for committed revisions: one token per object, its highest revision."""
+    """The header for committed revisions: one token per object, its highest revision, for the
+    first :data:`MAX_TOKENS` objects changed (a replica reads no more; a request that changed
+    hundreds of objects would otherwise send a header larger than proxies accept: nginx answers
+    502 above its 4 or 8 KB ``proxy_buffer_size``)."""
     latest: dict[tuple[str, str], Revision] = {}
     for item in revisions:
         key = (item.cqrs_id, item.pk)
-        if key not in latest or item.revision >= latest[key].revision:
+        if key in latest:
+            if item.revision >= latest[key].revision:
+                latest[key] = item
+        elif len(latest) < MAX_TOKENS:
             latest[key] = item
     return ", ".join(item.token() for item in latest.values())
 

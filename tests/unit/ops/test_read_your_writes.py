@@ -258,6 +258,22 @@ def test_master_middleware_and_decorator_set_the_header(transport):
     assert ryw.HEADER not in response
 
 
+def test_master_header_names_at_most_the_tokens_a_replica_reads(transport):
+    def view(request):
+        request.objs = [SimplestModel.objects.create(name=str(i)) for i in range(300)]
+        for obj in request.objs[:3]:
+            obj.save()  # a later revision of an object already named
+        return HttpResponse("ok")
+
+    request = RequestFactory().post("/")
+    value = ryw.RevisionHeaderMiddleware(view)(request)[ryw.HEADER]
+    assert len(value) < 1024
+    assert ryw.parse(value) == [
+        ("simplest", str(obj.pk), 1 if index < 3 else 0)
+        for index, obj in enumerate(request.objs[: ryw.MAX_TOKENS])
+    ]
+
+
 def test_replica_middleware_waits_for_the_token(transport):
     obj = SimplestModel.objects.create(name="v")
     seen = []
