@@ -21,9 +21,7 @@ def test_consumer_fails_over_to_the_next_node_and_master_skips_a_dead_one(fleet)
         fleet.master.env["IT_CQRS_URLS"] = json.dumps(f"{via_proxy};{direct}")  # the ';' form
         consumer = fleet.replica.start("cqrs_consume")
         wait_until(lambda: _queue_exists(fleet.queue), 30, message="replica consuming")
-        wait_until(
-            lambda: proxy.connections >= 1, 10, message="the consumer on node 1 (the proxy)"
-        )
+        wait_until(lambda: proxy.connections >= 1, 10, message="the consumer on node 1 (the proxy)")
 
         state = fleet.master.scenario(
             [{"op": "create", "id": i, "fields": {"name": f"p{i}"}} for i in range(1, 21)]
