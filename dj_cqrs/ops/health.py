@@ -77,10 +77,16 @@ class CqrsStatusHealthCheck(_Base):
         return datetime.timedelta(seconds=2 * float(cqrs_settings.status.timeout) + 5)
 
     def run(self) -> None:
-        """django-health-check 4.x: raise with every problem."""
+        """django-health-check 4.x: raise with every problem. 4.x runs a sync check in an
+        executor thread, where no request ends to close the database connections the check
+        opened: they are closed here (else each probe's thread kept one)."""
+        from django.db import connections
         from health_check.exceptions import ServiceUnavailable
 
-        found = problems()
+        try:
+            found = problems()
+        finally:
+            connections.close_all()
         if found:
             raise ServiceUnavailable("; ".join(found))
 

@@ -114,6 +114,28 @@ def test_backend_on_django_health_check_4(transport, health_check_4_stub):
     assert repr(check) == "CQRS"
 
 
+def test_backend_on_django_health_check_4_closes_its_thread_connections(
+    transport, health_check_4_stub
+):
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        pytest.skip("Django keeps an in-memory SQLite database open")
+    health, _, _ = health_check_4_stub
+    left_open = []
+
+    def probe():  # as django-health-check 4.x runs a sync check: in an executor thread
+        health.CqrsStatusHealthCheck().run()
+        left_open.append(connection.connection is not None)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(30)
+    assert left_open == [False]
+
+
 @pytest.fixture
 def health_check_3_late_stub(monkeypatch):
     """The later 3.x releases: ``health_check.backends.HealthCheck`` (no BaseHealthCheckBackend)."""
