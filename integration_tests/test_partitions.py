@@ -451,3 +451,23 @@ def test_messages_without_the_header_all_go_to_one_partition_in_order() -> None:
         assert all([r for r, _p, _pid in applied[key]] == list(range(5)) for key in range(1, 11)), (
             applied
         )
+
+
+def test_turning_partitions_on_drains_the_old_queue_and_unbinds_it() -> None:
+    with partitioned_replica({"partitions": 2}) as faults, contextlib.closing(Rabbit()) as rabbit:
+        # The queue of the unpartitioned topology, with a backlog.
+        rabbit.channel.exchange_declare(faults.exchange, exchange_type="topic", durable=True)
+        rabbit.channel.queue_declare(faults.queue, durable=True)
+        for key in ("it_seq", f"cqrs.{faults.queue}.it_seq"):
+            rabbit.channel.queue_bind(faults.queue, faults.exchange, routing_key=key)
+        _publish_all(rabbit, faults.exchange, [(key, 0, {}) for key in range(1, 21)])
+        assert rabbit.count(faults.queue) == 20
+        process = faults.start()
+        wait_for(lambda: _applied_count(faults) == 20, timeout=30, message="the backlog applied")
+        _publish_all(rabbit, faults.exchange, [(key, 1, {}) for key in range(1, 21)])
+        wait_for(lambda: _applied_count(faults) == 40, timeout=30, message="new messages applied")
+        stop_process(process)
+        assert rabbit.count(faults.queue) == 0
+        bindings = _management(f"queues/%2F/{faults.queue}/bindings")
+        assert [b["routing_key"] for b in bindings if b["source"] == faults.exchange] == []
+        assert "still exists" in log_text(process)

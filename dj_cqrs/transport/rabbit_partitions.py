@@ -32,8 +32,10 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import pika.exceptions
+
 from dj_cqrs.core.messages import InboundMessage, Outcome
-from dj_cqrs.core.names import DELAY_HEADER, delay_of_queue, delay_queue_name
+from dj_cqrs.core.names import DELAY_HEADER, binding_keys, delay_of_queue, delay_queue_name
 from dj_cqrs.core.settlement import failure_headers, retry_body
 from dj_cqrs.exceptions import ConnectionFailed
 from dj_cqrs.transport.rabbit_connection import open_blocking_connection
@@ -97,6 +99,7 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
         self.channel = control
         for name in self.queues:
             self._subscribe(name)
+        self.drain_unpartitioned_queue()
         self._next_balance = time.monotonic() + BALANCE_SECONDS
         logger.info(
             "CQRS consumer connected: partitions=%s (%s ... %s) cqrs_ids=%s prefetch=%s per partition",
@@ -105,6 +108,36 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
             self.queues[-1],
             self.cqrs_ids,
             self.prefetch,
+        )
+
+    def drain_unpartitioned_queue(self) -> None:
+        """The queue ``<queue>`` of the unpartitioned topology, when it still exists (partitions
+        were just turned on): unbind it from the exchange, so that it stops filling up with
+        messages nobody would read, and consume what it holds like a partition (without a single
+        active consumer: its backlog is applied in parallel, the revision guard keeps the newest
+        state). Delete it once it is empty (docs/scaling.md)."""
+        assert self.connection is not None and self._control is not None
+        probe = self.connection.channel()
+        try:
+            depth = int(probe.queue_declare(self.queue, passive=True).method.message_count)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return  # the usual case: no such queue
+            raise
+        finally:
+            if probe.is_open:
+                probe.close()
+        for key in [
+            k for cqrs_id in self.cqrs_ids for k in binding_keys(self.queue, cqrs_id)
+        ] + self.route_binding_keys:
+            self._control.queue_unbind(self.queue, self.exchange, routing_key=key)
+        self._subscribe(self.queue)
+        logger.warning(
+            "CQRS queue %r of the unpartitioned topology still exists (%s message(s)): it is unbound from %r"
+            " and drained by the partitioned consumers; delete it once it is empty (see docs/scaling.md)",
+            self.queue,
+            depth,
+            self.exchange,
         )
 
     def _subscribe(self, name: str) -> None:
@@ -256,13 +289,15 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
                 raise ConnectionFailed("a re-publish keeps being returned as unroutable")
 
     def _redeclare_on(self, channel: BlockingChannel, name: str) -> None:
-        for partition in self.queues:
+        for partition in [*self.queues, self.queue]:
             delay_ms = delay_of_queue(partition, name)
             if delay_ms is not None:
                 self._declare_partition_retry_queue(channel, partition, delay_ms)
                 return
         if name == self.dead_letter_queue:
             channel.queue_declare(name, durable=True, arguments=queue_type_arguments() or None)
+        elif name == self.queue:  # the unpartitioned queue being drained: left as it was
+            channel.queue_declare(name, passive=True)
         else:
             channel.queue_declare(
                 name, durable=True, arguments=replica_queue_arguments(self.dead_letter_queue, True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pika.exceptions
 import pytest
 from django.test import override_settings
 
@@ -41,8 +42,15 @@ class Channel:
     def queue_bind(self, *args: Any, **kwargs: Any) -> None:
         self._record("queue_bind", *args, **kwargs)
 
+    def queue_unbind(self, *args: Any, **kwargs: Any) -> None:
+        self._record("queue_unbind", *args, **kwargs)
+
     def queue_declare(self, name: str, passive: bool = False, **kwargs: Any) -> Any:
         self._record("queue_declare", name, passive=passive, **kwargs)
+        if passive and name not in self.connection.queues:
+            self.is_open = False
+            raise pika.exceptions.ChannelClosedByBroker(404, f"NOT_FOUND - no queue '{name}'")
+        self.connection.queues.add(name)
         return SimpleNamespace(
             method=SimpleNamespace(consumer_count=self.connection.workers, message_count=0)
         )
@@ -87,6 +95,8 @@ class Connection:
         self.workers = workers
         self.channels: list[Channel] = []
         self.is_open = True
+        #: Queues that exist on the broker.
+        self.queues: set[str] = set()
 
     def channel(self) -> Channel:
         channel = Channel(self)
@@ -105,20 +115,23 @@ class Connection:
         return channel
 
 
-@pytest.fixture
-def consumer(monkeypatch: pytest.MonkeyPatch) -> Any:
-    connection = Connection(workers=2)
+def make_consumer(monkeypatch: pytest.MonkeyPatch, connection: Connection) -> Any:
     monkeypatch.setattr(rabbit_partitions, "open_blocking_connection", lambda *a, **k: connection)
     config = cqrs_with(
         transport="rabbitmq", queue="orders", replica={"partitions": 4, "CQRS_BATCH_SIZE": 10}
     )
-    with override_settings(CQRS=config):
+    with override_settings(CQRS=config):  # the loop reads its settings when it is made
         loop = PartitionedRabbitMQConsumer(
             cqrs_ids=["order"], handler=lambda batch, wait, service: []
         )
         loop.open()
         loop.fake = connection
-        yield loop
+        return loop
+
+
+@pytest.fixture
+def consumer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    return make_consumer(monkeypatch, Connection(workers=2))
 
 
 def deliver(consumer: Any, partition: int, tag: int, pk: int = 1) -> None:
@@ -206,3 +219,30 @@ def test_a_batch_over_several_partitions_is_acknowledged_per_channel(consumer: A
     assert p1.named("basic_ack") == [((1,), {"multiple": True})]
     assert [a[0][1] for a in p1.named("basic_publish")] == ["dead_letter_orders"]
     assert p0.named("tx_commit") and p1.named("tx_commit")
+
+
+def test_the_queue_of_the_unpartitioned_topology_is_unbound_and_drained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection = Connection(workers=1)
+    connection.queues.add("orders")  # left from before partitions were turned on
+    consumer = make_consumer(monkeypatch, connection)
+    unbound = [
+        (a[0], k["routing_key"]) for c in connection.channels for a, k in c.named("queue_unbind")
+    ]
+    assert unbound == [("orders", "order"), ("orders", "cqrs.orders.order")]
+    deliver_to = connection.subscribed("orders")  # consumed beside the partitions
+    deliver_to.deliver(
+        deliver_to,
+        SimpleNamespace(routing_key="order", delivery_tag=3),
+        SimpleNamespace(headers={}),
+        b"{}",
+    )
+    (message,) = consumer.take()
+    assert message.handle == ("orders", 3)
+    assert consumer.queues == ["orders.p0", "orders.p1", "orders.p2", "orders.p3"]  # not balanced
+
+
+def test_without_that_queue_nothing_is_unbound(consumer: Any) -> None:
+    assert not [c for c in consumer.fake.channels if c.named("queue_unbind")]
+    assert [c.consuming for c in consumer.fake.channels if c.consuming] == consumer.queues
