@@ -407,6 +407,9 @@ def test_a_direct_sync_reaches_the_partitions_from_a_real_master() -> None:
                     # The master's partition header spread the direct syncs over the partitions.
                     waiting = [rabbit.count(f"{queue}.p{i}") for i in range(4)]
                     assert sum(waiting) == 40 and sum(1 for n in waiting if n) >= 2, waiting
+                    # cqrs_status adds the partitions up.
+                    report = replica.manage("cqrs_status", "--json", "--replica-only", check=False)
+                    assert '"ready": 40' in report.stdout, report.stdout + report.stderr
                     process = replica.start("cqrs_consume")
                     wait_for(
                         lambda: len(replica.state().get("it_product", {})) == 40,
