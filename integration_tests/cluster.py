@@ -430,7 +430,10 @@ class RabbitCluster:
             for pid in node.beam_pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("IT_CLUSTER_KEEP") == "1":  # the logs and data, for a post-mortem
+            print(f"\nIT_CLUSTER_KEEP=1: the cluster's folders are kept in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_cluster(size: int = 3) -> RabbitCluster:

@@ -247,7 +247,8 @@ def test_quorum_queue_leader_killed_mid_stream_loses_nothing(cluster: RabbitClus
             assert lost in log_text(first), log_text(first)[-3000:]
         print(
             f"\n20,000 changes through the cluster in {elapsed:.1f} s; node {leader.name} (queue leader) down"
-            f" {down_for:.1f} s, restarted in {restart_seconds:.1f} s; new leader {new_leader.name}"
+            f" {down_for:.1f} s, restarted in {restart_seconds:.1f} s; new leader {new_leader.name};"
+            f" relay publish attempts nacked: {log_text(relay).count('NackError')}"
         )
         for process in (relay, first, second):
             assert stop_process(process) == 0, log_text(process)[-3000:]
