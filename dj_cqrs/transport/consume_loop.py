@@ -37,6 +37,7 @@ from dj_cqrs.conf import cqrs_settings
 from dj_cqrs.core.handlers import binding_keys, default_handler
 from dj_cqrs.core.messages import Action, ConsumeHandler, InboundMessage, Outcome
 from dj_cqrs.core.settlement import settle_failed
+from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.process.lifecycle import Backoff, StopFlag, process_stop
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.transport.observe import dead_lettered, handle_observed
@@ -150,6 +151,11 @@ class ConsumeLoop(abc.ABC):
                 self.open()
                 backoff.reset()
                 self.consume()
+            except ConfigurationError:
+                # The settings do not fit the broker (e.g. dj_cqrs.E100/E101 from the topology):
+                # reconnecting cannot help; the worker stops with the message (exit code 78).
+                self.close()
+                raise
             except Exception as exc:  # noqa: BLE001 - the worker's top level: log, reconnect, carry on
                 delay = backoff.next()
                 if isinstance(exc, self.recoverable):

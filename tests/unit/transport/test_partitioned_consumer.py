@@ -15,6 +15,7 @@ from django.test import override_settings
 from dj_cqrs.core.messages import Action, Outcome
 from dj_cqrs.core.names import PARTITION_HEADER
 from dj_cqrs.core.payload import TransportPayload
+from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.transport import rabbit_partitions
 from dj_cqrs.transport.rabbit_partitions import PartitionedRabbitMQConsumer
 from tests.unit.conftest import cqrs_with
@@ -246,3 +247,30 @@ def test_the_queue_of_the_unpartitioned_topology_is_unbound_and_drained(
 def test_without_that_queue_nothing_is_unbound(consumer: Any) -> None:
     assert not [c for c in consumer.fake.channels if c.named("queue_unbind")]
     assert [c.consuming for c in consumer.fake.channels if c.consuming] == consumer.queues
+
+
+def test_a_broker_without_the_plugin_stops_the_loop_with_e100(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reconnecting cannot help: the worker stops with the message (it exits with code 78)."""
+    connection = Connection(workers=1)
+
+    def refuse(self: Channel, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("exchange_type") == "x-consistent-hash":
+            raise pika.exceptions.ConnectionClosedByBroker(
+                503, "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'"
+            )
+
+    monkeypatch.setattr(Channel, "exchange_declare", refuse)
+    monkeypatch.setattr(rabbit_partitions, "open_blocking_connection", lambda *a, **k: connection)
+    config = cqrs_with(transport="rabbitmq", queue="orders", replica={"partitions": 2})
+    with override_settings(CQRS=config):
+        loop = PartitionedRabbitMQConsumer(
+            cqrs_ids=["order"], handler=lambda batch, wait, service: []
+        )
+        with pytest.raises(
+            ConfigurationError,
+            match="dj_cqrs.E100.*rabbitmq-plugins enable rabbitmq_consistent_hash_exchange",
+        ):
+            loop.run()
+    assert loop.reconnects == 0 and not connection.is_open
