@@ -7,8 +7,10 @@ able to see other transactions' commits (PostgreSQL's default READ COMMITTED doe
 
 How it waits, without a busy loop against the database:
 
-* **PostgreSQL**: on a connection of its own (opened for the wait, closed after), it runs
-  ``LISTEN cqrs_<cqrs_id>``, then checks the row; the consumers send ``NOTIFY`` on that channel
+* **PostgreSQL**: on a connection of its own (opened for the wait, closed after) to the
+  database the consumers write to (the router's ``db_for_write``: a read database may be a hot
+  standby, where neither LISTEN nor the notifications exist), it runs ``LISTEN cqrs_<cqrs_id>``,
+  then checks the row where reads go; the consumers send ``NOTIFY`` on that channel
   in every transaction that applies messages of the model (:mod:`dj_cqrs.replica.notify`), so the
   waiter checks again only when something of the model was committed, and at least once a second
   (a safety net for notifications turned off or lost);
@@ -18,16 +20,19 @@ How it waits, without a busy loop against the database:
 from __future__ import annotations
 
 import inspect
+import logging
 import select
 import time
 from typing import Any
 
 from django.apps import apps
-from django.db import connections, router
+from django.db import DatabaseError, connections, router
 
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.registry import replica_registry
 from dj_cqrs.replica import notify, tombstones
+
+logger = logging.getLogger("django-cqrs.read_your_writes")
 
 #: First and longest pause between two checks (the fallback poll; the safety net when listening).
 FIRST_PAUSE = 0.02
@@ -80,8 +85,11 @@ def wait_for(
     deadline = time.monotonic() + max(0.0, timeout)
     model = _model(cqrs_id)
     db = using or router.db_for_read(model)
-    if notify.enabled(db) and timeout > 0:
-        return _listening(cqrs_id, pk, revision, db, deadline)
+    # The consumers send NOTIFY on the database they write to; the row is read where the router
+    # sends reads, which may be a hot standby (no LISTEN there, and no notification reaches it).
+    listen_db = router.db_for_write(model)
+    if notify.enabled(listen_db) and timeout > 0:
+        return _listening(cqrs_id, pk, revision, db, listen_db, deadline)
     return _polling(cqrs_id, pk, revision, db, deadline)
 
 
@@ -97,14 +105,20 @@ def _polling(cqrs_id: str, pk: Any, revision: int, db: str, deadline: float) -> 
         pause = min(pause * 2, MAX_PAUSE)
 
 
-def _listening(cqrs_id: str, pk: Any, revision: int, db: str, deadline: float) -> bool:
-    listener = connections.create_connection(db)
+def _listening(
+    cqrs_id: str, pk: Any, revision: int, db: str, listen_db: str, deadline: float
+) -> bool:
+    listener: Any = connections.create_connection(listen_db)
     try:
-        listener.ensure_connection()
-        raw: Any = listener.connection
-        raw.autocommit = True
-        with raw.cursor() as cursor:
-            cursor.execute(f'LISTEN "{notify.channel(cqrs_id)}"')
+        try:
+            listener.ensure_connection()
+            raw: Any = listener.connection
+            raw.autocommit = True
+            with raw.cursor() as cursor:
+                cursor.execute(f'LISTEN "{notify.channel(cqrs_id)}"')
+        except (DatabaseError, listener.Database.Error):  # no LISTEN there: poll instead
+            logger.warning("CQRS wait_for cannot LISTEN on %r: polling", listen_db, exc_info=True)
+            return _polling(cqrs_id, pk, revision, db, deadline)
         # Listening first: a commit between the check and the wait still wakes the wait.
         while True:
             if applied(cqrs_id, pk, revision, db):

@@ -11,6 +11,7 @@ import pytest
 from django.db import connection, transaction
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
+from django.utils import timezone
 
 from dj_cqrs.exceptions import ConfigurationError
 from dj_cqrs.master import last_revision, recording, token_for
@@ -162,6 +163,39 @@ def test_the_listener_stops_listening_before_it_is_closed(transport, monkeypatch
     monkeypatch.setattr(connections, "create_connection", create_connection)
     assert wait_for("simplest", obj.pk, 5, timeout=0.1) is False
     assert channels == [[]]
+
+
+class _ReadsElsewhere:
+    """Reads of the replica models go to "other" (say, a hot standby), writes to "default"."""
+
+    def db_for_read(self, model, **hints):
+        return "other" if model._meta.app_label == "replica_app" else None
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY: PostgreSQL only")
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_the_wait_listens_where_the_consumers_write_and_reads_where_reads_go(
+    transport, monkeypatch
+):
+    from django.db import connections
+
+    SimplestModelRef.objects.using("other").create(
+        id=7, name="copy", cqrs_revision=3, cqrs_updated=timezone.now()
+    )
+    listened = []
+    create = connections.create_connection
+
+    def create_connection(alias):
+        listened.append(alias)
+        return create(alias)
+
+    monkeypatch.setattr(connections, "create_connection", create_connection)
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}._ReadsElsewhere"]):
+        assert wait_for("simplest", 7, 3, timeout=1) is True  # the row read on "other"
+    assert listened == ["default"]  # a standby has no LISTEN, nor the consumers' NOTIFY
 
 
 class _PGconn:
