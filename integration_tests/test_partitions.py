@@ -355,6 +355,11 @@ def test_a_queue_of_another_type_is_refused_with_the_migration_hint() -> None:
             wait_for(
                 lambda: "dj_cqrs.E101" in log_text(process), timeout=30, message="E101 in the log"
             )
+            # Reconnecting cannot help: the worker exits on the configuration error and
+            # cqrs_consume stops instead of restarting it.
+            wait_for(lambda: process.poll() is not None, timeout=30, message="cqrs_consume to stop")
+            assert process.returncode == 1, log_text(process)
+            assert "stopping the consumer instead of restarting it" in log_text(process)
         finally:
             stop_process(process)
         text = log_text(process)

@@ -153,7 +153,8 @@ class ConsumeLoop(abc.ABC):
                 self.consume()
             except ConfigurationError:
                 # The settings do not fit the broker (e.g. dj_cqrs.E100/E101 from the topology):
-                # reconnecting cannot help; the worker stops with the message (exit code 78).
+                # reconnecting cannot help; the worker stops with the message (exit code 78) and
+                # cqrs_consume with it.
                 self.close()
                 raise
             except Exception as exc:  # noqa: BLE001 - the worker's top level: log, reconnect, carry on
