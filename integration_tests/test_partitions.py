@@ -339,7 +339,7 @@ def test_quorum_queues_on_one_node_declare_apply_retry_and_dead_letter() -> None
         for name in (faults.queue, f"{faults.queue}.retry.500", faults.dlq):
             info = _queue_info(name)
             assert info["type"] == "quorum", (name, info["type"])
-        assert _queue_info(faults.queue)["arguments"]["x-delivery-limit"] == 20
+        assert _queue_info(faults.queue)["arguments"]["x-delivery-limit"] == 50
 
 
 def test_a_queue_of_another_type_is_refused_with_the_migration_hint() -> None:

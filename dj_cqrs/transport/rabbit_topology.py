@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel
 
 #: ``x-delivery-limit`` of quorum replica and partition queues.
-QUORUM_DELIVERY_LIMIT = 20
+QUORUM_DELIVERY_LIMIT = 50
 CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
 PLUGIN_HINT = (
     f"run `rabbitmq-plugins enable {CONSISTENT_HASH_PLUGIN}` on every node of the RabbitMQ cluster"
