@@ -491,6 +491,11 @@ class RabbitMQTransport(BaseTransport):
                     if not chunk:
                         break
                     error: BaseException = pika.exceptions.NackError([])
+                    # The retry goes out on a fresh channel: a channel whose publishes the broker
+                    # nacked may go on nacking (seen on a RabbitMQ 3.10 cluster: a channel opened
+                    # while a quorum queue elected a new leader nacked every publish until the
+                    # killed node came back; a new channel was confirmed at once).
+                    producer.close()
                 except CONNECTION_ERRORS as exc:
                     if isinstance(exc, pika.exceptions.AMQPChannelError):
                         producer.close()  # only the channel failed: the connection closes cleanly

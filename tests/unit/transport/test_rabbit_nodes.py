@@ -311,3 +311,33 @@ def test_kombu_gets_the_list_as_its_failover_list():
         connection = new_connection()
     assert connection.alt == ["amqp://h1//", "amqp://h2//"]
     assert connection.hostname == "h1"
+
+
+def test_a_nacked_publish_is_retried_on_a_fresh_channel():
+    """A channel whose publishes were nacked may keep nacking (a RabbitMQ 3.10 quorum queue after
+    a leader change): the retry goes out on a new connection and channel."""
+    from dj_cqrs.transport.rabbit_mq import RabbitMQTransport, _ThreadProducer
+
+    answers = [[0, 1], []]  # the first attempt: both messages nacked; the second: confirmed
+    events = []
+
+    def publish(self, messages, fail_fast=False):
+        events.append(("publish", len(messages)))
+        return answers.pop(0)
+
+    def close(self):
+        events.append(("close",))
+
+    message = ("ex", "k", b"{}", None, None)
+    cqrs = cqrs_with(
+        transport="dj_cqrs.transport.RabbitMQTransport",
+        url=NODES,
+        master={"publish_retry_delay": 0},
+    )
+    with (
+        override_settings(CQRS=cqrs),
+        mock.patch.object(_ThreadProducer, "publish", publish),
+        mock.patch.object(_ThreadProducer, "close", close),
+    ):
+        RabbitMQTransport().publish_confirmed([message, message])
+    assert events == [("publish", 2), ("close",), ("publish", 2)]
