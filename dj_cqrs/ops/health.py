@@ -49,12 +49,6 @@ class _Missing:
         )
 
 
-if TYPE_CHECKING:
-    _Base = object
-else:
-    _Base = _base()
-
-
 def problems(result: status.Status | None = None) -> list[str]:
     """What makes this service unhealthy now (empty: healthy)."""
     result = result if result is not None else status.collect()
@@ -65,8 +59,12 @@ def problems(result: status.Status | None = None) -> list[str]:
     return found
 
 
-class CqrsStatusHealthCheck(_Base):
-    """The outbox backlog, the replica queue and the dead letters against ``CQRS['status']``."""
+class _CqrsStatusCheck:
+    """The outbox backlog, the replica queue and the dead letters against ``CQRS['status']``.
+
+    ``CqrsStatusHealthCheck`` is this class on top of the installed django-health-check's base
+    class, made at its first use (django-health-check reads Django's settings when imported, so
+    this module must not import it at import time)."""
 
     critical_service = True
 
@@ -104,11 +102,34 @@ class CqrsStatusHealthCheck(_Base):
         return "CQRS"
 
 
+_built: dict[str, type] = {}
+
+
+def _backend() -> type:
+    if "class" not in _built:
+        _built["class"] = type(
+            "CqrsStatusHealthCheck",
+            (_CqrsStatusCheck, _base()),
+            {"__module__": __name__, "__qualname__": "CqrsStatusHealthCheck"},
+        )
+    return _built["class"]
+
+
+if TYPE_CHECKING:
+    CqrsStatusHealthCheck = _CqrsStatusCheck
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name == "CqrsStatusHealthCheck":
+            return _backend()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def register() -> None:
     """Register the backend with django-health-check's plugin registry (versions that have one)."""
     from health_check.plugins import plugin_dir
 
-    plugin_dir.register(CqrsStatusHealthCheck)
+    plugin_dir.register(_backend())
 
 
 __all__ = ["CqrsStatusHealthCheck", "problems", "register"]
