@@ -162,16 +162,24 @@ def _state(faults: Any) -> dict[int, tuple[int, str]]:
     }
 
 
-def _diagnosis(faults: Any, queues: list[str], processes: list[Any]) -> str:
-    """Where the messages are (per partition: ready, unacknowledged, consumers) and the logs."""
-    lines = [f"applied: {_applied_count(faults)}"]
-    for name in queues:
-        with contextlib.suppress(Exception):
-            info = _queue_info(name)
-            lines.append(
-                f"{name}: ready={info.get('messages_ready')} unacked={info.get('messages_unacknowledged')}"
-                f" consumers={info.get('consumers')}"
-            )
+def _diagnosis(faults: Any, processes: list[Any]) -> str:
+    """Revisions missing, where the messages are (partition, retry and dead-letter queues: ready,
+    unacknowledged, consumers) and the end of the consumers' logs."""
+    applied = _applied(faults)
+    missing = [
+        (key, revision)
+        for key, rows in applied.items()
+        for revision in range(max(r for r, _p, _pid in rows) + 1)
+        if revision not in {r for r, _p, _pid in rows}
+    ]
+    lines = [f"applied: {_applied_count(faults)}; missing (key, revision): {missing[:20]}"]
+    with contextlib.suppress(Exception):
+        lines += [
+            f"{q['name']}: ready={q.get('messages_ready')} unacked={q.get('messages_unacknowledged')}"
+            f" consumers={q.get('consumers')}"
+            for q in _management("queues/%2F")
+            if q["name"].startswith(faults.queue + ".") or q["name"] == faults.dlq
+        ]
     lines += [f"--- {process.pid}:\n{log_text(process)[-1500:]}" for process in processes]
     return "\n".join(lines)
 
@@ -205,9 +213,16 @@ def test_eight_partitions_four_processes_two_killed_keep_every_key_in_order() ->
         messages = [
             (key, revision, {}) for revision in range(revisions) for key in range(1, keys + 1)
         ]
-        publisher = threading.Thread(
-            target=_publish_all, args=(Rabbit(), faults.exchange, messages, 150, 0.3)
-        )
+        published: list[BaseException] = []
+
+        def publish() -> None:
+            try:
+                _publish_all(Rabbit(), faults.exchange, messages, 150, 0.3)
+            except BaseException as exc:  # reported by the diagnosis
+                published.append(exc)
+                raise
+
+        publisher = threading.Thread(target=publish)
         publisher.start()
         try:
             # The partitions spread over the processes (balancing), then the two busiest are killed.
@@ -238,7 +253,10 @@ def test_eight_partitions_four_processes_two_killed_keep_every_key_in_order() ->
                     message="every revision applied",
                 )
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{_diagnosis(faults, queues, processes)}") from None
+                raise AssertionError(
+                    f"{exc}\npublisher: alive={publisher.is_alive()} errors={published}\n"
+                    f"{_diagnosis(faults, processes)}"
+                ) from None
             time.sleep(0.5)  # nothing more may come
         finally:
             publisher.join(60)

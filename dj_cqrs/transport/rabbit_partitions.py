@@ -12,7 +12,8 @@ queue (``consumer_count`` of a passive declare: every worker subscribes once per
 partitions it received messages from lately; above its fair share ``ceil(N / workers)`` it
 *releases* the surplus: between two batches (everything taken is settled and committed), it
 closes the channel of that partition (the broker requeues what was prefetched, in its original
-order, and activates the next subscriber) and subscribes again, at the end of the line. Starting
+order, and activates the next subscriber: see :meth:`PartitionedRabbitMQConsumer._close_keeping_order`)
+and subscribes again, at the end of the line. Starting
 a worker therefore takes load off the busy ones within seconds, without any coordination but the
 broker's.
 
@@ -60,6 +61,8 @@ BALANCE_SECONDS = 1.0
 #: A partition that delivered within this many seconds counts as one the worker serves.
 ACTIVE_WINDOW_SECONDS = 2.0
 _RETURN_ATTEMPTS = 3
+#: How long closing a released partition's channel may take.
+CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 class PartitionedRabbitMQConsumer(RabbitMQConsumer):
@@ -150,9 +153,39 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
         self.channels[name] = channel
 
     def close(self, error: BaseException | None = None) -> None:
-        self.channels = {}
+        channels, self.channels = self.channels, {}
         self._control = None
+        if error is None and self.connection is not None and self.connection.is_open:
+            # A clean stop: hand the partitions over without the reorder window (see below).
+            for channel in channels.values():
+                try:
+                    self._close_keeping_order(channel)
+                except Exception:  # noqa: BLE001 - the connection is closed right after anyway
+                    break
         super().close(error)
+
+    def _close_keeping_order(self, channel: BlockingChannel) -> None:
+        """Close a partition's channel so that the next subscriber gets what this worker did not
+        acknowledge *first*, in its original order.
+
+        pika cancels a channel's consumers (``basic.cancel``) before it closes it. On a queue with
+        a single active consumer the cancel alone makes the next subscriber active, and RabbitMQ
+        delivers it the queue's next messages while the ones this worker prefetched are still
+        unacknowledged here; they are requeued only when the close follows, behind later messages
+        of the same keys. A ``channel.close`` without the cancel is handled by the queue in one
+        step (requeue what the channel held, then activate the next consumer), as when a worker
+        dies. So the consumers are marked cancelled for pika, and only the close is sent."""
+        impl = channel._impl  # pika's asynchronous channel under the blocking adapter
+        if not impl.is_open:
+            return
+        impl._cancelled.update(impl._consumers)
+        impl.close()
+        assert self.connection is not None
+        deadline = time.monotonic() + CLOSE_TIMEOUT_SECONDS
+        while not impl.is_closed:
+            if time.monotonic() > deadline:
+                raise ConnectionFailed("a partition channel did not close in time")
+            self.connection.process_data_events(time_limit=0.05)
 
     # -- delivery --------------------------------------------------------------------------------
 
@@ -217,13 +250,12 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
         """Give partition ``name`` to the next subscriber and subscribe again at the end of the
         line. Its messages still in the buffer are dropped here: closing the channel requeues
         them (unacknowledged) in their original order."""
-        self._buffer = [m for m in self._buffer if m.handle[0] != name]
         channel = self.channels.pop(name)
         self._uncommitted_on.pop(name, None)
         self._unsettled_on.discard(name)
         self.last_delivery.pop(name, None)
-        if channel.is_open:
-            channel.close()
+        self._close_keeping_order(channel)
+        self._buffer = [m for m in self._buffer if m.handle[0] != name]
         self.released += 1
         self._subscribe(name)
 

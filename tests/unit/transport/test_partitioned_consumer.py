@@ -30,6 +30,14 @@ class Channel:
         self.calls: list[tuple[str, Any]] = []
         self.consuming: str | None = None
         self.deliver: Any = None
+        # pika's asynchronous channel under the blocking one: the same stand-in
+        self._impl = self
+        self._consumers: dict[str, Any] = {}
+        self._cancelled: set[str] = set()
+
+    @property
+    def is_closed(self) -> bool:
+        return not self.is_open
 
     def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, (args, kwargs)))
@@ -67,6 +75,7 @@ class Channel:
 
     def basic_consume(self, queue: str, callback: Any, auto_ack: bool) -> None:
         self.consuming, self.deliver = queue, callback
+        self._consumers[f"ctag-{queue}"] = callback
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         self._record("basic_ack", delivery_tag, multiple=multiple)
@@ -85,6 +94,8 @@ class Channel:
         self._record("tx_commit")
 
     def close(self) -> None:
+        # pika sends basic.cancel first for every consumer not marked cancelled
+        self._record("close", uncancelled=sorted(set(self._consumers) - self._cancelled))
         self.is_open = False
 
     def named(self, name: str) -> list[Any]:
@@ -166,9 +177,10 @@ def test_a_worker_above_its_share_releases_the_partitions_that_delivered_least_r
     old = {name: consumer.fake.subscribed(name) for name in consumer.queues}
     consumer.balance()
     assert consumer.released == 2
-    assert (
-        not old["orders.p0"].is_open and not old["orders.p1"].is_open
-    )  # released: back in the line
+    # Released (back in the line), closed without a basic.cancel first: the broker requeues what
+    # was prefetched and hands the partition over in one step.
+    assert old["orders.p0"].named("close") == [((), {"uncancelled": []})]
+    assert old["orders.p1"].named("close") == [((), {"uncancelled": []})]
     assert old["orders.p2"].is_open and old["orders.p3"].is_open
     assert consumer.fake.subscribed("orders.p0") is not old["orders.p0"]  # subscribed again
     # Their prefetched messages are dropped here: closing the channel gives them back, in order.
@@ -274,3 +286,12 @@ def test_a_broker_without_the_plugin_stops_the_loop_with_e100(
         ):
             loop.run()
     assert loop.reconnects == 0 and not connection.is_open
+
+
+def test_a_clean_stop_closes_every_partition_channel_without_cancelling_first(
+    consumer: Any,
+) -> None:
+    channels = [consumer.fake.subscribed(name) for name in consumer.queues]
+    consumer.close()
+    assert all(c.named("close") == [((), {"uncancelled": []})] for c in channels)
+    assert not consumer.fake.is_open
