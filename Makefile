@@ -33,8 +33,9 @@ PG_UNIT_URL ?= postgres://postgres@127.0.0.1:5432/dj_cqrs_unit_$(notdir $(CURDIR
 # `make test`; every pass still runs in full. Each lane uses its own databases and broker names.
 UNIT_LANE_LOG ?= .cache/test-unit-lane.log
 # Integration tests that run at the end of the unit lane instead (mostly waiting: the one-minute
-# database outage; the fuzz test; the supervisor), so that both lanes take about as long.
-IT_UNIT_LANE ?= integration_tests/test_database_outage.py integration_tests/test_fuzz_consumer.py integration_tests/test_supervisor.py
+# database outage; the fuzz test; the supervisor; the three-node cluster), so that both lanes take
+# about as long.
+IT_UNIT_LANE ?= integration_tests/test_database_outage.py integration_tests/test_fuzz_consumer.py integration_tests/test_supervisor.py integration_tests/test_cluster.py
 
 test: install ## Run every test: integration and compat, and alongside them the unit passes (SQLite, PostgreSQL, Django 6.1)
 	@mkdir -p $(dir $(UNIT_LANE_LOG))
