@@ -81,6 +81,25 @@ def node_label(params: pika.ConnectionParameters) -> str:
     return f"{params.host}:{params.port}"
 
 
+def _position_of(used: object, candidates: list[pika.ConnectionParameters]) -> int:
+    """Which of ``candidates`` the connection went to, given the parameters it holds (``used``).
+
+    pika's connection keeps a deep copy of the parameters it connected with (``Connection.__init__``),
+    never the object it was given, so the node is found by host, port and virtual host; the first
+    candidate when nothing matches."""
+    if used is None:
+        return 0
+    key = (
+        getattr(used, "host", None),
+        getattr(used, "port", None),
+        getattr(used, "virtual_host", None),
+    )
+    for position, params in enumerate(candidates):
+        if params is used or (params.host, params.port, params.virtual_host) == key:
+            return position
+    return 0
+
+
 class BrokerNodes:
     """The nodes one connection owner connects to, and which of them it tries first.
 
@@ -119,7 +138,7 @@ class BrokerNodes:
         candidates = [nodes[i] for i in order]
         connection = pika.BlockingConnection(candidates)
         used = getattr(getattr(connection, "_impl", None), "params", None)
-        position = next((pos for pos, params in enumerate(candidates) if params is used), 0)
+        position = _position_of(used, candidates)
         self.current = order[position]
         self.current_label = node_label(nodes[self.current])
         if position:

@@ -4,6 +4,7 @@ to the next node, the system checks, and one URL behaving as before. No broker: 
 
 from __future__ import annotations
 
+import copy
 from unittest import mock
 
 import pika
@@ -150,7 +151,8 @@ class FakeCluster:
         for params in candidates:
             if params.port in self.up:
                 connection = mock.Mock(name=f"connection to {params.port}")
-                connection._impl.params = params
+                # pika's Connection keeps a deep copy of the parameters it connected with.
+                connection._impl.params = copy.deepcopy(params)
                 return connection
         raise pika.exceptions.AMQPConnectionError("no node answered")
 
