@@ -318,3 +318,51 @@ def test_metrics_server_binds_an_ipv6_address(enabled):
             assert response.status == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.0, 0.001, 0.5, 0.5, 1.0, 2.5, 7.0, 60.0, 3600.0, 1e9],
+        [0.25] * 50,
+        [],
+    ],
+)
+def test_observe_many_equals_one_observe_per_value(values):
+    """The batched histogram update (one write per bucket and one to the sum) leaves exactly what
+    an ``observe`` per value leaves, bucket bounds included (``value <= bound``)."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from dj_cqrs.metrics.recording import LAG_SECONDS_BUCKETS, observe_many
+
+    def exposition(record) -> bytes:
+        registry = CollectorRegistry()
+        histogram = Histogram(
+            "lag", "lag", ["cqrs_id"], buckets=LAG_SECONDS_BUCKETS, registry=registry
+        )
+        record(histogram.labels("product"), values)
+        return b"\n".join(
+            line for line in generate_latest(registry).splitlines() if b"_created" not in line
+        )
+
+    def one_by_one(child, vals):
+        for value in vals:
+            child.observe(value)
+
+    assert exposition(observe_many) == exposition(one_by_one)
+    assert 1.0 in LAG_SECONDS_BUCKETS or 0.5 in LAG_SECONDS_BUCKETS  # some values sit on a bound
+
+
+def test_observe_many_falls_back_to_observe_without_the_bucket_values():
+    from dj_cqrs.metrics.recording import observe_many
+
+    class Plain:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Plain()
+    observe_many(plain, [3.0, 1.0])
+    assert plain.seen == [3.0, 1.0]
