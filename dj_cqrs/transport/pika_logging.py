@@ -3,8 +3,9 @@
 A failed connection makes pika log six or seven ERROR lines and a traceback from several of its
 modules. When the publisher's connection fails, dj_cqrs already says what happened once per
 outage (``django-cqrs.outbox``), so the lines pika logs while :func:`reported_by_us` is active in
-the current thread are dropped. pika's lines from any other code (other threads, other
-connections) are left alone.
+the current thread are dropped. The same holds for a channel the broker closes on purpose (the
+partitioned consumer's look for the unpartitioned queue, usually answered 404). pika's lines from
+any other code (other threads, other connections) are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ LOGGERS = (
     "pika.adapters.blocking_connection",
     "pika.adapters.base_connection",
     "pika.connection",
+    "pika.channel",
 )
 
 _state = threading.local()

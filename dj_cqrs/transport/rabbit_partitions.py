@@ -39,6 +39,7 @@ from dj_cqrs.core.messages import InboundMessage, Outcome
 from dj_cqrs.core.names import DELAY_HEADER, binding_keys, delay_of_queue, delay_queue_name
 from dj_cqrs.core.settlement import failure_headers, retry_body
 from dj_cqrs.exceptions import ConnectionFailed
+from dj_cqrs.transport import pika_logging
 from dj_cqrs.transport.rabbit_connection import open_blocking_connection
 from dj_cqrs.transport.rabbit_consumer import (
     RETRY_QUEUE_REDECLARE_SECONDS,
@@ -122,7 +123,9 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
         assert self.connection is not None and self._control is not None
         probe = self.connection.channel()
         try:
-            depth = int(probe.queue_declare(self.queue, passive=True).method.message_count)
+            # A 404 is the usual answer: pika's WARNING about the closed channel is not logged.
+            with pika_logging.reported_by_us():
+                depth = int(probe.queue_declare(self.queue, passive=True).method.message_count)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
                 return  # the usual case: no such queue

@@ -5,6 +5,7 @@ partition. The broker itself is exercised in integration_tests/test_partitions.p
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,6 +59,10 @@ class Channel:
         self._record("queue_declare", name, passive=passive, **kwargs)
         if passive and name not in self.connection.queues:
             self.is_open = False
+            # What pika logs when the broker closes a channel (pika.channel._on_close_meta).
+            logging.getLogger("pika.channel").warning(
+                "Received remote Channel.Close (404): \"NOT_FOUND - no queue '%s'\"", name
+            )
             raise pika.exceptions.ChannelClosedByBroker(404, f"NOT_FOUND - no queue '{name}'")
         self.connection.queues.add(name)
         return SimpleNamespace(
@@ -254,6 +259,17 @@ def test_the_queue_of_the_unpartitioned_topology_is_unbound_and_drained(
     (message,) = consumer.take()
     assert message.handle == ("orders", 3)
     assert consumer.queues == ["orders.p0", "orders.p1", "orders.p2", "orders.p3"]  # not balanced
+
+
+def test_looking_for_that_queue_logs_no_pika_warning_when_it_does_not_exist(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The usual case of every start: before, each worker logged pika's "Received remote
+    # Channel.Close (404): NOT_FOUND - no queue 'orders'" at WARNING, as if something were wrong.
+    with caplog.at_level(logging.INFO):
+        loop = make_consumer(monkeypatch, Connection(workers=1))
+    assert [c.consuming for c in loop.fake.channels if c.consuming] == loop.queues
+    assert not [r for r in caplog.records if r.name.startswith("pika")], caplog.text
 
 
 def test_without_that_queue_nothing_is_unbound(consumer: Any) -> None:
