@@ -37,6 +37,7 @@ _MISSING = object()
 
 #: The module of the RabbitMQ transport (see :func:`_is_rabbitmq`).
 RABBITMQ_MODULE = "dj_cqrs.transport.rabbit_mq"
+KOMBU_MODULE = "dj_cqrs.transport.kombu"
 
 
 def _message(problem: Any, obj: Any = None) -> checks.CheckMessage:
@@ -105,9 +106,13 @@ def _check_transport(raw: dict[str, Any]) -> list[checks.CheckMessage]:
                 id=check_id,
             )
         ]
-    if is_url_value(raw.get("url")) and (isinstance(raw.get("url"), (list, tuple)) or is_cluster(raw.get("url"))):
+    if is_url_value(raw.get("url")) and (
+        isinstance(raw.get("url"), (list, tuple)) or is_cluster(raw.get("url"))
+    ):
         return _check_broker_nodes(broker_urls(raw["url"]), cls)
     url = raw.get("url")
+    if isinstance(url, str) and url and _is_kombu(cls):
+        return _check_kombu_url(url)
     if isinstance(url, str) and url and _is_rabbitmq(cls):
         import pika  # loaded already, with the RabbitMQ transport; not loaded by other services
 
@@ -190,6 +195,50 @@ def _check_broker_nodes(urls: list[str], cls: type) -> list[checks.CheckMessage]
 def _broker_kind(scheme: str) -> str:
     """kombu's transports by scheme; amqp:// and amqps:// (and pyamqp) are one broker."""
     return "amqp" if scheme in ("amqp", "amqps", "pyamqp") else scheme
+
+
+def _is_kombu(cls: type) -> bool:
+    """The kombu transport or a subclass of it (imported with it, as :func:`_is_rabbitmq`)."""
+    kombu_transport = sys.modules.get(KOMBU_MODULE)
+    return kombu_transport is not None and issubclass(cls, kombu_transport.KombuTransport)
+
+
+#: The package a kombu transport needs, by URL scheme, and what installs it.
+_KOMBU_DRIVERS = {"redis": "pip install 'dj-cqrs[redis]'", "rediss": "pip install 'dj-cqrs[redis]'"}
+
+
+def _check_kombu_url(url: str) -> list[checks.CheckMessage]:
+    """E011 for a kombu URL whose transport kombu does not know (``http://``) or cannot load
+    because its client library is missing (``redis://`` without ``redis``): without the check,
+    every publish fails at run time with kombu's bare ``AttributeError``."""
+    from kombu.transport import resolve_transport
+
+    scheme = url_scheme(url).split("+", 1)[0]
+    if not scheme:
+        return []  # kombu reads a bare host as amqp://
+    try:
+        resolve_transport(scheme)
+    except KeyError:
+        return [
+            checks.Error(
+                f"CQRS['url'] {without_password(url)!r}: kombu has no transport for {scheme}://.",
+                hint="Use a kombu URL (amqp://, redis://, filesystem://, sqs://, ...), or amqp:// with"
+                " the RabbitMQ transport.",
+                id="dj_cqrs.E011",
+            )
+        ]
+    except Exception as exc:  # noqa: BLE001 - kombu's transport modules fail in many ways without their driver
+        return [
+            checks.Error(
+                f"CQRS['url'] {without_password(url)!r} needs kombu's {scheme!r} transport, which"
+                f" cannot be loaded ({type(exc).__name__}: {exc}): its client library is missing.",
+                hint=_KOMBU_DRIVERS.get(
+                    scheme, f"Install the client library kombu's {scheme!r} transport uses."
+                ),
+                id="dj_cqrs.E011",
+            )
+        ]
+    return []
 
 
 def _is_rabbitmq(cls: type) -> bool:
@@ -425,7 +474,9 @@ def _check_required_fields(model: Any, mapping: Any) -> list[checks.CheckMessage
     """A non-null replica field that no message can fill makes every SAVE fail as
     ``missing_required_fields``. What the replica can know: the targets of its ``CQRS_MAPPING``,
     and the fields of a master model with the same ``CQRS_ID`` in this service."""
-    if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False) or getattr(model, "CQRS_NO_DB_OPERATIONS", False):
+    if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False) or getattr(
+        model, "CQRS_NO_DB_OPERATIONS", False
+    ):
         return []
     master = master_registry.get_model_by_cqrs_id(model.CQRS_ID)
     if isinstance(mapping, dict):

@@ -344,6 +344,15 @@ def _unknown_section_key_hint(section: str, key: Any, options: dict[str, Option]
     for other, other_options in _section_options().items():
         if other != section and key in other_options:
             return f"Did you mean CQRS[{other!r}][{key!r}]? It is a key of that section."
+    if key in ROOT_OPTIONS:
+        return f"Did you mean CQRS[{key!r}]? It is a top-level key."
+    if isinstance(key, str):  # a case slip, a missing CQRS_ prefix or a typo: max_retries
+        by_lower = {name.lower(): name for name in options}
+        lowered = key.lower()
+        name = by_lower.get(lowered) or by_lower.get(f"cqrs_{lowered}")
+        close = difflib.get_close_matches(lowered, sorted(by_lower), n=1, cutoff=0.8)
+        if name or close:
+            return f"Did you mean {name or by_lower[close[0]]!r}?"
     return f"Known keys: {', '.join(sorted(options))}."
 
 
@@ -380,6 +389,7 @@ def effective_transport(raw: Any) -> Any:
     if test_runner_active():
         return "memory"
     return transport_from_url(raw.get("url") if isinstance(raw, dict) else None)
+
 
 #: System-check ids of invalid values; a run-time ``ConfigurationError`` carries the same id.
 ROOT_CHECK_ID = "dj_cqrs.E005"
@@ -613,6 +623,11 @@ def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
         cqrs_settings.reload()
 
 
+def _shown_url(url: str) -> str:
+    """``url`` for a message, without the credentials a URL without a scheme may carry."""
+    return f"***@{url.rsplit('@', 1)[1]}" if "@" in url else url
+
+
 def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem]:
     """Return every problem with ``settings.CQRS``; used by the system checks."""
     problems: list[Problem] = []
@@ -634,10 +649,16 @@ def validate(raw: Any, *, has_masters: bool, has_replicas: bool) -> list[Problem
         return problems
 
     if not effective_transport(raw):
+        url = raw.get("url")
         problems.append(
             Problem(
                 "dj_cqrs.E002",
-                "CQRS['transport'] is not set, and there is no CQRS['url'] to tell it from.",
+                (
+                    f"CQRS['transport'] is not set, and CQRS['url'] {_shown_url(url)!r} has no"
+                    " scheme (amqp://, redis://, ...) to tell it from."
+                    if isinstance(url, str) and url
+                    else "CQRS['transport'] is not set, and there is no CQRS['url'] to tell it from."
+                ),
                 "Set CQRS['url'] (amqp:// or amqps:// selects RabbitMQ, another kombu URL kombu), or"
                 " CQRS['transport'] to a dotted path such as 'dj_cqrs.transport.RabbitMQTransport'"
                 f" or an alias: {', '.join(sorted(a for a in TRANSPORT_ALIASES if '.' not in a))}.",
