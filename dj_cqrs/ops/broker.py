@@ -133,10 +133,11 @@ def _rabbitmq(queue: str, dlq: str) -> BrokerStats:
     result = BrokerStats(stats, dlq, letters[0] if letters is not None else 0)
     if stats.exists and len(partitions) > 1:
         result.notes.append(
-            f"{len(partitions)} partition queues {partitions[0]} ... {partitions[-1]}: ready is their sum"
+            f"{len(partitions)} partition queues {partitions[0]} ... {partitions[-1]}: ready,"
+            " unacknowledged and acknowledgement rate are their sums"
         )
-    elif stats.exists:
-        fill_from_management(params, queue, stats, result.notes)
+    if stats.exists:
+        fill_from_management(params, partitions, stats, result.notes)
     return result
 
 
@@ -169,23 +170,33 @@ def management_url(params: Any) -> str | None:
     return f"{scheme}://{user}:{password}@{params.host}:15672/"
 
 
-def fill_from_management(params: Any, queue: str, stats: QueueStats, notes: list[str]) -> None:
-    """Fill the unacknowledged messages, the acknowledgement rate and the lag from the API."""
+def fill_from_management(
+    params: Any, queue: str | list[str], stats: QueueStats, notes: list[str]
+) -> None:
+    """Fill the unacknowledged messages, the acknowledgement rate and the lag from the API; for
+    several queues (the partitions of a service) their sums."""
+    names = [queue] if isinstance(queue, str) else list(queue)
     base = management_url(params)
     if base is None:
         notes.append("management API turned off: unacknowledged messages and lag unknown")
         return
     vhost = urllib.parse.quote(params.virtual_host, safe="")
-    try:
-        data = _get_json(f"{base}api/queues/{vhost}/{urllib.parse.quote(queue, safe='')}")
-    except (OSError, ValueError) as exc:
-        notes.append(
-            f"management API not reachable ({type(exc).__name__}): unacknowledged messages and lag unknown"
-        )
-        return
-    stats.unacked = _int(data.get("messages_unacknowledged"))
-    rate = (data.get("message_stats") or {}).get("ack_details", {}).get("rate")
-    stats.ack_rate = float(rate) if isinstance(rate, (int, float)) else 0.0
+    unacked: int | None = 0
+    ack_rate = 0.0
+    for name in names:
+        try:
+            data = _get_json(f"{base}api/queues/{vhost}/{urllib.parse.quote(name, safe='')}")
+        except (OSError, ValueError) as exc:
+            notes.append(
+                f"management API not reachable ({type(exc).__name__}): unacknowledged messages and lag unknown"
+            )
+            return
+        count = _int(data.get("messages_unacknowledged"))
+        unacked = None if unacked is None or count is None else unacked + count
+        rate = (data.get("message_stats") or {}).get("ack_details", {}).get("rate")
+        ack_rate += float(rate) if isinstance(rate, (int, float)) else 0.0
+    stats.unacked = unacked
+    stats.ack_rate = ack_rate
     estimate_lag(stats)
 
 

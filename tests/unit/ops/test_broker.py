@@ -90,3 +90,51 @@ def test_management_url_derivation():
         assert broker.management_url(params) == "https://mgmt:15671/"
     with override_settings(CQRS=cqrs_with(status={"management_url": False})):
         assert broker.management_url(params) is None
+
+
+class _Channel:
+    def queue_declare(self, queue, passive=False):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(method=SimpleNamespace(message_count=20, consumer_count=0))
+
+    def close(self):
+        pass
+
+
+class _Connection:
+    def __init__(self, params):
+        self._impl = type("Impl", (), {"params": params})()
+
+    def channel(self):
+        return _Channel()
+
+    def close(self):
+        pass
+
+
+def test_a_partitioned_service_gets_the_management_figures_of_all_its_partitions(
+    management, monkeypatch
+):
+    # Before, a partitioned service skipped the management API: no unacknowledged messages, no
+    # lag, and a backlog nobody consumed was never 'stalled' (cqrs_status said healthy).
+    from dj_cqrs.transport import rabbit_mq
+
+    url, seen = management
+    monkeypatch.setattr(pika, "BlockingConnection", _Connection)
+    config = cqrs_with(
+        transport="rabbitmq",
+        url="amqp://guest:guest@127.0.0.1:5672/%2F",
+        queue="orders",
+        replica={"partitions": 2},
+        status={"management_url": url},
+    )
+    with override_settings(CQRS=config):
+        result = broker.queue_stats(rabbit_mq.RabbitMQTransport())
+    stats = result.queue
+    assert (stats.ready, stats.unacked, stats.ack_rate) == (40, 14, 40.0)
+    assert stats.lag == 1.35 and not stats.stalled
+    assert sorted(path for path, _auth in seen) == [
+        "/api/queues/%2F/orders.p0",
+        "/api/queues/%2F/orders.p1",
+    ]
