@@ -182,6 +182,17 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(20_000)
         expect.set_options(timeout=20_000)
+        # What the browser reports as broken: a script error, or a resource that is not there
+        # (a 404, such as the /favicon.ico Chromium asks for by itself) or fails. A 400 is the
+        # API answering a bad value, which the page shows on its field.
+        browser_errors: list[str] = []
+        page.on("pageerror", lambda exc: browser_errors.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: browser_errors.append(f"console error: {msg.text} {msg.location['url']}")
+            if msg.type == "error" and "with a status of 400 " not in msg.text
+            else None,
+        )
 
         def master(pk: int, column: str = "name"):  # type: ignore[no-untyped-def]
             return page.locator(f'#master-table tr[data-id="{pk}"] td.c-{column}')
@@ -315,6 +326,7 @@ def test_demo_web_in_chromium(demo_web: DemoWeb) -> None:
             mark("dead letter sent, replayed, discarded", t)
 
             assert page.evaluate(LOW_CONTRAST_JS) == []
+            assert browser_errors == []
             page.screenshot(path=str(screenshot), full_page=True)
         except Exception:
             failure = ARTIFACTS / f"demo-web{suffix}-failure.png"
