@@ -155,16 +155,18 @@ class OutboxEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             except CqrsError as exc:
                 maintenance.note_failure(using, ids, exc)
                 admin_log.record(
-                    request, self.model, f"Publish now of {len(ids)} outbox events failed: {exc}"
+                    request, self.model, f"Publish now of {_events(len(ids))} failed: {exc}"
                 )
                 self.message_user(request, f"Publishing failed: {exc}", messages.ERROR)
                 return
         admin_log.record(
-            request, self.model, f"Published {published} outbox events now (ids {_ids(by_db)})"
+            request, self.model, f"Published {_events(published)} now (ids {_ids(by_db)})"
         )
         skipped = sum(len(ids) for ids in by_db.values()) - published
         note = f" ({skipped} already published by another publisher)" if skipped > 0 else ""
-        self.message_user(request, f"{published} events published{note}.", messages.SUCCESS)
+        self.message_user(
+            request, f"{_events(published, outbox=False)} published{note}.", messages.SUCCESS
+        )
 
     @admin.action(
         description="Retry selected pending events (reset their failures)", permissions=["change"]
@@ -178,9 +180,16 @@ class OutboxEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         admin_log.record(
             request,
             self.model,
-            f"Reset the failures of {reset} outbox events (ids {_ids({'': ids})})",
+            f"Reset the failures of {_events(reset)} (ids {_ids({'': ids})})",
         )
-        self.message_user(request, f"{reset} events will be retried.", messages.SUCCESS)
+        self.message_user(
+            request, f"{_events(reset, outbox=False)} will be retried.", messages.SUCCESS
+        )
+
+
+def _events(count: int, *, outbox: bool = True) -> str:
+    """``1 outbox event``, ``2 outbox events`` (``1 event`` without ``outbox``)."""
+    return f"{count} {'outbox ' if outbox else ''}event{'' if count == 1 else 's'}"
 
 
 def _ids(by_db: dict[str, list[int]]) -> str:

@@ -95,3 +95,14 @@ def test_w001_lists_the_known_keys_when_nothing_is_close():
         has_replicas=False,
     )
     assert problem.hint.startswith("Known keys: ") and "CQRS_MAX_RETRIES" in problem.hint
+
+
+def test_the_outbox_admin_counts_events_in_the_singular_and_the_plural():
+    from dj_cqrs.ops.outbox_admin import _events
+
+    assert [_events(0), _events(1), _events(2)] == [
+        "0 outbox events",
+        "1 outbox event",
+        "2 outbox events",
+    ]
+    assert _events(1, outbox=False) + " will be retried." == "1 event will be retried."

@@ -88,12 +88,12 @@ def test_publish_now_goes_through_the_publisher_and_is_logged(transport):
     response = client.post(
         OUTBOX, {"action": "publish_now", "_selected_action": [row.pk]}, follow=True
     )
-    assert "1 events published." in response.content.decode()
+    assert "1 event published." in response.content.decode()
     row.refresh_from_db()
     assert row.published_at is not None
     assert [m.payload.instance_data["name"] for m in transport.published] == ["a"]
     entry = LogEntry.objects.get()
-    assert entry.change_message.startswith("Published 1 outbox events now (ids ")
+    assert entry.change_message.startswith("Published 1 outbox event now (ids ")
     transport.join(fail_fast=True)
     assert SimplestModelRef.objects.get(pk=obj.pk).name == "a"
 
@@ -119,7 +119,7 @@ def test_retry_resets_failures(transport):
     client.post(OUTBOX, {"action": "retry", "_selected_action": [row.pk]})
     row.refresh_from_db()
     assert (row.attempts, row.last_error, row.published_at) == (0, "", None)
-    assert "Reset the failures of 1 outbox events" in LogEntry.objects.get().change_message
+    assert "Reset the failures of 1 outbox event " in LogEntry.objects.get().change_message
 
 
 def test_delete_asks_for_confirmation(transport):
