@@ -112,7 +112,7 @@ def open_blocking_connection(purpose: str, nodes: BrokerNodes | None = None) -> 
     try:
         return (nodes or BrokerNodes(purpose)).connect()
     except CONNECTION_ERRORS as exc:
-        raise ConnectionFailed(f"cannot connect to RabbitMQ: {exc!r}") from exc
+        raise ConnectionFailed(f"cannot connect to RabbitMQ at {display_url()}: {exc!r}") from exc
 
 
 def declare_topology(

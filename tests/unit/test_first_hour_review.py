@@ -106,3 +106,18 @@ def test_the_outbox_admin_counts_events_in_the_singular_and_the_plural():
         "2 outbox events",
     ]
     assert _events(1, outbox=False) + " will be retried." == "1 event will be retried."
+
+
+def test_a_consumer_that_cannot_connect_says_where_it_tried():
+    """``cqrs_consume`` with the README's ``amqp://guest:guest@rabbitmq:5672/%2F`` on a machine
+    without that host logged only "cannot connect to RabbitMQ: gaierror(-2, ...)"."""
+    from dj_cqrs.exceptions import ConnectionFailed
+    from dj_cqrs.transport.rabbit_connection import open_blocking_connection
+
+    url = "amqp://guest:hunter2@127.0.0.1:9/%2F"  # the discard port: refused at once
+    with override_settings(CQRS=cqrs_with(transport="rabbitmq", url=url)):
+        with pytest.raises(ConnectionFailed) as failed:
+            open_blocking_connection("consumer")
+    text = str(failed.value)
+    assert text.startswith("cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:9/%2F: ")
+    assert "hunter2" not in text
