@@ -43,12 +43,14 @@ def connection_parameters(purpose: str = "producer") -> pika.ConnectionParameter
 _REFUSAL_CODES = {403: "ACCESS_REFUSED", 530: "NOT_ALLOWED"}
 
 
-
 def refusal_reason(exc: BaseException) -> str | None:
     """What the broker refused and what to fix, when ``exc`` (or its cause) is an authentication
     or authorisation refusal; None for anything else (a transient failure)."""
     for error in exception_chain(exc):
-        if isinstance(error, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
+        if isinstance(
+            error,
+            (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError),
+        ):
             return (
                 "the broker refused the login (authentication): check the user name and password"
                 f" of CQRS['url'] ({error})"
@@ -59,9 +61,9 @@ def refusal_reason(exc: BaseException) -> str | None:
                 f" exists and that the user has permissions on it ({error})"
             )
         code = getattr(error, "reply_code", None)
-        if isinstance(error, (pika.exceptions.ConnectionClosedByBroker, pika.exceptions.ChannelClosedByBroker)) and (
-            code in _REFUSAL_CODES
-        ):
+        if isinstance(
+            error, (pika.exceptions.ConnectionClosedByBroker, pika.exceptions.ChannelClosedByBroker)
+        ) and (code in _REFUSAL_CODES):
             return (
                 f"the broker refused an operation ({code} {_REFUSAL_CODES[code]}): check the user's"
                 f" permissions (configure/write on the exchange {cqrs_settings.exchange!r}) and its"
@@ -100,7 +102,9 @@ def refused(reason: str, url: str) -> BrokerRefused:
     return BrokerRefused(f"RabbitMQ at {url} refused dj_cqrs: {reason}", url=url, reason=reason)
 
 
-def message_properties(headers: dict[str, Any] | None = None, expiration: str | None = None) -> pika.BasicProperties:
+def message_properties(
+    headers: dict[str, Any] | None = None, expiration: str | None = None
+) -> pika.BasicProperties:
     return pika.BasicProperties(
         content_type="text/plain", delivery_mode=2, headers=headers or None, expiration=expiration
     )
