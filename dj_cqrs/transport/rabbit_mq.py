@@ -33,9 +33,14 @@ import pika.exceptions
 
 from dj_cqrs import encoding
 from dj_cqrs.conf import cqrs_settings
-from dj_cqrs.core.event import AnyPayload
+from dj_cqrs.core.event import AnyPayload, EventPayload
 from dj_cqrs.core.messages import ConsumeHandler
-from dj_cqrs.core.names import PARTITION_HEADER, partition_key, routing_key_for
+from dj_cqrs.core.names import (
+    PARTITION_HEADER,
+    event_partition_key,
+    partition_key,
+    routing_key_for,
+)
 from dj_cqrs.exceptions import BrokerRefused, PublishFailed
 from dj_cqrs.log import payload_context
 from dj_cqrs.tracing import headers_of
@@ -109,7 +114,9 @@ class _Marshaller:
         entry = self._key_name + b"S" + _LONG.pack(len(raw)) + raw
         return self._key_prefix + _LONG.pack(len(entry)) + entry + self._key_suffix
 
-    def frames(self, exchange: str, routing_key: str, body: bytes, properties: bytes | None) -> bytes | None:
+    def frames(
+        self, exchange: str, routing_key: str, body: bytes, properties: bytes | None
+    ) -> bytes | None:
         """The frames of one message, or None when pika must build them (a name over 255 bytes:
         pika raises its own error for it)."""
         method = self._keys.get((exchange, routing_key))
@@ -123,7 +130,12 @@ class _Marshaller:
                 self._keys[(exchange, routing_key)] = method
         props = self._plain_properties if properties is None else properties
         size = len(body)
-        parts = [method, _HEADER.pack(2, self.channel_number, 12 + len(props), 60, 0, size), props, _FRAME_END]
+        parts = [
+            method,
+            _HEADER.pack(2, self.channel_number, 12 + len(props), 60, 0, size),
+            props,
+            _FRAME_END,
+        ]
         channel, limit = self.channel_number, self.body_max
         for start in range(0, size, limit):
             chunk = body[start : start + limit]
@@ -276,7 +288,9 @@ class _ThreadProducer:
                 if buffered:
                     connection_impl._output_marshaled_frames([b"".join(buffered)])
                     buffered, size = [], 0
-                impl.basic_publish(exchange, rk, body, message_properties(headers, expiration), mandatory=True)
+                impl.basic_publish(
+                    exchange, rk, body, message_properties(headers, expiration), mandatory=True
+                )
             else:
                 buffered.append(frames)
                 size += len(frames)
@@ -295,7 +309,9 @@ class _ThreadProducer:
         """Wait for the confirms of a batch :meth:`write` returned ``tags`` for; return the
         indexes the broker did not confirm (nacked)."""
         if generation != self.generation or not self.usable():
-            raise pika.exceptions.AMQPConnectionError("the connection was replaced before the confirms came")
+            raise pika.exceptions.AMQPConnectionError(
+                "the connection was replaced before the confirms came"
+            )
         assert self.connection is not None
         deadline = time.monotonic() + cqrs_settings.master.confirm_timeout
         while self._outstanding & tags.keys():
@@ -344,7 +360,9 @@ class _ThreadProducer:
             return
         try:
             if connection.is_open:
-                terminate(pika.exceptions.StreamLostError("dropped by dj_cqrs after a failed publish"))
+                terminate(
+                    pika.exceptions.StreamLostError("dropped by dj_cqrs after a failed publish")
+                )
                 # pika completes the abort in its I/O loop: a few turns, no network round trip.
                 for _ in range(_ABORT_TURNS):
                     if connection.is_closed:
@@ -355,9 +373,13 @@ class _ThreadProducer:
 
 
 def _headers(payload: AnyPayload) -> dict[str, Any]:
-    """The AMQP headers of an event: the partition key (``<cqrs_id>:<pk>``, which a partitioned
-    replica hashes on: docs/scaling.md) and the trace context, if any."""
-    key = partition_key(payload.cqrs_id, payload.pk)
+    """The AMQP headers of an event: the partition key (``<cqrs_id>:<pk>``; a domain event's
+    ``dj_cqrs.event:<key>``, whatever its name), which a partitioned replica hashes on
+    (docs/scaling.md), and the trace context, if any."""
+    if isinstance(payload, EventPayload):
+        key = event_partition_key(payload.key)
+    else:
+        key = partition_key(payload.cqrs_id, payload.pk)
     trace = headers_of(payload)
     if trace:
         return {**trace, PARTITION_HEADER: key}
@@ -406,7 +428,10 @@ class RabbitMQTransport(BaseTransport):
     def _messages(self, payloads: list[AnyPayload]) -> list[Message]:
         exchange = cqrs_settings.exchange
         dumps = encoding.dumps_bytes
-        return [(exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), _headers(p), None) for p in payloads]
+        return [
+            (exchange, routing_key_for(p), dumps(p.to_dict(), allow_nan=True), _headers(p), None)
+            for p in payloads
+        ]
 
     def send_batch(self, payloads: list[AnyPayload]) -> SentBatch:
         """Write ``payloads`` to the broker without waiting for the confirms (the relay prepares
@@ -433,14 +458,18 @@ class RabbitMQTransport(BaseTransport):
                 failed = producer.wait(batch.generation, batch.tags)
             except CONNECTION_ERRORS as exc:
                 self._drop(producer, exc)
-                logger.warning("CQRS publish of %s message(s) not confirmed (%r); retrying", len(failed), exc)
+                logger.warning(
+                    "CQRS publish of %s message(s) not confirmed (%r); retrying", len(failed), exc
+                )
         if logger.isEnabledFor(logging.INFO):
             unconfirmed = set(failed)
             for i in range(len(batch.messages)):
                 if i not in unconfirmed:
                     self._log_published(batch.payloads, i, batch.messages[i][1])
         if failed:
-            self.publish_confirmed([batch.messages[i] for i in failed], payloads=[batch.payloads[i] for i in failed])
+            self.publish_confirmed(
+                [batch.messages[i] for i in failed], payloads=[batch.payloads[i] for i in failed]
+            )
 
     def _drop(self, producer: _ThreadProducer, exc: BaseException) -> None:
         """Discard the producer's connection after ``exc``; raise ``BrokerRefused`` for a refusal."""
@@ -511,21 +540,25 @@ class RabbitMQTransport(BaseTransport):
                     # fail_fast: the caller reports the outage (once), not one line per publish
                     log = logger.debug if fail_fast else logger.error
                     log(
-                        "CQRS publish of %s message(s) failed after %s attempts: %r",
+                        "CQRS publish of %s message(s) failed after %s attempt%s: %r",
                         len(chunk),
                         attempt,
+                        "" if attempt == 1 else "s",
                         error,
                         extra=extra,
                     )
                     raise PublishFailed(
-                        f"{len(chunk)} message(s) not confirmed by RabbitMQ after {attempt} attempts: {error!r}"
+                        f"{len(chunk)} message(s) not confirmed by RabbitMQ at {display_url()} after"
+                        f" {attempt} attempt{'' if attempt == 1 else 's'}: {error!r}"
                     ) from error
                 logger.warning("CQRS publish attempt %s failed (%r); retrying", attempt, error)
                 time.sleep(delay * attempt)
 
     def _refused(self, reason: str, count: int, quiet: bool) -> BrokerRefused:
         url = display_url()
-        (logger.debug if quiet else logger.error)("CQRS publish of %s message(s) refused by RabbitMQ at %s: %s", count, url, reason)
+        (logger.debug if quiet else logger.error)(
+            "CQRS publish of %s message(s) refused by RabbitMQ at %s: %s", count, url, reason
+        )
         return refused(reason, url)
 
     def _log_published(self, payloads: list[AnyPayload], index: int, rk: str) -> None:
@@ -558,10 +591,17 @@ class RabbitMQTransport(BaseTransport):
         return RabbitDeadLetterStore()
 
     @through_instance
-    def consume(self, cqrs_ids: list[str] | None = None, handler: ConsumeHandler | None = None, **kwargs: Any) -> None:
+    def consume(
+        self,
+        cqrs_ids: list[str] | None = None,
+        handler: ConsumeHandler | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Run the consume loop (see :mod:`dj_cqrs.transport.rabbit_consumer`) with ``handler``
         (default: the replica's, :func:`dj_cqrs.core.handlers.default_handler`)."""
-        consumer = PartitionedRabbitMQConsumer if cqrs_settings.replica.partitions else RabbitMQConsumer
+        consumer = (
+            PartitionedRabbitMQConsumer if cqrs_settings.replica.partitions else RabbitMQConsumer
+        )
         consumer(cqrs_ids=cqrs_ids, handler=handler, **kwargs).run()
 
 

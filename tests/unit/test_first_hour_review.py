@@ -121,3 +121,22 @@ def test_a_consumer_that_cannot_connect_says_where_it_tried():
     text = str(failed.value)
     assert text.startswith("cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:9/%2F: ")
     assert "hunter2" not in text
+
+
+def test_a_publish_that_cannot_reach_the_broker_says_where_and_how_often():
+    """It said "1 message(s) not confirmed by RabbitMQ after 1 attempts: gaierror(...)"."""
+    from dj_cqrs.exceptions import PublishFailed
+    from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+
+    url = "amqp://guest:hunter2@127.0.0.1:9/%2F"  # the discard port: refused at once
+    message = ("cqrs", "simplest", b"{}", None, None)
+    with override_settings(CQRS=cqrs_with(transport="rabbitmq", url=url)):
+        transport = RabbitMQTransport()
+        try:
+            with pytest.raises(PublishFailed) as failed:
+                transport.publish_confirmed([message], retries=0)
+        finally:
+            transport.close()
+    text = str(failed.value)
+    assert "not confirmed by RabbitMQ at amqp://guest:***@127.0.0.1:9/%2F after 1 attempt: " in text
+    assert "hunter2" not in text
