@@ -174,6 +174,17 @@ def partition_key(cqrs_id: str, pk: Any) -> str:
     return f"{cqrs_id}:{pk}"
 
 
+#: The partition key's prefix of every domain event (:func:`event_partition_key`).
+EVENT_PARTITION_PREFIX = "dj_cqrs.event"
+
+
+def event_partition_key(key: Any) -> str:
+    """The value of :data:`PARTITION_HEADER` for a domain event about ``key``, whatever its name
+    (``dj_cqrs.event:<key>``): a key's events are ordered across names (their ``seq`` is per key),
+    so ``order.created`` and ``order.paid`` of one key must share a partition."""
+    return f"{EVENT_PARTITION_PREFIX}:{key}"
+
+
 def partition_exchange_name(queue: str) -> str:
     """``<queue>.partitions``: the consistent-hash exchange of a partitioned replica service."""
     return f"{queue}.partitions"
@@ -196,6 +207,7 @@ def retry_queue_name(queue: str) -> str:
 
 __all__ = [
     "DEAD_UNTIL_HEADER",
+    "EVENT_PARTITION_PREFIX",
     "EVENT_ROUTING_PREFIX",
     "DELAY_HEADER",
     "DROPPED_HEADERS_HEADER",
@@ -224,6 +236,7 @@ __all__ = [
     "event_binding_key",
     "event_direct_binding_key",
     "event_name_of",
+    "event_partition_key",
     "event_routing_key",
     "original_routing_key",
     "partition_exchange_name",
