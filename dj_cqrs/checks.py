@@ -204,7 +204,10 @@ def _is_kombu(cls: type) -> bool:
 
 
 #: The package a kombu transport needs, by URL scheme, and what installs it.
-_KOMBU_DRIVERS = {"redis": "pip install 'dj-cqrs[redis]'", "rediss": "pip install 'dj-cqrs[redis]'"}
+_KOMBU_DRIVERS = dict.fromkeys(
+    ("redis", "rediss"),
+    "Install the redis package: pip install 'dj-cqrs[redis]' (or pip install redis).",
+)
 
 
 def _check_kombu_url(url: str) -> list[checks.CheckMessage]:
