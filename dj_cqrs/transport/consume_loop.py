@@ -78,7 +78,9 @@ class ConsumeLoop(abc.ABC):
         self.queue: str = cqrs_settings.queue
         #: Routing keys bound for the routes of the default handler (domain event patterns), when
         #: this loop runs it.
-        self.route_binding_keys: list[str] = binding_keys(self.queue) if self.handler is routed else []
+        self.route_binding_keys: list[str] = (
+            binding_keys(self.queue) if self.handler is routed else []
+        )
         self.dead_letter_queue: str = cqrs_settings.dead_letter_queue
         self.batch_size: int = cqrs_settings.replica.CQRS_BATCH_SIZE
         self.batch_max_wait: float = cqrs_settings.replica.CQRS_BATCH_MAX_WAIT
@@ -124,7 +126,9 @@ class ConsumeLoop(abc.ABC):
         """Publish the next attempt of ``message`` (``outcome.delay`` seconds from now)."""
 
     @abc.abstractmethod
-    def publish_dead_letter(self, message: InboundMessage, outcome: Outcome, minimal: bool = False) -> None:
+    def publish_dead_letter(
+        self, message: InboundMessage, outcome: Outcome, minimal: bool = False
+    ) -> None:
         """Publish the original body of ``message`` as a dead letter (``minimal``: reason and
         error headers only)."""
 
@@ -160,7 +164,12 @@ class ConsumeLoop(abc.ABC):
             except Exception as exc:  # noqa: BLE001 - the worker's top level: log, reconnect, carry on
                 delay = backoff.next()
                 if isinstance(exc, self.recoverable):
-                    self.logger.warning("%s connection lost (%r); reconnecting in %.1fs", self.broker_name, exc, delay)
+                    self.logger.warning(
+                        "%s connection lost (%r); reconnecting in %.1fs",
+                        self.broker_name,
+                        exc,
+                        delay,
+                    )
                 else:
                     self.logger.exception("CQRS consumer error; reconnecting in %.1fs", delay)
                 self.close(exc)
@@ -174,7 +183,10 @@ class ConsumeLoop(abc.ABC):
             return True
         if self.max_messages is not None and self.handled >= self.max_messages:
             return True
-        return self.idle_timeout is not None and time.monotonic() - self._last_activity > self.idle_timeout
+        return (
+            self.idle_timeout is not None
+            and time.monotonic() - self._last_activity > self.idle_timeout
+        )
 
     def mark_active(self) -> None:
         """Something was received: the idle timeout starts again."""
@@ -211,7 +223,12 @@ class ConsumeLoop(abc.ABC):
     def process(self, batch: list[InboundMessage]) -> None:
         """Hand a batch to the handler, then settle every outcome but ``REQUEUE``."""
         outcomes = handle_observed(
-            self.handler, batch, self.wait, self.service, queue=self.queue, system=self.messaging_system
+            self.handler,
+            batch,
+            self.wait,
+            self.service,
+            queue=self.queue,
+            system=self.messaging_system,
         )
         settled: list[InboundMessage] = []
         for message, outcome in zip(batch, outcomes, strict=True):
@@ -230,19 +247,25 @@ class ConsumeLoop(abc.ABC):
     def settle(self, message: InboundMessage, outcome: Outcome) -> None:
         """Publish the successor of a retried or dead-lettered message.
 
-        Raises only for a lost connection: a successor that cannot be published otherwise is
-        replaced by a dead letter of the original body."""
+        Raises only for a lost connection, or for a configuration error (the broker refused to
+        declare a retry queue: dj_cqrs.E101), which no other message could get past either: a
+        successor that cannot be published otherwise is replaced by a dead letter of the original
+        body."""
         try:
             if outcome.action is Action.RETRY:
                 self.publish_retry(message, outcome)
             elif outcome.action is Action.DEAD_LETTER:
                 self.publish_dead_letter(message, outcome)
+        except ConfigurationError:
+            raise
         except self.recoverable:
             raise
         except Exception as exc:  # noqa: BLE001 - one message never holds up its batch
             self.dead_letter_unsettled(message, outcome, exc)
 
-    def dead_letter_unsettled(self, message: InboundMessage, outcome: Outcome, exc: BaseException) -> None:
+    def dead_letter_unsettled(
+        self, message: InboundMessage, outcome: Outcome, exc: BaseException
+    ) -> None:
         """Dead-letter the original body of a message whose successor could not be published."""
         fallback = settle_failed(outcome, exc)
         dead_lettered(fallback)
@@ -258,7 +281,9 @@ class ConsumeLoop(abc.ABC):
         except self.recoverable:
             raise
         except Exception:  # noqa: BLE001 - e.g. the carried headers: reason and error only
-            self.logger.exception("CQRS dead letter with full headers failed; publishing it with the reason only")
+            self.logger.exception(
+                "CQRS dead letter with full headers failed; publishing it with the reason only"
+            )
             self.publish_dead_letter(message, fallback, minimal=True)
 
 

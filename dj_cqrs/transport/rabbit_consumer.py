@@ -51,6 +51,7 @@ from dj_cqrs.transport.rabbit_nodes import BrokerNodes
 from dj_cqrs.transport.rabbit_topology import (
     declare_replica_topology,
     queue_type_arguments,
+    refusals_translated,
     replica_queue_arguments,
 )
 
@@ -129,7 +130,12 @@ class RabbitMQConsumer(ConsumeLoop):
 
     def declare_topology(self, channel: BlockingChannel) -> None:
         declare_replica_topology(
-            channel, self.exchange, self.queue, self.dead_letter_queue, self.cqrs_ids, self.route_binding_keys
+            channel,
+            self.exchange,
+            self.queue,
+            self.dead_letter_queue,
+            self.cqrs_ids,
+            self.route_binding_keys,
         )
 
     def close(self, error: BaseException | None = None) -> None:
@@ -185,7 +191,9 @@ class RabbitMQConsumer(ConsumeLoop):
             if self.stop.is_set():
                 return True
             assert self.connection is not None
-            self.connection.process_data_events(time_limit=min(0.5, max(deadline - time.monotonic(), 0)))
+            self.connection.process_data_events(
+                time_limit=min(0.5, max(deadline - time.monotonic(), 0))
+            )
         return self.stop.is_set()
 
     # -- settling --------------------------------------------------------------------------------
@@ -223,11 +231,15 @@ class RabbitMQConsumer(ConsumeLoop):
                     attempts,
                 )
                 self._redeclare(routing_key)
-                self.channel.basic_publish("", routing_key, body, properties=properties, mandatory=True)
+                self.channel.basic_publish(
+                    "", routing_key, body, properties=properties, mandatory=True
+                )
             self.channel.tx_commit()
             self.connection.process_data_events(0)
             if attempts >= _RETURN_ATTEMPTS and self._returned:
-                raise ConnectionFailed(f"re-publish to {self._returned[0][0]!r} keeps being returned")
+                raise ConnectionFailed(
+                    f"re-publish to {self._returned[0][0]!r} keeps being returned"
+                )
 
     def _redeclare(self, name: str) -> None:
         assert self.channel is not None
@@ -240,7 +252,9 @@ class RabbitMQConsumer(ConsumeLoop):
             arguments = replica_queue_arguments(self.dead_letter_queue, False)
             self.channel.queue_declare(name, durable=True, arguments=arguments or None)
 
-    def _publish(self, routing_key: str, body: bytes, headers: dict[str, Any], expiration: str | None = None) -> None:
+    def _publish(
+        self, routing_key: str, body: bytes, headers: dict[str, Any], expiration: str | None = None
+    ) -> None:
         """Publish through the default exchange (straight into a queue), inside the transaction."""
         assert self.channel is not None
         try:
@@ -248,11 +262,21 @@ class RabbitMQConsumer(ConsumeLoop):
             self.channel.basic_publish("", routing_key, body, properties=properties, mandatory=True)
         except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
             # A header the broker delivered but pika cannot encode back: keep ours only.
-            logger.warning("CQRS message headers cannot be re-encoded (%r); dropping the foreign ones", exc)
-            own = {k: v for k, v in headers.items() if isinstance(k, str) and k.startswith(HEADER_PREFIX)}
+            logger.warning(
+                "CQRS message headers cannot be re-encoded (%r); dropping the foreign ones", exc
+            )
+            own = {
+                k: v
+                for k, v in headers.items()
+                if isinstance(k, str) and k.startswith(HEADER_PREFIX)
+            }
             own[DROPPED_HEADERS_HEADER] = True
             self.channel.basic_publish(
-                "", routing_key, body, properties=message_properties(own, expiration), mandatory=True
+                "",
+                routing_key,
+                body,
+                properties=message_properties(own, expiration),
+                mandatory=True,
             )
 
     def publish_retry(self, message: InboundMessage, outcome: Outcome) -> None:
@@ -273,10 +297,15 @@ class RabbitMQConsumer(ConsumeLoop):
         """Declare ``<queue>.retry.<delay_ms>`` (which renews its ``x-expires`` lease)."""
         assert self.channel is not None
         name = delay_queue_name(self.queue, delay_ms)
-        self.channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms))
+        with refusals_translated():
+            self.channel.queue_declare(
+                name, durable=True, arguments=retry_queue_arguments(self.queue, delay_ms)
+            )
         self._retry_queues_declared[delay_ms] = time.monotonic()
 
-    def publish_dead_letter(self, message: InboundMessage, outcome: Outcome, minimal: bool = False) -> None:
+    def publish_dead_letter(
+        self, message: InboundMessage, outcome: Outcome, minimal: bool = False
+    ) -> None:
         ttl = dead_letter_ttl()
         expiration = str(ttl * 1000) if ttl else None
         headers = minimal_failure_headers(outcome) if minimal else failure_headers(message, outcome)

@@ -49,6 +49,7 @@ from dj_cqrs.transport.rabbit_consumer import (
 from dj_cqrs.transport.rabbit_topology import (
     consumed_queues,
     queue_type_arguments,
+    refusals_translated,
     replica_queue_arguments,
 )
 
@@ -376,11 +377,12 @@ class PartitionedRabbitMQConsumer(RabbitMQConsumer):
         self, channel: BlockingChannel, partition: str, delay_ms: int
     ) -> None:
         """``<queue>.p<i>.retry.<delay_ms>``, dead-lettering back into ``<queue>.p<i>``."""
-        channel.queue_declare(
-            delay_queue_name(partition, delay_ms),
-            durable=True,
-            arguments=retry_queue_arguments(partition, delay_ms),
-        )
+        with refusals_translated():
+            channel.queue_declare(
+                delay_queue_name(partition, delay_ms),
+                durable=True,
+                arguments=retry_queue_arguments(partition, delay_ms),
+            )
         self._retry_declared[(partition, delay_ms)] = time.monotonic()
 
     def publish_dead_letter(

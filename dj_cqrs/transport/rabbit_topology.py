@@ -29,6 +29,8 @@ most often its type) raises ``ConfigurationError`` ``dj_cqrs.E101``; an unknown 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
@@ -97,8 +99,18 @@ def declare_replica_topology(
 ) -> None:
     """Declare the exchange, the replica queue(s) and the dead-letter queue with their bindings
     (see the module docstring); refusals become ``ConfigurationError`` E100/E101."""
-    try:
+    with refusals_translated():
         _declare(channel, exchange, queue, dead_letter_queue, cqrs_ids, extra_keys or [])
+
+
+@contextlib.contextmanager
+def refusals_translated() -> Iterator[None]:
+    """Declarations inside the block that the broker refuses because of the settings raise
+    ``ConfigurationError`` E100/E101 (see :func:`translate_refusal`), which stops the consumer
+    instead of reconnecting: e.g. a retry queue ``<queue>.retry.<ms>`` left classic by a
+    ``queue_type`` migration, refused when the first retry declares it as quorum."""
+    try:
+        yield
     except (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker) as exc:
         error = translate_refusal(exc)
         if error is None:
@@ -178,6 +190,7 @@ __all__ = [
     "QUORUM_DELIVERY_LIMIT",
     "consumed_queues",
     "declare_replica_topology",
+    "refusals_translated",
     "queue_type_arguments",
     "replica_queue_arguments",
     "translate_refusal",

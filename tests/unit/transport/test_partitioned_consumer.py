@@ -223,6 +223,28 @@ def test_a_retry_goes_back_into_its_own_partition_on_its_channel(consumer: Any) 
         assert not consumer.fake.subscribed(other).named("tx_commit")
 
 
+def test_a_retry_queue_of_another_type_stops_the_consumer_with_e101(consumer: Any) -> None:
+    # A retry queue left classic by a queue_type migration: RabbitMQ refuses the declaration
+    # (406). Before, the consumer reconnected and got the same message again, for ever (seen on
+    # this machine: ~2 redeliveries a second, the messages of the batch applied again each time).
+    deliver(consumer, 3, 5, pk=9)
+    (message,) = consumer.take()
+    channel = consumer.fake.subscribed("orders.p3")
+
+    def refuse(name: str, passive: bool = False, **kwargs: Any) -> Any:
+        raise pika.exceptions.ChannelClosedByBroker(
+            406,
+            f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{name}' in vhost"
+            " '/': received the value 'quorum' of type 'longstr' but current is none",
+        )
+
+    channel.queue_declare = refuse  # type: ignore[method-assign]
+    payload = TransportPayload("SAVE", "order", {"id": 9, "cqrs_revision": 1}, 9)
+    outcome = Outcome(Action.RETRY, reason="exception", detail="boom", delay=1.0, payload=payload)
+    with pytest.raises(ConfigurationError, match=r"^dj_cqrs\.E101: .*orders\.p3\.retry\.1000"):
+        consumer.settle(message, outcome)
+
+
 def test_a_batch_over_several_partitions_is_acknowledged_per_channel(consumer: Any) -> None:
     deliver(consumer, 0, 1)
     deliver(consumer, 1, 1)
