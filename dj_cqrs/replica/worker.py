@@ -93,10 +93,18 @@ def _missing_tables(cqrs_ids: list[str] | None) -> list[str]:
     for alias, models in wanted.items():
         try:
             with connections[alias].cursor() as cursor:
-                tables = set(connections[alias].introspection.table_names(cursor, include_views=True))
+                tables = set(
+                    connections[alias].introspection.table_names(cursor, include_views=True)
+                )
         except DatabaseError as exc:
-            if is_outage(exc):
-                continue  # the workers wait for the database
+            if is_outage(exc):  # the workers wait for the database; say so before the first message
+                logger.warning(
+                    "CQRS consumer: database %r cannot be reached (%s); the workers wait for it."
+                    " Check DATABASES if it does not come up.",
+                    alias,
+                    str(exc).strip(),
+                )
+                continue
             raise
         missing = [m for m in models if m._meta.db_table not in tables]
         if missing:

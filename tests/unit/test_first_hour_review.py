@@ -140,3 +140,26 @@ def test_a_publish_that_cannot_reach_the_broker_says_where_and_how_often():
     text = str(failed.value)
     assert "not confirmed by RabbitMQ at amqp://guest:***@127.0.0.1:9/%2F after 1 attempt: " in text
     assert "hunter2" not in text
+
+
+def test_cqrs_consume_says_at_start_that_a_replica_database_cannot_be_reached(caplog):
+    """A misspelt DATABASES name: the consumer started and connected to the broker without a word
+    until the first message arrived (then: "Replica database unavailable ...")."""
+    from django.db import OperationalError
+
+    from dj_cqrs.replica.worker import startup_problems
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    text = 'connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "shop_typo" does not exist'
+    failure = OperationalError(text)  # as Django raises it: libpq's error as the cause
+    failure.__cause__ = psycopg2.OperationalError(text)
+    with (
+        mock.patch("django.db.backends.base.base.BaseDatabaseWrapper.cursor", side_effect=failure),
+        caplog.at_level("WARNING", logger="django-cqrs.worker"),
+    ):
+        problems = startup_problems(None)
+    assert problems == []  # not a reason to stop: the workers wait for the database
+    [record] = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "database 'default' cannot be reached" in record.getMessage()
+    assert 'database "shop_typo" does not exist' in record.getMessage()
