@@ -168,10 +168,27 @@ class Deliverer:
         """Deliver one subscription while work comes, then give the slot (and the lease) up when
         other subscriptions wait for a thread."""
         delivery = SubscriptionDelivery(using, subscription_id, self.owner, self.stop, self.send)
+        backoff = Backoff(1.0, 30.0)
         try:
             while not self.stop.is_set():
                 seen = self._generation
-                result = delivery.run_pass()
+                try:
+                    result = delivery.run_pass()
+                except Exception as exc:  # a failed pass (the database): try again after a pause
+                    delay = backoff.next()
+                    logger.error(
+                        "CQRS webhook subscription %s on %r failed: %r; trying again in %.1fs",
+                        subscription_id,
+                        using,
+                        exc,
+                        delay,
+                        exc_info=True,
+                    )
+                    connections.close_all()
+                    if self.stop.wait(delay) or self._waiting:
+                        return  # stopping, or the slot goes to a waiting subscription
+                    continue
+                backoff.reset()
                 if result is None:
                     return  # paused, removed, or another deliverer holds it
                 self.delivered += result.delivered
@@ -180,15 +197,6 @@ class Deliverer:
                 if self._waiting:
                     return
                 self._sleep(seen, self.interval)
-        except Exception as exc:  # a thread's top level: the next schedule starts it again
-            logger.error(
-                "CQRS webhook subscription %s on %r failed: %r",
-                subscription_id,
-                using,
-                exc,
-                exc_info=True,
-            )
-            self.stop.wait(1.0)
         finally:
             try:
                 leases.release(using, subscription_id, self.owner)

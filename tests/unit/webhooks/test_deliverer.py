@@ -162,3 +162,37 @@ def test_a_stop_during_the_back_off_neither_parks_nor_advances(subscriber):
     assert time.monotonic() - started < 2 and result.delivered == result.parked == 0
     assert not WebhookDelivery.objects.exists()
     assert WebhookSubscription.objects.get().position == sub.position  # sent again by the next pass
+
+
+def test_a_failed_pass_is_tried_again_by_its_thread_without_waiting_for_a_schedule(
+    receiver, monkeypatch
+):
+    """A pass that raises (the database: 'table is locked', a lost connection) is tried again by
+    the subscription's thread after a pause; before, the thread ended and the change waited for
+    the next commit or the polling interval (here 30 s)."""
+    from dj_cqrs.webhooks import delivery as delivery_module
+
+    real = delivery_module.SubscriptionDelivery.run_pass
+    failures = []
+
+    def flaky(self):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("database table is locked")
+        return real(self)
+
+    monkeypatch.setattr(delivery_module.SubscriptionDelivery, "run_pass", flaky)
+    subscriptions.add("one", receiver.url, ["simplest"], secret="k")
+    SimplestModel.objects.create(name="a")
+    stop = StopFlag()
+    deliverer = Deliverer(databases=["default"], interval=30.0, stop=stop)
+    deliverer.start()
+    try:
+        deadline = time.monotonic() + 8
+        while len(receiver.received) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert failures == [1]
+        assert [b["instance_data"]["name"] for b, _ in receiver.received] == ["a"]
+    finally:
+        stop.set()
+        deliverer.join(10)
